@@ -1,0 +1,1 @@
+"""CLI subcommands, one module per verb; each exposes `register(subparsers)`."""

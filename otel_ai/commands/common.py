@@ -1,0 +1,20 @@
+"""Options shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from otel_ai.settings import Settings, load_settings
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="embedded data directory (same as OTEL_AI_CLICKHOUSE_URL=chdb://DIR)")
+    parser.add_argument("--clickhouse-url", help="ClickHouse URL (chdb://DIR or http(s)://user:pass@host:8123/db)")
+    parser.add_argument("--database", help="database holding the otel_* tables (default: otel)")
+
+
+def settings_from_args(args: argparse.Namespace, **overrides: object) -> Settings:
+    url = getattr(args, "clickhouse_url", None)
+    if getattr(args, "data", None):
+        url = f"chdb://{args.data}"
+    return load_settings(clickhouse_url=url, database=getattr(args, "database", None), **overrides)

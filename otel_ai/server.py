@@ -1,0 +1,103 @@
+"""`otel-ai serve`: receivers, scorer, HTTP API and chat in one process over one store.
+
+Start order: open store → apply migrations → start services (OTLP receivers, scorer) → serve the
+HTTP app. On SIGTERM/SIGINT the order reverses: the HTTP app stops, then each service stops taking
+work and commits what it acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from otel_ai.context import Service, ServerContext
+from otel_ai.settings import Settings
+from store import Store
+from store.migrations import migrate
+
+log = logging.getLogger("otel_ai.server")
+
+# Factories of services started by serve, in start order; each takes the context.
+ServiceFactory = Callable[[ServerContext], Service]
+# Functions that add routes or sub-apps (API, chat UI, Slack) to the HTTP app.
+Mount = Callable[[FastAPI, ServerContext], None]
+
+
+def service_factories() -> list[ServiceFactory]:
+    from ingest.service import IngestService
+
+    return [IngestService]
+
+
+def mounts() -> list[Mount]:
+    return []
+
+
+def build_app(ctx: ServerContext) -> FastAPI:
+    app = FastAPI(title="otel-ai", version="0.1.0")
+    app.state.ctx = ctx
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        ok = ctx.store.ping()
+        body = {
+            "status": "ok" if ok else "degraded",
+            "store": ctx.store.url.redacted(),
+            "database": ctx.store.database,
+            "services": sorted(ctx.services),
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    for mount in mounts():
+        mount(app, ctx)
+    return app
+
+
+async def run(settings: Settings, ready: Callable[[ServerContext], None] | None = None) -> None:
+    store = Store.from_settings(settings)
+    applied = migrate(store, settings)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    ctx = ServerContext(settings=settings, store=store)
+    app = build_app(ctx)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    http = uvicorn.Server(config)
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+    started: list[Service] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for factory in service_factories():
+            service = factory(ctx)
+            await service.start()
+            ctx.services[service.name] = service
+            started.append(service)
+        http_task = asyncio.create_task(http.serve())
+        while not http.started and not http_task.done():
+            await asyncio.sleep(0.05)
+        if http_task.done():
+            http_task.result()
+            raise RuntimeError(f"HTTP server on {settings.host}:{settings.port} did not start")
+        print(f"otel-ai serving: chat and API on http://{settings.host}:{settings.port}", flush=True)
+        if ready:
+            ready(ctx)
+        await stop.wait()
+        log.info("shutting down")
+        http.should_exit = True
+        await http_task
+    finally:
+        for service in reversed(started):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("error stopping %s", service.name)
+        store.close()

@@ -1,0 +1,261 @@
+"""The one door to ClickHouse: a clickhouse-connect client opened from a URL.
+
+`chdb://<dir>` opens the embedded engine (chDB allows one data directory per process and one
+process per directory); `http(s)://user:pass@host:port/db?secure=..&verify=..&ca_cert=..` opens a
+ClickHouse server. Everything else in otel-ai reaches ClickHouse only through `Store`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+DEFAULT_DATABASE = "otel"
+
+
+class StoreError(RuntimeError):
+    """A storage failure with a message fit for a user (bad URL, locked directory, server down)."""
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed storage URL: which engine, where, and how to authenticate."""
+
+    engine: str  # "chdb" or "http"
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    username: str = "default"
+    password: str = ""
+    database: str | None = None
+    secure: bool = False
+    verify: bool = True
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_cert_key: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs and messages."""
+        if self.engine == "chdb":
+            return f"chdb://{self.path}"
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.username}:***@{self.host}:{self.port}/{self.database or ''}"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_URL_OPTIONS = {"secure", "verify", "ca_cert", "client_cert", "client_cert_key", "database"}
+
+
+def parse_url(url: str) -> StoreURL:
+    """Parse `chdb://dir` or `http(s)://user:pass@host:port/db?options` with precise errors."""
+    if url.startswith("chdb://"):
+        path = url.removeprefix("chdb://") or "./data"
+        return StoreURL(engine="chdb", path=str(Path(path).expanduser().resolve()))
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "clickhouse"):
+        raise StoreError(
+            f"unsupported ClickHouse URL scheme {parts.scheme!r} in {url.split('@')[-1]!r}: "
+            "use chdb://<dir> or http(s)://user:pass@host:8123/db"
+        )
+    if not parts.hostname:
+        raise StoreError(f"ClickHouse URL {url.split('@')[-1]!r} names no host")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    secure = parts.scheme == "https" or query.get("secure", "").lower() in _TRUE
+    try:
+        port = parts.port or (8443 if secure else 8123)
+    except ValueError as exc:
+        raise StoreError(f"bad port in ClickHouse URL: {exc}") from None
+    database = unquote(parts.path.strip("/")) or query.get("database") or None
+    return StoreURL(
+        engine="http",
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else "default",
+        password=unquote(parts.password) if parts.password else "",
+        database=database,
+        secure=secure,
+        verify=query.get("verify", "true").lower() in _TRUE,
+        ca_cert=query.get("ca_cert"),
+        client_cert=query.get("client_cert"),
+        client_cert_key=query.get("client_cert_key"),
+        settings={k: v for k, v in query.items() if k not in _URL_OPTIONS},
+    )
+
+
+@dataclass
+class QueryResult:
+    """Rows of a query with their column names and ClickHouse types."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def column(self, name: str) -> list[Any]:
+        i = self.columns.index(name)
+        return [row[i] for row in self.rows]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _open_client(target: StoreURL, database: str | None) -> Client:
+    try:
+        if target.engine == "chdb":
+            assert target.path is not None
+            Path(target.path).mkdir(parents=True, exist_ok=True)
+            return clickhouse_connect.get_client(dsn=f"chdb://{target.path}")
+        kwargs: dict[str, Any] = dict(
+            host=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            secure=target.secure,
+            verify=target.verify,
+            settings=dict(target.settings),
+            connect_timeout=10,
+        )
+        for key in ("ca_cert", "client_cert", "client_cert_key"):
+            if getattr(target, key):
+                kwargs[key] = getattr(target, key)
+        if database:
+            kwargs["database"] = database
+        return clickhouse_connect.get_client(**kwargs)
+    except ClickHouseError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Cannot lock file" in str(exc) or "status" in str(exc) and target.engine == "chdb":
+            message = (
+                f"the data directory {target.path} is in use by another otel-ai process "
+                f"(chDB allows one process per directory): talk to that server with --server, "
+                f"or stop it ({message})"
+            )
+        raise StoreError(f"cannot open ClickHouse at {target.redacted()}: {message}") from exc
+    except Exception as exc:  # connection refused, DNS, TLS
+        raise StoreError(f"cannot open ClickHouse at {target.redacted()}: {exc}") from exc
+
+
+class Store:
+    """A ClickHouse handle bound to one database, safe to share between threads."""
+
+    def __init__(self, client: Client, url: StoreURL, database: str) -> None:
+        self._client = client
+        self.url = url
+        self.database = database
+        self._lock = threading.RLock()
+
+    @classmethod
+    def connect(cls, url: str, database: str | None = None, create: bool = True) -> Store:
+        """Open `url`; the database comes from the argument, the URL, or `otel`."""
+        target = parse_url(url)
+        db = database or target.database or DEFAULT_DATABASE
+        client = _open_client(target, None)
+        store = cls(client, target, db)
+        if create:
+            store.command(f"CREATE DATABASE IF NOT EXISTS {quote_ident(db)}")
+        store._use(db)
+        return store
+
+    @classmethod
+    def from_settings(cls, settings: Any, database: str | None = None) -> Store:  # noqa: ANN401
+        return cls.connect(settings.clickhouse_url, database or settings.database)
+
+    def with_database(self, database: str, create: bool = True) -> Store:
+        """Another handle on the same engine bound to another database (tests, evals)."""
+        other = Store(_open_client(self.url, None), self.url, database)
+        if create:
+            other.command(f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)}")
+        other._use(database)
+        return other
+
+    def clone(self) -> Store:
+        """A second handle on the same database, so a writer thread need not wait for readers."""
+        return self.with_database(self.database, create=False)
+
+    def _use(self, database: str) -> None:
+        self._client.database = database
+        if self.url.engine == "chdb":
+            self.command(f"USE {quote_ident(database)}")
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url.engine == "chdb"
+
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> QueryResult:
+        """Run a SELECT and return typed rows."""
+        with self._lock:
+            result = self._client.query(sql, parameters=parameters, settings=settings)
+        return QueryResult(
+            columns=list(result.column_names),
+            types=[t.name for t in result.column_types],
+            rows=[tuple(r) for r in result.result_rows],
+        )
+
+    def command(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> Any:  # noqa: ANN401
+        """Run DDL or another statement that returns no rows."""
+        with self._lock:
+            return self._client.command(sql, parameters=parameters, settings=settings)
+
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        data: Sequence[Sequence[Any]],
+        column_oriented: bool = True,
+        settings: dict[str, Any] | None = None,
+    ) -> int:
+        """Insert rows (column-oriented by default: one sequence per column); returns rows written."""
+        if not data or (column_oriented and not data[0]):
+            return 0
+        with self._lock:
+            summary = self._client.insert(
+                table,
+                data,
+                column_names=list(columns),
+                column_oriented=column_oriented,
+                database=self.database,
+                settings=settings,
+            )
+        return int(summary.written_rows)
+
+    def tables(self) -> list[str]:
+        return [r[0] for r in self.query("SELECT name FROM system.tables WHERE database = currentDatabase()")]
+
+    def ping(self) -> bool:
+        try:
+            self.query("SELECT 1")
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+def quote_ident(name: str) -> str:
+    """Backtick-quote an identifier (database or table names from settings or tests)."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
