@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from otel_ai.context import Service, ServerContext
+from otel_ai.context import ServerContext, Service
 from otel_ai.settings import Settings
 from store import Store
 from store.migrations import migrate
