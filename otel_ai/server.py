@@ -36,7 +36,9 @@ def service_factories() -> list[ServiceFactory]:
 
 
 def mounts() -> list[Mount]:
-    return []
+    from chat.slack.mount import mount as slack_mount
+
+    return [slack_mount]
 
 
 def build_app(ctx: ServerContext) -> FastAPI:

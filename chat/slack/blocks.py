@@ -1,0 +1,203 @@
+"""Block Kit rendering of an agent `Answer` for Slack.
+
+Slack limits what a message may hold (3000 characters per section, 50 blocks), so the message
+carries the short answer, the ranked root causes with their numbers and the first pieces of
+evidence; anything cut short is attached in full as a text file in the thread. Everything that
+may come from telemetry is escaped (`&`, `<`, `>`), so span names or log bodies can never become
+mentions (`<!channel>`) or links in Slack.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from agent.answer import Answer, Evidence
+
+SECTION_LIMIT = 2900  # Slack allows 3000 characters in a section's text
+ANSWER_LIMIT = 2 * SECTION_LIMIT
+INLINE_EVIDENCE = 3
+SQL_INLINE_LIMIT = 600
+SUMMARY_INLINE_LIMIT = 300
+FALLBACK_LIMIT = 300
+
+Block = dict[str, Any]
+
+
+@dataclass
+class Attachment:
+    """A file to upload into the thread next to the message (full evidence, charts)."""
+
+    filename: str
+    title: str
+    content: bytes
+
+
+@dataclass
+class Rendered:
+    """A message ready for chat.postMessage/chat.update plus the files that complete it."""
+
+    text: str
+    blocks: list[Block]
+    files: list[Attachment] = field(default_factory=list)
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters; telemetry must never be read as markup."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
+_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
+_ITALIC = re.compile(r"(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE)
+_BULLET = re.compile(r"^(\s*)[-*+]\s+", re.MULTILINE)
+
+
+def mrkdwn(markdown: str) -> str:
+    """Markdown (what the agent writes) to Slack mrkdwn, leaving code spans and blocks alone."""
+    parts = re.split(r"(```.*?```|`[^`\n]*`)", markdown, flags=re.DOTALL)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:  # code: only escaping applies
+            out.append(escape(part))
+            continue
+        text = escape(part)
+        text = _HEADING.sub(lambda m: f"\x00{m.group(1)}\x00", text)
+        text = _BULLET.sub(lambda m: f"{m.group(1)}• ", text)
+        text = _BOLD.sub(lambda m: f"\x00{m.group(1) or m.group(2)}\x00", text)
+        text = _ITALIC.sub(lambda m: f"_{m.group(1)}_", text)
+        text = _LINK.sub(lambda m: f"<{m.group(2)}|{m.group(1)}>", text)
+        out.append(text.replace("\x00", "*"))
+    return "".join(out)
+
+
+def plain(markdown: str) -> str:
+    """Notification text (no markup): what phones and screen readers show."""
+    text = re.sub(r"```.*?```", "[code]", markdown, flags=re.DOTALL)
+    text = re.sub(r"[*_`#>]", "", text)
+    return escape(re.sub(r"\s+", " ", text).strip())
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def split_sections(text: str, limit: int = SECTION_LIMIT) -> list[str]:
+    """Cut long text at line ends into pieces that each fit a section."""
+    pieces: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > limit:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:limit])
+            line = line[limit:]
+        if len(current) + len(line) > limit:
+            pieces.append(current)
+            current = ""
+        current += line
+    if current.strip():
+        pieces.append(current)
+    return [p.rstrip("\n") for p in pieces if p.strip()]
+
+
+def chat_url(base: str, conversation_id: str) -> str:
+    """Where the chat UI opens this conversation (see docs/interfaces.md)."""
+    return f"{base.rstrip('/')}/?conversation={quote(conversation_id, safe='')}"
+
+
+def root_cause_lines(answer: Answer) -> str:
+    lines = ["*Root causes* (most likely first)"]
+    for i, rc in enumerate(answer.root_causes[:5], 1):
+        op = f" `{escape(rc.operation)}`" if rc.operation else ""
+        lines.append(f"{i}. *{escape(rc.service)}*{op} — {rc.kind}, confidence {rc.confidence:.0%}")
+        if rc.evidence:
+            lines.append(f"      {escape(clip(rc.evidence, 400))}")
+    return "\n".join(lines)
+
+
+def evidence_text(ev: Evidence, sql_limit: int | None, summary_limit: int | None) -> str:
+    """One tool call as mrkdwn; limits of None mean in full (for the attached file)."""
+    args = ", ".join(f"{k}={v}" for k, v in ev.args.items() if v not in (None, "", [], {}))
+    status = "" if ev.ok else f" — failed: {escape(ev.error or 'error')}"
+    lines = [f"*{escape(ev.tool)}*({escape(clip(args, 200))}){status}"]
+    if ev.summary:
+        summary = ev.summary if summary_limit is None else clip(ev.summary, summary_limit)
+        lines.append(escape(summary))
+    for sql in ev.sql:
+        body = sql if sql_limit is None else clip(sql, sql_limit)
+        fenced = escape(body.replace("```", "'''"))
+        lines.append(f"```{fenced}```")
+    return "\n".join(lines)
+
+
+def evidence_file(answer: Answer) -> Attachment:
+    """The whole answer and every tool call with its SQL, as plain text for the thread."""
+    parts = ["# Answer", "", answer.answer, ""]
+    if answer.root_causes:
+        parts += ["# Root causes", ""]
+        for i, rc in enumerate(answer.root_causes, 1):
+            op = f" {rc.operation}" if rc.operation else ""
+            parts.append(f"{i}. {rc.service}{op} — {rc.kind}, confidence {rc.confidence:.2f}: {rc.evidence}")
+        parts.append("")
+    parts += ["# Evidence", ""]
+    for ev in answer.evidence:
+        parts.append(f"## {ev.tool}({ev.args})" + ("" if ev.ok else f" failed: {ev.error}"))
+        parts += [ev.summary, ""]
+        parts += [f"```sql\n{sql}\n```\n" for sql in ev.sql]
+    return Attachment("otel-ai-evidence.md", "otel-ai evidence (full)", "\n".join(parts).encode())
+
+
+def answer_blocks(answer: Answer, link: str | None = None) -> Rendered:
+    """The message for an answer and, when something did not fit, the full evidence as a file."""
+    blocks: list[Block] = []
+    truncated = False
+    body = mrkdwn(answer.answer.strip() or "(no answer)")
+    if len(body) > ANSWER_LIMIT:
+        body, truncated = clip(body, ANSWER_LIMIT), True
+    blocks += [section(piece) for piece in split_sections(body)]
+    if answer.root_causes:
+        blocks.append(section(clip(root_cause_lines(answer), SECTION_LIMIT)))
+    if answer.evidence:
+        blocks.append({"type": "divider"})
+        blocks.append(context(f"*Evidence*: {len(answer.evidence)} tool call(s)"))
+        for ev in answer.evidence[:INLINE_EVIDENCE]:
+            full = evidence_text(ev, None, None)
+            short = evidence_text(ev, SQL_INLINE_LIMIT, SUMMARY_INLINE_LIMIT)
+            truncated |= short != full
+            blocks.append(section(clip(short, SECTION_LIMIT)))
+        if len(answer.evidence) > INLINE_EVIDENCE:
+            truncated = True
+    if truncated:
+        blocks.append(context("Long parts are cut short here; the full answer and evidence are attached below."))
+    if answer.follow_ups:
+        blocks.append(context("Ask next: " + " · ".join(escape(q) for q in answer.follow_ups[:3])))
+    footer = []
+    if answer.model:
+        footer.append(f"model `{escape(answer.model)}`")
+    if "total" in answer.timings:
+        footer.append(f"{answer.timings['total']:.1f} s")
+    if link:
+        footer.append(f"<{link}|Open this conversation in the chat UI>")
+    if footer:
+        blocks.append(context(" · ".join(footer)))
+    files = [evidence_file(answer)] if truncated else []
+    return Rendered(text=clip(plain(answer.answer), FALLBACK_LIMIT) or "otel-ai answer", blocks=blocks[:50],
+                    files=files)
+
+
+def notice(text: str) -> Rendered:
+    """A one-line message (acknowledgement, refusal, error) as text and a single section."""
+    return Rendered(text=text, blocks=[section(escape(text))])

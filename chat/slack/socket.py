@@ -1,0 +1,62 @@
+"""Socket Mode: `otel-ai slack` connects out to Slack over a WebSocket, so no public URL is needed.
+
+Needs SLACK_APP_TOKEN (xapp-..., connections:write) and SLACK_BOT_TOKEN (xoxb-...). The store is
+opened by this process, so it cannot share an embedded (chDB) data directory with a running
+`serve`: point both at a ClickHouse server, or use HTTP mode inside serve instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from otel_ai.settings import Settings
+from store import Store
+
+log = logging.getLogger("chat.slack")
+
+
+class SlackConfigError(RuntimeError):
+    """Tokens missing or malformed: a message for the user, never the token itself."""
+
+
+def check_tokens(settings: Settings) -> tuple[str, str]:
+    """(app token, bot token) or a clear error naming what is missing."""
+    missing = [name for name, value in (("SLACK_APP_TOKEN", settings.slack_app_token),
+                                         ("SLACK_BOT_TOKEN", settings.slack_bot_token)) if not value]
+    if missing:
+        raise SlackConfigError(
+            f"{' and '.join(missing)} not set: Socket Mode needs an app-level token (xapp-..., scope "
+            "connections:write) and the bot token (xoxb-...); see docs/slack.md"
+        )
+    assert settings.slack_app_token and settings.slack_bot_token
+    app_token = settings.slack_app_token.get_secret_value()
+    if not app_token.startswith("xapp-"):
+        raise SlackConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp- (see docs/slack.md)")
+    return app_token, settings.slack_bot_token.get_secret_value()
+
+
+async def run_socket_mode(settings: Settings) -> None:
+    """Connect, answer until SIGINT/SIGTERM, then close the socket and the store."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    from chat.slack.bolt_app import create_app
+    from store.migrations import migrate
+
+    app_token, _ = check_tokens(settings)
+    store = Store.from_settings(settings)
+    try:
+        migrate(store, settings)
+        app, _bot = create_app(settings, store)
+        handler = AsyncSocketModeHandler(app, app_token)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await handler.connect_async()
+        print("otel-ai Slack app connected (Socket Mode); Ctrl-C to stop", flush=True)
+        await stop.wait()
+        await handler.close_async()
+    finally:
+        store.close()

@@ -1,0 +1,176 @@
+"""A fake Slack Web API on 127.0.0.1: the methods otel-ai's Slack app calls, recorded for assertions.
+
+Speaks the real wire protocol slack_sdk uses: `POST /api/<method>` with a Bearer token and the
+arguments as query string, form or JSON body; `{"ok": true, ...}` answers. It also serves the
+upload URLs handed out by files.getUploadURLExternal and slash-command `response_url`s.
+Point the app at it with SLACK_API_URL=`fake.api_url` (slack_sdk's base_url).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+BOT_USER_ID = "UBOT0001"
+BOT_ID = "BBOT0001"
+TEAM_ID = "T0000TEAM"
+
+
+@dataclass
+class Call:
+    """One request the app made: the API method (or 'upload'/'response'), its arguments, the token used."""
+
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    body: bytes = b""
+
+
+@dataclass
+class FakeSlack:
+    """The server plus everything it received; thread-safe, usable from the test process."""
+
+    token: str = "xoxb-test-token"
+    calls: list[Call] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        """What slack_sdk wants as base_url (ends with a slash)."""
+        return f"{self.base_url}/api/"
+
+    def response_url(self, name: str = "cmd") -> str:
+        return f"{self.base_url}/response/{name}"
+
+    def start(self) -> FakeSlack:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                length = int(self.headers.get("Content-Length") or 0)
+                fake._handle(self, self.rfile.read(length))
+
+            def do_GET(self) -> None:  # noqa: N802
+                fake._handle(self, b"")
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-slack").start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    # -- recording -------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.uploads.clear()
+
+    def calls_to(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 60.0) -> Any:  # noqa: ANN401
+        """Poll until `predicate(self)` is truthy and return it; fail with the calls seen so far."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate(self)
+            if result:
+                return result
+            time.sleep(0.1)
+        seen = [(c.method, {k: str(v)[:200] for k, v in c.args.items()}) for c in list(self.calls)]
+        raise AssertionError(f"fake Slack: condition not met in {timeout}s; calls: {seen}")
+
+    # -- protocol --------------------------------------------------------------------------
+
+    def _handle(self, req: BaseHTTPRequestHandler, body: bytes) -> None:
+        parts = urlsplit(req.path)
+        args: dict[str, Any] = dict(parse_qsl(parts.query))
+        ctype = req.headers.get("Content-Type", "")
+        auth = req.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        path = parts.path
+        if path.startswith("/upload/"):
+            file_id = path.rsplit("/", 1)[1]
+            with self._lock:
+                self.uploads[file_id] = body
+                self.calls.append(Call("upload", {"file_id": file_id}, token, body))
+            return self._send(req, 200, b"OK - 1", "text/plain")
+        if body and "json" in ctype:
+            args.update(json.loads(body))
+        elif body and "x-www-form-urlencoded" in ctype:
+            args.update(parse_qsl(body.decode()))
+        if path.startswith("/response/"):
+            with self._lock:
+                self.calls.append(Call("response", {"name": path.rsplit("/", 1)[1], **args}, token, body))
+            return self._send(req, 200, b"ok", "text/plain")
+        if not path.startswith("/api/"):
+            return self._send(req, 404, b"not found", "text/plain")
+        method = path.removeprefix("/api/")
+        token = token or args.pop("token", None)
+        with self._lock:
+            self.calls.append(Call(method, args, token, body))
+        if token != self.token:
+            return self._json(req, {"ok": False, "error": "invalid_auth"})
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return self._json(req, {"ok": False, "error": "unknown_method"})
+        return self._json(req, {"ok": True, **handler(args)})
+
+    def _send(self, req: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str) -> None:
+        req.send_response(status)
+        req.send_header("Content-Type", ctype)
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        req.wfile.write(body)
+
+    def _json(self, req: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
+        self._send(req, 200, json.dumps(payload).encode(), "application/json; charset=utf-8")
+
+    def _ts(self) -> str:
+        return f"{int(time.time())}.{next(self._ids):06d}"
+
+    def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": "https://fake.slack.com/", "team": "fake", "user": "otel-ai", "team_id": TEAM_ID,
+                "user_id": BOT_USER_ID, "bot_id": BOT_ID, "is_enterprise_install": False}
+
+    def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - Slack's name
+        ts = self._ts()
+        return {"channel": args.get("channel"), "ts": ts,
+                "message": {"text": args.get("text", ""), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER_ID}}
+
+    def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text", "")}
+
+    def _m_reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        file_id = f"F{next(self._ids):08d}"
+        return {"upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
+
+    def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        files = json.loads(args.get("files") or "[]")
+        return {"files": [{"id": f["id"], "title": f.get("title")} for f in files]}
