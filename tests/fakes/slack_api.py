@@ -161,6 +161,9 @@ class FakeSlack:
         return {"channel": args.get("channel"), "ts": ts,
                 "message": {"text": args.get("text", ""), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER_ID}}
 
+    def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        return {"message_ts": self._ts()}
+
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text", "")}
 

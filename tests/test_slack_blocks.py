@@ -1,0 +1,67 @@
+"""Block Kit rendering of agent answers: Slack's limits, escaping of telemetry, evidence attached in full."""
+
+from __future__ import annotations
+
+from agent.answer import Answer, Evidence, RootCause
+from chat.slack import blocks
+from tests.fixtures.slack import message_text
+
+
+def long_answer() -> Answer:
+    sql = "SELECT ServiceName, quantile(0.99)(Duration) FROM otel_traces WHERE " + " AND ".join(
+        f"SpanAttributes['k{i}'] != 'v{i}'" for i in range(80)
+    ) + " GROUP BY ServiceName"
+    return Answer(
+        answer="## Checkout is slow\n\n**payments** p99 rose from 180 ms to 2.4 s.\n- see [trace](http://x/t/1)\n"
+        + "More detail. " * 600,
+        root_causes=[
+            RootCause(service="payments", operation="POST /charge", kind="latency", confidence=0.91,
+                      evidence="p99 2.4 s vs 180 ms baseline"),
+            RootCause(service="db", kind="saturation", confidence=0.4, evidence="cpu 97%"),
+        ],
+        evidence=[Evidence(tool=f"tool{i}", args={"service": "payments"}, sql=[sql], summary="s" * 900)
+                  for i in range(5)],
+        follow_ups=["Show slow traces for payments"],
+        model="builtin",
+        timings={"total": 1.25},
+    )
+
+
+def test_mrkdwn_converts_markdown_and_escapes_telemetry() -> None:
+    text = blocks.mrkdwn("# Title\n**bold** and *it* <!channel> & [docs](https://example.com/a)\n- item\n`a<b>`")
+    assert "*Title*" in text
+    assert "*bold*" in text and "_it_" in text
+    assert "&lt;!channel&gt; &amp;" in text and "<!channel>" not in text
+    assert "<https://example.com/a|docs>" in text
+    assert "• item" in text
+    assert "`a&lt;b&gt;`" in text
+
+
+def test_answer_fits_slack_limits_and_attaches_full_evidence() -> None:
+    answer = long_answer()
+    rendered = blocks.answer_blocks(answer, blocks.chat_url("http://chat.example:8000/", "slack-C1-1.2"))
+    assert 0 < len(rendered.blocks) <= 50
+    for block in rendered.blocks:
+        if "text" in block:
+            assert len(block["text"]["text"]) <= 3000
+    assert len(rendered.text) <= blocks.FALLBACK_LIMIT
+    shown = message_text({"text": rendered.text, "blocks": rendered.blocks})
+    assert "1. *payments* `POST /charge` — latency, confidence 91%" in shown
+    assert "2. *db* — saturation, confidence 40%" in shown
+    assert "```SELECT ServiceName" in shown
+    assert "<http://chat.example:8000/?conversation=slack-C1-1.2|Open this conversation in the chat UI>" in shown
+    assert "Show slow traces for payments" in shown
+    # what did not fit is attached whole: every tool call and its complete SQL
+    assert [f.filename for f in rendered.files] == ["otel-ai-evidence.md"]
+    full = rendered.files[0].content.decode()
+    assert full.count(answer.evidence[0].sql[0]) == 5
+    assert "More detail. " * 600 in full
+
+
+def test_short_answer_needs_no_attachment() -> None:
+    answer = Answer(answer="All services look healthy.", model="builtin",
+                    evidence=[Evidence(tool="service_overview", sql=["SELECT 1"], summary="3 services")])
+    rendered = blocks.answer_blocks(answer)
+    assert rendered.files == []
+    assert rendered.text == "All services look healthy."
+    assert "```SELECT 1```" in message_text({"blocks": rendered.blocks})
