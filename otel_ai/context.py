@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import uvicorn
 
 from otel_ai.settings import Settings
 from store import Store
@@ -26,3 +30,11 @@ class ServerContext:
     store: Store
     services: dict[str, Service] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+
+
+class QuietUvicorn(uvicorn.Server):
+    """A uvicorn server that leaves SIGTERM/SIGINT to `serve` (several run in one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

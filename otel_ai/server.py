@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from otel_ai.context import ServerContext, Service
+from otel_ai.context import QuietUvicorn, ServerContext, Service
 from otel_ai.settings import Settings
 from store import Store
 from store.migrations import migrate
@@ -69,8 +69,7 @@ async def run(settings: Settings, ready: Callable[[ServerContext], None] | None 
     ctx = ServerContext(settings=settings, store=store)
     app = build_app(ctx)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
-    http = uvicorn.Server(config)
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    http = QuietUvicorn(config)
 
     started: list[Service] = []
     stop = asyncio.Event()

@@ -1,0 +1,193 @@
+"""Group-commit writer: one columnar insert per table for many concurrent requests.
+
+Requests hand their rows to `submit()` and get a future that resolves only after every table their
+rows went to has been committed ("acked means stored"). A single writer thread takes everything
+pending, merges it and inserts it; while it inserts, new requests pile up and go together in the
+next insert, so batches grow with load without an artificial delay. When requests are still being
+decoded the writer lingers up to `max_wait` for them (up to `max_rows`) to save small inserts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.mapping import TIME_COLUMNS, Rows
+from store import Store
+
+log = logging.getLogger("otel_ai.ingest.writer")
+
+_DT64 = re.compile(r"DateTime64\((\d)")
+
+
+class WriterClosed(RuntimeError):
+    """The writer is shutting down and takes no more rows."""
+
+
+@dataclass
+class _Pending:
+    rows: Rows
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _TableInfo:
+    columns: list[str]
+    # column -> divisor turning nanoseconds into the column's tick (1 = DateTime64(9)), and array-ness
+    time_scale: dict[str, tuple[int, bool]]
+
+
+class BatchWriter:
+    """Owns one Store handle and the thread that writes to it."""
+
+    def __init__(
+        self,
+        store: Store,
+        max_rows: int = 50_000,
+        max_wait: float = 0.2,
+        expected: Callable[[], int] | None = None,
+        on_commit: Callable[[Rows], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self._expected = expected or (lambda: 0)
+        self._on_commit = on_commit
+        self._pending: list[_Pending] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._tables: dict[str, _TableInfo] = {}
+        self.inserts = 0
+        self.insert_seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name="otel-ai-ingest-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, rows: Rows) -> Future:
+        """Queue rows; the future resolves to None once committed or raises the store error."""
+        item = _Pending(rows)
+        if not rows.tables or rows.row_count == 0:
+            item.future.set_result(None)
+            return item.future
+        with self._cond:
+            if self._closing:
+                raise WriterClosed("ingest is shutting down")
+            self._pending.append(item)
+            self._cond.notify_all()
+        return item.future
+
+    def wake(self) -> None:
+        """Tell a lingering writer that a request it was waiting for will not come."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Commit everything already submitted, then stop the thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # -- writer thread -------------------------------------------------------------------------
+
+    def _take(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._pending:
+                if self._closing:
+                    return None
+                self._cond.wait()
+            first_at = time.monotonic()
+            while not self._closing:
+                rows = sum(p.rows.row_count for p in self._pending)
+                waited = time.monotonic() - first_at
+                if rows >= self.max_rows or self._expected() == 0 or waited >= self.max_wait:
+                    break
+                self._cond.wait(self.max_wait - waited)
+            taken, total = [], 0
+            while self._pending and (not taken or total + self._pending[0].rows.row_count <= self.max_rows):
+                item = self._pending.pop(0)
+                taken.append(item)
+                total += item.rows.row_count
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                self._write(batch)
+            except BaseException as exc:  # never leave a request waiting forever
+                log.exception("ingest writer failed")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+    def _write(self, batch: list[_Pending]) -> None:
+        tables: dict[str, dict[str, list[Any]]] = {}
+        for item in batch:
+            for table, cols in item.rows.tables.items():
+                if not cols or not next(iter(cols.values())):
+                    continue
+                merged = tables.get(table)
+                if merged is None:
+                    tables[table] = {k: list(v) for k, v in cols.items()} if len(batch) > 1 else cols
+                else:
+                    for k, v in cols.items():
+                        merged[k].extend(v)
+        failed: dict[str, BaseException] = {}
+        for table, cols in tables.items():
+            try:
+                self._insert(table, cols)
+            except Exception as exc:  # noqa: BLE001 - reported to each request as retryable
+                log.warning("insert into %s failed (%d rows): %s", table, len(next(iter(cols.values()))), exc)
+                self._tables.pop(table, None)  # re-read the table's columns next time
+                failed[table] = exc
+        for item in batch:
+            errors = [failed[t] for t in item.rows.tables if t in failed]
+            if errors:
+                item.future.set_exception(errors[0])
+            else:
+                if self._on_commit:
+                    self._on_commit(item.rows)
+                item.future.set_result(None)
+
+    def _table_info(self, table: str) -> _TableInfo:
+        info = self._tables.get(table)
+        if info is None:
+            result = self.store.query(
+                "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+                parameters={"db": self.store.database, "t": table},
+            )
+            if not result.rows:
+                raise RuntimeError(f"table {self.store.database}.{table} does not exist")
+            scale: dict[str, tuple[int, bool]] = {}
+            for name, ctype in result.rows:
+                if name in TIME_COLUMNS:
+                    m = _DT64.search(ctype)
+                    divisor = 10 ** (9 - int(m.group(1))) if m else 10**9
+                    if divisor != 1:
+                        scale[name] = (divisor, ctype.startswith("Array("))
+            info = _TableInfo(columns=[r[0] for r in result.rows], time_scale=scale)
+            self._tables[table] = info
+        return info
+
+    def _insert(self, table: str, cols: dict[str, list[Any]]) -> None:
+        info = self._table_info(table)
+        names = [c for c in cols if c in info.columns]
+        data = []
+        for name in names:
+            values = cols[name]
+            if name in info.time_scale:
+                div, is_array = info.time_scale[name]
+                values = [[t // div for t in v] for v in values] if is_array else [t // div for t in values]
+            data.append(values)
+        started = time.perf_counter()
+        self.store.insert(table, names, data, column_oriented=True)
+        self.insert_seconds += time.perf_counter() - started
+        self.inserts += 1
