@@ -31,6 +31,7 @@ class Call:
     args: dict[str, Any]
     token: str | None
     body: bytes = b""
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,14 +131,16 @@ class FakeSlack:
             return self._send(req, 404, b"not found", "text/plain")
         method = path.removeprefix("/api/")
         token = token or args.pop("token", None)
-        with self._lock:
-            self.calls.append(Call(method, args, token, body))
-        if token != self.token:
-            return self._json(req, {"ok": False, "error": "invalid_auth"})
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
-        if handler is None:
-            return self._json(req, {"ok": False, "error": "unknown_method"})
-        return self._json(req, {"ok": True, **handler(args)})
+        if token != self.token:
+            result = {"ok": False, "error": "invalid_auth"}
+        elif handler is None:
+            result = {"ok": False, "error": "unknown_method"}
+        else:
+            result = {"ok": True, **handler(args)}
+        with self._lock:
+            self.calls.append(Call(method, args, token, body, result))
+        return self._json(req, result)
 
     def _send(self, req: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str) -> None:
         req.send_response(status)
@@ -150,7 +153,8 @@ class FakeSlack:
         self._send(req, 200, json.dumps(payload).encode(), "application/json; charset=utf-8")
 
     def _ts(self) -> str:
-        return f"{int(time.time())}.{next(self._ids):06d}"
+        # a "9" prefix keeps the fake's message ts apart from the ones tests make up for user messages
+        return f"{int(time.time())}.9{next(self._ids):05d}"
 
     def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"url": "https://fake.slack.com/", "team": "fake", "user": "otel-ai", "team_id": TEAM_ID,
