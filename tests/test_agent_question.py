@@ -1,0 +1,61 @@
+"""Question parsing: intents, fuzzy service names from the data, trace ids and UTC time ranges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent.question import match_services, parse_question
+
+NOW = datetime(2026, 11, 28, 14, 30, tzinfo=UTC)
+SERVICES = ["checkoutservice", "paymentservice", "frontend", "cart-service", "product-catalog", "email",
+            "ShippingAPI", "svc-inventory"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("why is checkout slow?", ["checkoutservice"]),
+        ("and payment?", ["paymentservice"]),
+        ("Errors in the cart?", ["cart-service"]),
+        ("traffic of product catalog", ["product-catalog"]),
+        ("is shipping ok", ["ShippingAPI"]),
+        ("inventory failing", ["svc-inventory"]),
+        ("checkout vs payments", ["checkoutservice", "paymentservice"]),
+        ("what is the weather", []),
+        ("why is the frontned slow", ["frontend"]),  # typo
+    ],
+)
+def test_services_are_fuzzy_matched_against_discovered_names(text, expected):
+    assert match_services(text, SERVICES) == expected
+
+
+def test_intents_and_trace_id():
+    q = parse_question("why is checkout slow and failing? trace 4BF92F3577B34DA6A3CE929D0E0E4736", NOW, SERVICES)
+    assert q.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert {"slow", "errors", "trace"} <= set(q.intents)
+    assert parse_question("show me a chart of throughput", NOW).intents == ["traffic", "chart"]
+    assert parse_question("anything unusual?", NOW).primary == "anomalies"
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end"),
+    [
+        ("errors in the last 15 minutes", NOW - timedelta(minutes=15), NOW),
+        ("latency over the past hour", NOW - timedelta(hours=1), NOW),
+        ("slow since 10:30", NOW.replace(hour=10, minute=30), NOW),
+        ("since 14:02:10 UTC", NOW.replace(hour=14, minute=2, second=10), NOW),
+        ("between 9:00 and 9:20", NOW.replace(hour=9, minute=0), NOW.replace(hour=9, minute=20)),
+        ("since 2:15 pm", NOW.replace(hour=14, minute=15), NOW),
+        ("since 23:00", NOW.replace(hour=23, minute=0) - timedelta(days=1), NOW),  # later than now = yesterday
+    ],
+)
+def test_time_ranges_are_utc_relative_to_now(text, start, end):
+    q = parse_question(text, NOW)
+    assert (q.start, q.end) == (start, end)
+
+
+def test_operations_are_matched_from_the_data():
+    q = parse_question("why is POST /api/checkout slow", NOW, SERVICES, ["POST /api/checkout", "GET /", "Charge"])
+    assert q.operations == ["POST /api/checkout"]
