@@ -8,7 +8,7 @@ from pydantic_ai.models.fallback import FallbackModel
 from agent.models import ModelConfigError, parse_spec, resolve_model, role_map
 from agent.ollama import OllamaClient, OllamaError
 from otel_ai.settings import Settings
-from tests.fakes import FakeOllamaServer, closed_port_url
+from tests.fakes.llm import FakeOllamaServer, closed_port_url
 
 
 def settings(**kw) -> Settings:
