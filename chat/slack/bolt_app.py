@@ -23,7 +23,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from agent import Conversation
+from agent import AgentError
 from agent.answer import Answer
 from chat.slack import blocks
 from chat.slack.threads import SlackThreads, thread_key
@@ -111,8 +111,18 @@ class SlackBot:
             self._seen.popitem(last=False)
         return True
 
-    async def run_agent(self, question: str, conversation: Conversation) -> Answer:
-        return await self.ask(question, store=self.store, settings=self.settings, conversation=conversation)
+    async def run_agent(self, question: str, channel: str, thread_ts: str) -> Answer | blocks.Rendered:
+        """The agent's answer in the thread's conversation (saved after), or a short message when it failed."""
+        try:
+            conversation = await self.threads.get(channel, thread_ts)
+            answer = await self.ask(question, store=self.store, settings=self.settings, conversation=conversation)
+            await self.threads.save(channel, thread_ts, conversation)
+            return answer
+        except AgentError as exc:  # a user-fit reason (model unreachable, bad model setting)
+            log.warning("slack: the agent could not answer: %s", exc)
+            return blocks.notice(f"Sorry, I could not answer that: {exc}")
+        except Exception:
+            return self.failure("answering a Slack question")
 
     async def on_message(self, event: dict[str, Any], client: AsyncWebClient, event_id: str | None) -> None:
         """A mention or a DM: acknowledge, answer in the thread, upload charts."""
@@ -140,15 +150,11 @@ class SlackBot:
         # One question at a time per thread, so follow-ups see the previous turn.
         lock = self._locks.setdefault(thread_key(channel, thread_ts), asyncio.Lock())
         async with lock:
-            try:
-                conversation = await self.threads.get(channel, thread_ts)
-                answer = await self.run_agent(question, conversation)
-                await self.threads.save(channel, thread_ts, conversation)
-            except Exception:
-                failed = self.failure("answering a Slack question")
-                await client.chat_update(channel=channel, ts=placeholder["ts"], text=failed.text, blocks=failed.blocks)
-                return
-        rendered = blocks.answer_blocks(answer, blocks.chat_url(chat_base_url(self.settings), conversation.id))
+            answer = await self.run_agent(question, channel, thread_ts)
+        if isinstance(answer, blocks.Rendered):
+            await client.chat_update(channel=channel, ts=placeholder["ts"], text=answer.text, blocks=answer.blocks)
+            return
+        rendered = blocks.answer_blocks(answer, self.link(channel, thread_ts))
         await client.chat_update(channel=channel, ts=placeholder["ts"], text=rendered.text, blocks=rendered.blocks)
         await self.upload(client, channel, thread_ts, answer, rendered)
 
@@ -168,18 +174,18 @@ class SlackBot:
         await ack(text=f"{LOOKING}\n> {question}")
         # A command has no thread: it starts a conversation of its own (still openable in the chat UI).
         pseudo_ts = f"cmd-{uuid.uuid4().hex[:12]}"
-        conversation = Conversation(id=thread_key(channel, pseudo_ts))
-        try:
-            answer = await self.run_agent(question, conversation)
-            await self.threads.save(channel, pseudo_ts, conversation)
-        except Exception:
-            failed = self.failure("answering a Slack command")
-            await respond(text=failed.text, blocks=failed.blocks, response_type="ephemeral")
+        answer = await self.run_agent(question, channel, pseudo_ts)
+        if isinstance(answer, blocks.Rendered):
+            await respond(text=answer.text, blocks=answer.blocks, response_type="ephemeral")
             return
-        rendered = blocks.answer_blocks(answer, blocks.chat_url(chat_base_url(self.settings), conversation.id))
+        rendered = blocks.answer_blocks(answer, self.link(channel, pseudo_ts))
         header = blocks.context(f"<@{user}> asked: {blocks.escape(question)}")
         await respond(text=rendered.text, blocks=[header, *rendered.blocks], response_type="in_channel")
         await self.upload(client, channel, None, answer, rendered)
+
+    def link(self, channel: str, thread_ts: str) -> str:
+        """The chat UI URL of this thread's conversation."""
+        return blocks.chat_url(chat_base_url(self.settings), thread_key(channel, thread_ts))
 
     def failure(self, doing: str) -> blocks.Rendered:
         """Log the exception with a reference; the user sees a short message with the same reference."""
