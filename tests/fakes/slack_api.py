@@ -39,6 +39,8 @@ class FakeSlack:
     """The server plus everything it received; thread-safe, usable from the test process."""
 
     token: str = "xoxb-test-token"
+    app_token: str = "xapp-1-test-app-token"
+    socket_url: str | None = None  # what apps.connections.open hands out (a FakeSocketMode's ws_url)
     calls: list[Call] = field(default_factory=list)
     uploads: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -132,7 +134,7 @@ class FakeSlack:
         method = path.removeprefix("/api/")
         token = token or args.pop("token", None)
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
-        if token != self.token:
+        if token != (self.app_token if method == "apps.connections.open" else self.token):
             result = {"ok": False, "error": "invalid_auth"}
         elif handler is None:
             result = {"ok": False, "error": "unknown_method"}
@@ -165,6 +167,10 @@ class FakeSlack:
         return {"channel": args.get("channel"), "ts": ts,
                 "message": {"text": args.get("text", ""), "ts": ts, "bot_id": BOT_ID, "user": BOT_USER_ID}}
 
+    def _m_apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        assert self.socket_url, "start a FakeSocketMode and set FakeSlack.socket_url first"
+        return {"url": self.socket_url}
+
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         return {"message_ts": self._ts()}
 
@@ -181,3 +187,74 @@ class FakeSlack:
     def _m_files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
         files = json.loads(args.get("files") or "[]")
         return {"files": [{"id": f["id"], "title": f.get("title")} for f in files]}
+
+
+class FakeSocketMode:
+    """Slack's Socket Mode WebSocket on loopback: says hello, pushes envelopes, records the app's acks.
+
+    Protocol as Slack's: `{"type": "hello"}` on connect; envelopes `{"envelope_id", "type":
+    "events_api"|"slash_commands", "payload", "accepts_response_payload"}`; the app answers each
+    with `{"envelope_id": ..., "payload"?: ...}`.
+    """
+
+    def __init__(self) -> None:
+        self.acks: list[dict[str, Any]] = []
+        self.connections = 0
+        self._sockets: list[Any] = []
+        self._loop: Any = None
+        self._port = 0
+        self._ready = threading.Event()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self._port}/link"
+
+    def start(self) -> FakeSocketMode:
+        threading.Thread(target=self._run, daemon=True, name="fake-slack-socket").start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake Socket Mode server did not start")
+        return self
+
+    def _run(self) -> None:
+        import asyncio
+
+        from aiohttp import WSMsgType, web
+
+        async def link(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            self.connections += 1
+            self._sockets.append(ws)
+            await ws.send_json({"type": "hello", "num_connections": 1,
+                                "connection_info": {"app_id": "A0OTELAI"}, "debug_info": {"host": "fake"}})
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self.acks.append(json.loads(msg.data))
+            self._sockets.remove(ws)
+            return ws
+
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_get("/link", link)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self._port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._ready.set()
+            await asyncio.Event().wait()
+
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(main())
+
+    def send(self, envelope_type: str, payload: dict[str, Any]) -> str:
+        """Push one envelope to the connected app; returns its envelope_id."""
+        import asyncio
+
+        envelope_id = f"env-{time.monotonic_ns()}"
+        message = {"envelope_id": envelope_id, "type": envelope_type, "payload": payload,
+                   "accepts_response_payload": envelope_type == "slash_commands", "retry_attempt": 0}
+        if not self._sockets:
+            raise AssertionError("no Socket Mode connection to send to")
+        asyncio.run_coroutine_threadsafe(self._sockets[-1].send_json(message), self._loop).result(10)
+        return envelope_id
