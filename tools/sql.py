@@ -293,3 +293,8 @@ def run_sql(
         notes=guarded.notes,
         details={"types": result.types},
     )
+
+
+def literal(value: str) -> str:
+    """A ClickHouse string literal for a value that came from the data or a caller (service names...)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

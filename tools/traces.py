@@ -1,0 +1,611 @@
+"""Trace analytics, the questions SREs ask: what changed, where the time goes, what the slow spans share.
+
+Every function discovers services, operations and attributes from the data (nothing assumes a call
+graph or names), runs its SQL read-only (tools.sql.query) and returns a ToolResult whose rows are the
+full numbers and whose summary is a compact, fenced digest for a model. Durations are nanoseconds in
+storage and milliseconds in results (`*_ms`); ratios are percentages (`*_pct`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from store import Store
+from tools.result import ToolResult
+from tools.sql import error_message, literal, query
+from tools.timewindow import TimeWindow, ch_time, utc
+
+ERROR = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
+# A span that receives work for its service: server/consumer kind, or a trace root.
+ENTRY = "(SpanKind IN ('Server', 'Consumer', 'SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER') OR ParentSpanId = '')"
+NS_PER_MS = 1_000_000
+# Spans of a trace may start before/after the window its entry span sits in.
+TRACE_SLACK = dt.timedelta(minutes=5)
+MAX_GROUPS = 500
+
+
+def _filters(service: str | None, operation: str | None, prefix: str = "") -> str:
+    parts = []
+    if service:
+        parts.append(f"{prefix}ServiceName = {literal(service)}")
+    if operation:
+        parts.append(f"{prefix}SpanName = {literal(operation)}")
+    return "".join(f" AND {p}" for p in parts)
+
+
+def _ms(ns: float | None) -> float | None:
+    return None if ns is None or (isinstance(ns, float) and math.isnan(ns)) else round(float(ns) / NS_PER_MS, 3)
+
+
+def _pct(part: float, whole: float) -> float | None:
+    return round(100.0 * part / whole, 3) if whole else None
+
+
+def _ratio(now: float | None, before: float | None) -> float | None:
+    return round(now / before, 3) if now is not None and before else None
+
+
+def _span_args(**kw: Any) -> dict[str, Any]:  # noqa: ANN401
+    return {k: (v.model_dump() if isinstance(v, TimeWindow) else v) for k, v in kw.items() if v is not None}
+
+
+def _run(name: str, args: dict[str, Any], body: Callable[[list[str]], ToolResult]) -> ToolResult:
+    """Run a tool body that records its SQL; engine errors become ok=False results with the reason."""
+    sql: list[str] = []
+    try:
+        return body(sql)
+    except Exception as exc:
+        return ToolResult.failure(name, args, f"query failed: {error_message(exc)}", sql=sql)
+
+
+def _q(sql_log: list[str], store: Store, sql: str):  # noqa: ANN202
+    sql_log.append(sql)
+    return query(store, sql)
+
+
+def _either(window: TimeWindow, baseline: TimeWindow) -> str:
+    return f"(({window.sql_filter()}) OR ({baseline.sql_filter()}))"
+
+
+# ---------------------------------------------------------------- service overview
+
+
+OVERVIEW_UNITS = {
+    "rate_per_s": "/s", "base_rate_per_s": "/s", "error_pct": "%", "base_error_pct": "%", "error_pct_delta": "%",
+    "p50_ms": "ms", "p95_ms": "ms", "p99_ms": "ms", "base_p50_ms": "ms", "base_p95_ms": "ms", "base_p99_ms": "ms",
+    "p95_ratio": "x",
+}
+
+
+def _overview_select(window: TimeWindow, group: str) -> str:
+    return f"""
+    countIf(w) AS calls, countIf(w AND err) AS errors, quantilesIf(0.5, 0.95, 0.99)(Duration, w) AS q,
+    countIf(NOT w) AS base_calls, countIf(NOT w AND err) AS base_errors,
+    quantilesIf(0.5, 0.95, 0.99)(Duration, NOT w) AS bq
+    FROM (SELECT ServiceName, SpanName, Duration, {ENTRY} AS entry, {ERROR} AS err,
+                 Timestamp >= {ch_time(window.start)} AND Timestamp < {ch_time(window.end)} AS w
+          FROM otel_traces WHERE {{where}})
+    GROUP BY {group}"""
+
+
+def _overview_row(r: dict[str, Any], window: TimeWindow, baseline: TimeWindow) -> dict[str, Any]:
+    q, bq = r["q"], r["bq"]
+    calls, base = int(r["calls"]), int(r["base_calls"])
+    row = {
+        "calls": calls,
+        "rate_per_s": round(calls / window.seconds, 4),
+        "error_pct": _pct(r["errors"], calls),
+        "p50_ms": _ms(q[0]) if calls else None,
+        "p95_ms": _ms(q[1]) if calls else None,
+        "p99_ms": _ms(q[2]) if calls else None,
+        "base_calls": base,
+        "base_rate_per_s": round(base / baseline.seconds, 4),
+        "base_error_pct": _pct(r["base_errors"], base),
+        "base_p50_ms": _ms(bq[0]) if base else None,
+        "base_p95_ms": _ms(bq[1]) if base else None,
+        "base_p99_ms": _ms(bq[2]) if base else None,
+    }
+    row["p95_ratio"] = _ratio(row["p95_ms"], row["base_p95_ms"])
+    row["error_pct_delta"] = (
+        round(row["error_pct"] - row["base_error_pct"], 3)
+        if row["error_pct"] is not None and row["base_error_pct"] is not None
+        else None
+    )
+    return row
+
+
+def _change_score(row: dict[str, Any]) -> float:
+    """How much a row moved: p95 ratio and error-rate increase, weighted by traffic."""
+    ratio = row.get("p95_ratio") or 1.0
+    err = row.get("error_pct_delta") or 0.0
+    return (max(ratio, 1.0) - 1.0) * 10 + max(err, 0.0) + (5.0 if not row.get("base_calls") else 0.0)
+
+
+def _describe_overview(row: dict[str, Any], label: str) -> str:
+    def f(v: float | None, unit: str = "") -> str:
+        return "n/a" if v is None else f"{v:.4g}{unit}"
+
+    return (
+        f"{label}: {f(row['rate_per_s'])}/s (baseline {f(row['base_rate_per_s'])}/s), errors {f(row['error_pct'], '%')}"
+        f" (baseline {f(row['base_error_pct'], '%')}), p95 {f(row['p95_ms'], ' ms')} (baseline "
+        f"{f(row['base_p95_ms'], ' ms')}{', x' + f(row['p95_ratio']) if row['p95_ratio'] else ''}), "
+        f"p99 {f(row['p99_ms'], ' ms')}"
+    )
+
+
+def service_overview(store: Store, window: TimeWindow, baseline: TimeWindow | None = None) -> ToolResult:
+    """Rate, error % and p50/p95/p99 per service and operation in `window` against `baseline`.
+
+    rows: one per (service, operation); details['services']: one per service, over its entry spans
+    (server/consumer/root; all spans for services that have none)."""
+    baseline = baseline or window.baseline()
+    args = _span_args(window=window, baseline=baseline)
+
+    def body(sql: list[str]) -> ToolResult:
+        where = _either(window, baseline)
+        ops = _q(sql, store, f"SELECT ServiceName AS service, SpanName AS operation, "
+                             f"{_overview_select(window, 'service, operation')} ORDER BY calls DESC "
+                             f"LIMIT {MAX_GROUPS}".replace("{where}", where)).dicts()
+        svcs = _q(sql, store, f"SELECT ServiceName AS service, entry, "
+                              f"{_overview_select(window, 'service, entry')}".replace("{where}", where)).dicts()
+        by_service: dict[str, dict[str, Any]] = {}
+        for r in sorted(svcs, key=lambda r: not r["entry"]):  # entry spans first
+            by_service.setdefault(r["service"], r)
+        services = [
+            {"service": name, "entry_spans_only": bool(r["entry"]), **_overview_row(r, window, baseline)}
+            for name, r in sorted(by_service.items())
+        ]
+        rows = [
+            {"service": r["service"], "operation": r["operation"], **_overview_row(r, window, baseline)} for r in ops
+        ]
+        if not rows:
+            return ToolResult.build("service_overview", args, sql, [], [],
+                                    notes=[f"no spans between {baseline.start:%H:%M:%S} and {window.end:%H:%M:%S} UTC"])
+        services.sort(key=_change_score, reverse=True)
+        findings = [f"window {window.label()} vs baseline {baseline.label()}", "services (entry spans):"]
+        findings += ["  " + _describe_overview(s, s["service"]) for s in services[:20]]
+        movers = sorted((r for r in rows if r["calls"] >= 5 and _change_score(r) >= 2),
+                        key=_change_score, reverse=True)[:10]
+        if movers:
+            findings.append("operations that changed most:")
+            findings += ["  " + _describe_overview(r, f"{r['service']} {r['operation']}") for r in movers]
+        columns = list(rows[0].keys())
+        return ToolResult.build(
+            "service_overview", args, sql, columns, rows, findings=findings, units=OVERVIEW_UNITS,
+            details={"services": services, "chart": {"x": "service", "y": "p95_ms", "kind": "bar"}},
+            table_columns=["service", "operation", "calls", "error_pct", "base_error_pct", "p95_ms", "base_p95_ms"],
+        )
+
+    return _run("service_overview", args, body)
+
+
+# ---------------------------------------------------------------- latency breakdown
+
+SAMPLE_TRACES = 2000
+
+
+def latency_breakdown(
+    store: Store,
+    window: TimeWindow,
+    service: str,
+    operation: str | None = None,
+    baseline: TimeWindow | None = None,
+) -> ToolResult:
+    """Where the time goes in slow traces of `service` (entry spans >= the window's p90) against normal
+    ones (the baseline's traces, or the window's below-median ones when the baseline is empty): self time
+    (duration minus children's durations) per service and operation, per trace."""
+    baseline = baseline or window.baseline()
+    args = _span_args(window=window, service=service, operation=operation, baseline=baseline)
+    name = "latency_breakdown"
+
+    def body(sql: list[str]) -> ToolResult:
+        if not service:
+            return ToolResult.failure(name, args, "a service is required (see service_overview for the names)")
+        w = f"(Timestamp >= {ch_time(window.start)} AND Timestamp < {ch_time(window.end)})"
+        base_where = f"1 = 1{_filters(service, operation)} AND {_either(window, baseline)}"
+        stats = _q(sql, store, f"""SELECT {ENTRY} AS entry, countIf({w}) AS n_w, countIf(NOT {w}) AS n_b,
+            quantileIf(0.9)(Duration, {w}) AS p90_w, quantileIf(0.5)(Duration, {w}) AS p50_w,
+            avgIf(Duration, {w}) AS avg_w, avgIf(Duration, NOT {w}) AS avg_b
+            FROM otel_traces WHERE {base_where} GROUP BY entry ORDER BY entry DESC""").dicts()
+        stat = next((s for s in stats if s["entry"] and s["n_w"]), None) or next((s for s in stats if s["n_w"]), None)
+        if stat is None:
+            return ToolResult.build(name, args, sql, [], [], notes=[
+                f"no spans of service {service!r}{' operation ' + repr(operation) if operation else ''} "
+                f"in {window.label()}: check the names with service_overview"])
+        entry_cond = ENTRY if stat["entry"] else "1 = 1"
+        p90 = int(stat["p90_w"])
+        if stat["n_b"] >= 20:
+            normal_cond = f"NOT {w}"
+            normal_label = f"baseline traces ({baseline.label()})"
+        else:
+            normal_cond = f"{w} AND Duration <= {int(stat['p50_w'])}"
+            normal_label = "window traces at or below the median"
+        cohorts = f"""SELECT TraceId, any(cohort) AS cohort FROM (
+                SELECT TraceId, if({w} AND Duration >= {p90}, 'slow', 'normal') AS cohort FROM otel_traces
+                WHERE {base_where} AND {entry_cond} AND (({w} AND Duration >= {p90}) OR ({normal_cond}))
+                ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES} BY cohort) GROUP BY TraceId"""
+        span_range = (f"Timestamp >= {ch_time(baseline.start - TRACE_SLACK)} "
+                      f"AND Timestamp < {ch_time(window.end + TRACE_SLACK)}")
+        result = _q(sql, store, f"""WITH cohorts AS ({cohorts}),
+            spans AS (SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, Duration FROM otel_traces
+                      WHERE {span_range} AND TraceId IN (SELECT TraceId FROM cohorts))
+            SELECT c.cohort AS cohort, s.ServiceName AS service, s.SpanName AS operation, count() AS spans,
+                   sum(greatest(toInt64(s.Duration) - toInt64(ch.child_ns), 0)) AS self_ns,
+                   uniqExact(s.TraceId) AS traces_with
+            FROM spans AS s
+            LEFT JOIN (SELECT TraceId, ParentSpanId, sum(Duration) AS child_ns FROM spans
+                       WHERE ParentSpanId != '' GROUP BY TraceId, ParentSpanId) AS ch
+                   ON s.TraceId = ch.TraceId AND s.SpanId = ch.ParentSpanId
+            INNER JOIN cohorts AS c ON s.TraceId = c.TraceId
+            GROUP BY cohort, service, operation""").dicts()
+        counts = _q(sql, store, f"SELECT cohort, count() AS traces FROM ({cohorts}) GROUP BY cohort").dicts()
+        n = {r["cohort"]: int(r["traces"]) for r in counts}
+        n_slow, n_norm = n.get("slow", 0), n.get("normal", 0)
+        agg: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for r in result:
+            key = (r["service"], r["operation"])
+            agg[key][f"{r['cohort']}_self"] += r["self_ns"]
+            agg[key][f"{r['cohort']}_spans"] += r["spans"]
+        slow_total = sum(v["slow_self"] for v in agg.values()) or 1.0
+        rows = []
+        for (svc, op), v in agg.items():
+            slow_ms = v["slow_self"] / n_slow / NS_PER_MS if n_slow else None
+            norm_ms = v["normal_self"] / n_norm / NS_PER_MS if n_norm else None
+            rows.append({
+                "service": svc,
+                "operation": op,
+                "slow_self_ms": round(slow_ms, 3) if slow_ms is not None else None,
+                "normal_self_ms": round(norm_ms, 3) if norm_ms is not None else None,
+                "delta_ms": round((slow_ms or 0.0) - (norm_ms or 0.0), 3),
+                "slow_share_pct": round(100.0 * v["slow_self"] / slow_total, 2),
+                "slow_spans_per_trace": round(v["slow_spans"] / n_slow, 2) if n_slow else None,
+                "normal_spans_per_trace": round(v["normal_spans"] / n_norm, 2) if n_norm else None,
+            })
+        rows.sort(key=lambda r: r["delta_ms"], reverse=True)
+        by_svc: dict[str, dict[str, float]] = defaultdict(lambda: {"slow": 0.0, "normal": 0.0})
+        for r in rows:
+            by_svc[r["service"]]["slow"] += r["slow_self_ms"] or 0.0
+            by_svc[r["service"]]["normal"] += r["normal_self_ms"] or 0.0
+        services = sorted(
+            ({"service": s, "slow_self_ms": round(v["slow"], 3), "normal_self_ms": round(v["normal"], 3),
+              "delta_ms": round(v["slow"] - v["normal"], 3)} for s, v in by_svc.items()),
+            key=lambda r: r["delta_ms"], reverse=True)
+        target = f"{service}{' ' + operation if operation else ''}"
+        findings = [
+            f"{target}: {n_slow} slow traces (entry span >= p90 {_ms(p90)} ms in {window.label()}) vs {n_norm} "
+            f"normal ({normal_label}); avg entry duration {_ms(stat['avg_w'])} ms now vs "
+            f"{_ms(stat['avg_b']) if stat['n_b'] else 'n/a'} ms baseline",
+            "self time per trace by service (slow vs normal, ms): " + "; ".join(
+                f"{s['service']} {s['slow_self_ms']:.4g} vs {s['normal_self_ms']:.4g} ({s['delta_ms']:+.4g})"
+                for s in services[:8]),
+        ]
+        if rows and rows[0]["delta_ms"] > 0:
+            top = rows[0]
+            findings.append(f"largest increase: {top['service']} {top['operation']} +{top['delta_ms']:.4g} ms "
+                            f"self time per slow trace ({top['slow_share_pct']:.3g}% of slow-trace time)")
+        return ToolResult.build(
+            name, args, sql, list(rows[0].keys()) if rows else [], rows, findings=findings,
+            units={"slow_self_ms": "ms", "normal_self_ms": "ms", "delta_ms": "ms", "slow_share_pct": "%"},
+            details={"services": services, "slow_traces": n_slow, "normal_traces": n_norm,
+                     "slow_threshold_ms": _ms(p90), "chart": {"x": "service", "y": "delta_ms", "kind": "bar"}},
+        )
+
+    return _run(name, args, body)
+
+
+# ---------------------------------------------------------------- attribute comparison
+
+MAX_VALUES_PER_KEY = 50
+SAMPLE_TARGET_SPANS = 400_000
+
+
+def attribute_comparison(
+    store: Store,
+    window: TimeWindow,
+    service: str | None = None,
+    operation: str | None = None,
+    target: str = "slow",
+) -> ToolResult:
+    """Attribute values (span and resource attributes, service, operation, kind) over-represented among
+    slow or failing spans against the rest. A span is slow when it exceeds its own operation's baseline
+    p95 (the window's p90 when the baseline has fewer than 20 spans of that operation)."""
+    name = "attribute_comparison"
+    args = _span_args(window=window, service=service, operation=operation, target=target)
+    if target not in ("slow", "error"):
+        return ToolResult.failure(name, args, "target must be 'slow' or 'error'")
+    baseline = window.baseline()
+
+    def body(sql: list[str]) -> ToolResult:
+        flt = _filters(service, operation)
+        total = _q(sql, store, f"SELECT count() FROM otel_traces WHERE {window.sql_filter()}{flt}").scalar() or 0
+        modulus = max(1, math.ceil(total / SAMPLE_TARGET_SPANS))
+        sample = f" AND cityHash64(SpanId) % {modulus} = 0" if modulus > 1 else ""
+        cols = "ServiceName, SpanName, SpanKind, StatusCode, SpanAttributes, ResourceAttributes"
+        if target == "error":
+            source = f"SELECT {cols}, {ERROR} AS hit FROM otel_traces WHERE {window.sql_filter()}{flt}{sample}"
+        else:
+            w = f"(Timestamp >= {ch_time(window.start)} AND Timestamp < {ch_time(window.end)})"
+            s_cols = ", ".join(f"s.{c} AS {c}" for c in cols.split(", "))
+            source = f"""SELECT {s_cols}, s.Duration > t.threshold AS hit FROM otel_traces AS s
+                INNER JOIN (SELECT ServiceName, SpanName, if(countIf(NOT {w}) >= 20,
+                        quantileIf(0.95)(Duration, NOT {w}), quantileIf(0.9)(Duration, {w})) AS threshold
+                    FROM otel_traces WHERE {_either(window, baseline)}{flt} GROUP BY ServiceName, SpanName) AS t
+                ON s.ServiceName = t.ServiceName AND s.SpanName = t.SpanName
+                WHERE {window.sql_filter('s.Timestamp')}{_filters(service, operation, 's.')}{
+                    sample.replace('SpanId', 's.SpanId')}"""
+        pairs = """arrayConcat(
+                [('', '*', '*'), ('span', 'service.name', toString(ServiceName)),
+                 ('span', 'span.name', toString(SpanName)),
+                 ('span', 'span.kind', toString(SpanKind)), ('span', 'status', toString(StatusCode))],
+                arrayMap((k, v) -> ('span', toString(k), leftUTF8(v, 100)),
+                    mapKeys(SpanAttributes), mapValues(SpanAttributes)),
+                arrayFilter(x -> x.2 != 'service.name', arrayMap((k, v) -> ('resource', toString(k), leftUTF8(v, 100)),
+                    mapKeys(ResourceAttributes), mapValues(ResourceAttributes))))"""
+        data = _q(sql, store, f"""SELECT scope, key, value, target, rest FROM (
+                SELECT p.1 AS scope, p.2 AS key, p.3 AS value, countIf(hit) AS target, countIf(NOT hit) AS rest,
+                       count() OVER (PARTITION BY p.1, p.2) AS cardinality
+                FROM ({source}) ARRAY JOIN {pairs} AS p GROUP BY scope, key, value)
+            WHERE cardinality <= {MAX_VALUES_PER_KEY} OR key = '*'
+            ORDER BY target DESC LIMIT 20000""").dicts()
+        totals = next((r for r in data if r["key"] == "*"), None)
+        label = "slow" if target == "slow" else "failing"
+        if not totals or not totals["target"]:
+            return ToolResult.build(name, args, sql, [], [], notes=[
+                f"no {label} spans{' of ' + service if service else ''} in {window.label()} "
+                f"({totals['rest'] if totals else 0} other spans): nothing to compare"])
+        t_all, r_all = int(totals["target"]), int(totals["rest"])
+        rows = []
+        for r in data:
+            if r["key"] == "*":
+                continue
+            t_pct = 100.0 * r["target"] / t_all
+            r_pct = 100.0 * r["rest"] / r_all if r_all else 0.0
+            rows.append({
+                "scope": r["scope"], "key": r["key"], "value": r["value"],
+                "target_spans": int(r["target"]), "other_spans": int(r["rest"]),
+                "target_pct": round(t_pct, 3), "other_pct": round(r_pct, 3), "diff_pct": round(t_pct - r_pct, 3),
+                "lift": round(t_pct / r_pct, 3) if r_pct else None,
+            })
+        rows = [r for r in rows if r["diff_pct"] > 0]
+        rows.sort(key=lambda r: (r["diff_pct"], r["target_spans"]), reverse=True)
+        rows = rows[:100]
+        findings = [f"{t_all} {label} spans vs {r_all} others in {window.label()}"
+                    + (f" (1 in {modulus} sampled)" if modulus > 1 else "")]
+        findings += [
+            f"{r['key']}={r['value']!r}: {r['target_pct']:.3g}% of {label} spans vs {r['other_pct']:.3g}% of others"
+            for r in rows[:8]
+        ]
+        return ToolResult.build(
+            name, args, sql, list(rows[0].keys()) if rows else [], rows, findings=findings,
+            units={"target_pct": "%", "other_pct": "%", "diff_pct": "%", "lift": "x"},
+            details={"target_spans": t_all, "other_spans": r_all, "sample_1_in": modulus},
+            table_columns=["key", "value", "target_pct", "other_pct", "target_spans", "other_spans"],
+        )
+
+    return _run(name, args, body)
+
+
+# ---------------------------------------------------------------- waterfalls and exemplars
+
+_TRACE_ID_RE = re.compile(r"^[0-9a-fA-F]{1,64}$")
+
+
+def _fetch_spans(sql: list[str], store: Store, trace_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    ids = ", ".join(literal(t) for t in trace_ids)
+    spans = _q(sql, store, f"""SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, SpanKind, StatusCode,
+            StatusMessage, Timestamp, Duration FROM otel_traces
+        WHERE TraceId IN ({ids})
+          AND Timestamp >= (SELECT min(Start) FROM otel_traces_trace_id_ts WHERE TraceId IN ({ids})) - INTERVAL 1 SECOND
+          AND Timestamp <= (SELECT max(End) FROM otel_traces_trace_id_ts WHERE TraceId IN ({ids})) + INTERVAL 1 SECOND
+        ORDER BY Timestamp LIMIT 20000""").dicts()
+    by_trace: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for s in spans:
+        by_trace[s["TraceId"]].append(s)
+    return {t: _waterfall(v) for t, v in by_trace.items()}
+
+
+def _waterfall(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Spans in tree order with depth, start offset, self time and the critical path marked."""
+    ids = {s["SpanId"] for s in spans}
+    children: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    roots = []
+    for s in spans:
+        (children[s["ParentSpanId"]] if s["ParentSpanId"] in ids else roots).append(s)
+    t0 = min(utc(s["Timestamp"]) for s in spans)
+
+    def end(s: dict[str, Any]) -> dt.datetime:
+        return utc(s["Timestamp"]) + dt.timedelta(microseconds=s["Duration"] / 1000)
+
+    critical: set[str] = set()
+    for r in roots[:1]:
+        node: dict[str, Any] | None = r
+        while node is not None:
+            critical.add(node["SpanId"])
+            kids = children.get(node["SpanId"], [])
+            node = max(kids, key=end) if kids else None
+    out: list[dict[str, Any]] = []
+
+    def visit(s: dict[str, Any], depth: int) -> None:
+        kids = sorted(children.get(s["SpanId"], []), key=lambda k: utc(k["Timestamp"]))
+        out.append({
+            "span_id": s["SpanId"],
+            "parent_span_id": s["ParentSpanId"],
+            "depth": depth,
+            "service": s["ServiceName"],
+            "operation": s["SpanName"],
+            "kind": s["SpanKind"],
+            "status": s["StatusCode"],
+            "status_message": s["StatusMessage"],
+            "start": utc(s["Timestamp"]),
+            "offset_ms": round((utc(s["Timestamp"]) - t0).total_seconds() * 1000, 3),
+            "duration_ms": _ms(s["Duration"]),
+            "self_ms": _ms(max(s["Duration"] - sum(k["Duration"] for k in kids), 0)),
+            "critical": s["SpanId"] in critical,
+        })
+        for k in kids:
+            visit(k, depth + 1)
+
+    for r in sorted(roots, key=lambda s: utc(s["Timestamp"])):
+        visit(r, 0)
+    return out
+
+
+def waterfall_text(spans: list[dict[str, Any]], max_lines: int = 40) -> str:
+    """A compact indented waterfall: offset, duration, service, operation, status; '*' marks the critical path."""
+    lines = []
+    for s in spans[:max_lines]:
+        status = " ERROR" if s["status"] in ("Error", "STATUS_CODE_ERROR") else ""
+        mark = "*" if s["critical"] else " "
+        lines.append(f"{mark}{'  ' * min(s['depth'], 12)}+{s['offset_ms']:.1f}ms {s['duration_ms']:.1f}ms "
+                     f"(self {s['self_ms']:.1f}) {s['service']} {s['operation']}{status}")
+    if len(spans) > max_lines:
+        lines.append(f"... {len(spans) - max_lines} more spans")
+    return "\n".join(lines)
+
+
+def trace_waterfall(store: Store, trace_id: str) -> ToolResult:
+    """Every span of one trace in tree order: depth, start offset, duration, self time, critical path."""
+    name = "trace_waterfall"
+    args = {"trace_id": trace_id}
+    if not isinstance(trace_id, str) or not _TRACE_ID_RE.match(trace_id.strip()):
+        return ToolResult.failure(name, args, f"not a trace id: {str(trace_id)[:80]!r} (expected hex)")
+    trace_id = trace_id.strip()
+
+    def body(sql: list[str]) -> ToolResult:
+        spans = _fetch_spans(sql, store, [trace_id]).get(trace_id, [])
+        if not spans:
+            return ToolResult.build(name, args, sql, [], [], notes=[f"trace {trace_id} not found"])
+        root = spans[0]
+        errors = sum(1 for s in spans if s["status"] in ("Error", "STATUS_CODE_ERROR"))
+        services = sorted({s["service"] for s in spans})
+        findings = [
+            f"trace {trace_id}: {len(spans)} spans, {len(services)} services, root {root['service']} "
+            f"{root['operation']} {root['duration_ms']} ms, {errors} error span(s)",
+            waterfall_text(spans),
+        ]
+        return ToolResult.build(
+            name, args, sql, list(spans[0].keys()), spans, findings=findings, budget_chars=6000,
+            units={"offset_ms": "ms", "duration_ms": "ms", "self_ms": "ms"},
+            table_columns=["depth", "service", "operation", "duration_ms", "self_ms", "status"],
+        )
+
+    return _run(name, args, body)
+
+
+def exemplar_traces(
+    store: Store,
+    window: TimeWindow,
+    service: str | None = None,
+    operation: str | None = None,
+    kind: str = "slow",
+    limit: int = 5,
+) -> ToolResult:
+    """The slowest (kind='slow') or latest failing (kind='error') traces touching service/operation,
+    one row per trace; details['waterfalls'][trace_id] holds each trace's spans (see trace_waterfall)."""
+    name = "exemplar_traces"
+    args = _span_args(window=window, service=service, operation=operation, kind=kind, limit=limit)
+    if kind not in ("slow", "error"):
+        return ToolResult.failure(name, args, "kind must be 'slow' or 'error'")
+    limit = max(1, min(int(limit), 50))
+
+    def body(sql: list[str]) -> ToolResult:
+        flt = _filters(service, operation)
+        scope = flt if (service or operation) else " AND ParentSpanId = ''"
+        if kind == "slow":
+            cond, order = "", "Duration DESC"
+        else:
+            cond, order = f" AND {ERROR}", "Timestamp DESC"
+        picks = _q(sql, store, f"""SELECT TraceId AS trace_id, ServiceName AS service, SpanName AS operation,
+                Duration AS duration_ns, StatusCode AS status, StatusMessage AS status_message, Timestamp AS time
+            FROM otel_traces WHERE {window.sql_filter()}{scope}{cond}
+            ORDER BY {order} LIMIT 1 BY TraceId LIMIT {limit}""").dicts()
+        if not picks:
+            what = "failing" if kind == "error" else "matching"
+            return ToolResult.build(name, args, sql, [], [], notes=[f"no {what} spans in {window.label()}"])
+        waterfalls = _fetch_spans(sql, store, [p["trace_id"] for p in picks])
+        rows = []
+        for p in picks:
+            spans = waterfalls.get(p["trace_id"], [])
+            root = spans[0] if spans else None
+            rows.append({
+                "trace_id": p["trace_id"],
+                "service": p["service"],
+                "operation": p["operation"],
+                "span_duration_ms": _ms(p["duration_ns"]),
+                "status": p["status"],
+                "status_message": p["status_message"],
+                "time": p["time"],
+                "root": f"{root['service']} {root['operation']}" if root else None,
+                "trace_duration_ms": root["duration_ms"] if root else None,
+                "spans": len(spans),
+                "error_spans": sum(1 for s in spans if s["status"] in ("Error", "STATUS_CODE_ERROR")),
+            })
+        findings = []
+        for r in rows[:3]:
+            findings.append(f"trace {r['trace_id']} ({r['service']} {r['operation']} {r['span_duration_ms']} ms, "
+                            f"{r['status']} {r['status_message'][:80]}):")
+            findings.append(waterfall_text(waterfalls.get(r["trace_id"], []), max_lines=15))
+        return ToolResult.build(
+            name, args, sql, list(rows[0].keys()), rows, findings=findings,
+            units={"span_duration_ms": "ms", "trace_duration_ms": "ms"},
+            details={"waterfalls": waterfalls},
+            table_columns=["trace_id", "service", "operation", "span_duration_ms", "status", "spans", "error_spans"],
+        )
+
+    return _run(name, args, body)
+
+
+# ---------------------------------------------------------------- service map
+
+
+def service_map(store: Store, window: TimeWindow) -> ToolResult:
+    """Caller -> callee edges from parent/child spans in different services (calls, error %, p95 of the
+    callee span), plus calls from client spans to uninstrumented systems named by db.system,
+    messaging.system or peer.service."""
+    name = "service_map"
+    args = _span_args(window=window)
+
+    def body(sql: list[str]) -> ToolResult:
+        parents = (f"Timestamp >= {ch_time(window.start - TRACE_SLACK)} "
+                   f"AND Timestamp < {ch_time(window.end + TRACE_SLACK)}")
+        edges = _q(sql, store, f"""SELECT p.ServiceName AS caller, c.ServiceName AS callee, 'span' AS via,
+                count() AS calls, countIf(c.err) AS errors, quantile(0.95)(c.Duration) AS p95_ns,
+                avg(c.Duration) AS avg_ns
+            FROM (SELECT cityHash64(TraceId, ParentSpanId) AS k, ServiceName, Duration, {ERROR} AS err
+                  FROM otel_traces WHERE {window.sql_filter()} AND ParentSpanId != '') AS c
+            INNER JOIN (SELECT cityHash64(TraceId, SpanId) AS k, ServiceName FROM otel_traces WHERE {parents}) AS p
+                ON c.k = p.k
+            WHERE p.ServiceName != c.ServiceName
+            GROUP BY caller, callee ORDER BY calls DESC LIMIT {MAX_GROUPS}""").dicts()
+        external = _q(sql, store, f"""SELECT ServiceName AS caller, dep AS callee, 'client' AS via, count() AS calls,
+                countIf({ERROR}) AS errors, quantile(0.95)(Duration) AS p95_ns, avg(Duration) AS avg_ns
+            FROM otel_traces
+            WHERE {window.sql_filter()} AND SpanKind IN ('Client', 'Producer', 'SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER')
+            GROUP BY caller, if(SpanAttributes['db.system'] != '', SpanAttributes['db.system'],
+                if(SpanAttributes['messaging.system'] != '', SpanAttributes['messaging.system'],
+                   SpanAttributes['peer.service'])) AS dep
+            HAVING dep != '' ORDER BY calls DESC LIMIT {MAX_GROUPS}""").dicts()
+        callees = {e["callee"] for e in edges}
+        rows = []
+        for e in edges + [x for x in external if x["callee"] not in callees]:
+            rows.append({
+                "caller": e["caller"], "callee": e["callee"], "via": e["via"], "calls": int(e["calls"]),
+                "error_pct": _pct(e["errors"], e["calls"]), "p95_ms": _ms(e["p95_ns"]), "avg_ms": _ms(e["avg_ns"]),
+            })
+        if not rows:
+            return ToolResult.build(name, args, sql, [], [], notes=[
+                f"no calls between services in {window.label()} (single-service traces or no data)"])
+        services = sorted({r["caller"] for r in rows} | {r["callee"] for r in rows})
+        findings = [f"{len(rows)} edges between {len(services)} services/systems in {window.label()}"]
+        worst = sorted(rows, key=lambda r: (r["error_pct"] or 0), reverse=True)[:3]
+        findings += [f"{r['caller']} -> {r['callee']}: {r['calls']} calls, {r['error_pct']:.3g}% errors, "
+                     f"p95 {r['p95_ms']} ms" for r in worst if r["error_pct"]]
+        return ToolResult.build(name, args, sql, list(rows[0].keys()), rows, findings=findings,
+                                units={"error_pct": "%", "p95_ms": "ms", "avg_ms": "ms"})
+
+    return _run(name, args, body)
