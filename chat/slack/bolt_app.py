@@ -17,7 +17,6 @@ import logging
 import re
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -26,13 +25,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from agent import AgentError
 from agent.answer import Answer
 from chat.slack import blocks
-from chat.slack.threads import SlackThreads, thread_key
+from chat.slack.answerers import Answerer
+from chat.slack.threads import thread_key
 from otel_ai.settings import Settings
-from store import Store
 
 log = logging.getLogger("chat.slack")
-
-AskFn = Callable[..., Awaitable[Answer]]
 
 ACK_REACTION = "eyes"
 LOOKING = "Looking into it… (otel-ai is querying your telemetry)"
@@ -60,10 +57,6 @@ def web_client(settings: Settings, token: str | None = None) -> AsyncWebClient:
     return AsyncWebClient(**kwargs)
 
 
-def chat_base_url(settings: Settings) -> str:
-    return settings.public_url or f"http://{settings.host}:{settings.port}"
-
-
 def render_chart(figure: dict[str, Any]) -> bytes:
     """Plotly JSON -> PNG (kaleido; slow on first use, so callers run it in a thread)."""
     import plotly.graph_objects as go
@@ -73,20 +66,13 @@ def render_chart(figure: dict[str, Any]) -> bytes:
     return render_png(go.Figure(figure))
 
 
-async def default_ask(question: str, **kwargs: Any) -> Answer:  # noqa: ANN401
-    from agent import ask
-
-    return await ask(question, **kwargs)
-
-
 class SlackBot:
     """What the Slack handlers do, independent of how events arrive (HTTP or Socket Mode)."""
 
-    def __init__(self, settings: Settings, store: Store, ask: AskFn | None = None) -> None:
+    def __init__(self, settings: Settings, answerer: Answerer, chat_base: str | None = None) -> None:
         self.settings = settings
-        self.store = store
-        self.ask = ask or default_ask
-        self.threads = SlackThreads(store)
+        self.answerer = answerer
+        self.chat_base = settings.public_url or chat_base or f"http://{settings.host}:{settings.port}"
         self.allowed_channels = parse_list(settings.slack_allowed_channels)
         self.allowed_users = parse_list(settings.slack_allowed_users)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -114,10 +100,7 @@ class SlackBot:
     async def run_agent(self, question: str, channel: str, thread_ts: str) -> Answer | blocks.Rendered:
         """The agent's answer in the thread's conversation (saved after), or a short message when it failed."""
         try:
-            conversation = await self.threads.get(channel, thread_ts)
-            answer = await self.ask(question, store=self.store, settings=self.settings, conversation=conversation)
-            await self.threads.save(channel, thread_ts, conversation)
-            return answer
+            return await self.answerer.answer(question, channel, thread_ts)
         except AgentError as exc:  # a user-fit reason (model unreachable, bad model setting)
             log.warning("slack: the agent could not answer: %s", exc)
             return blocks.notice(f"Sorry, I could not answer that: {exc}")
@@ -185,7 +168,7 @@ class SlackBot:
 
     def link(self, channel: str, thread_ts: str) -> str:
         """The chat UI URL of this thread's conversation."""
-        return blocks.chat_url(chat_base_url(self.settings), thread_key(channel, thread_ts))
+        return blocks.chat_url(self.chat_base, thread_key(channel, thread_ts))
 
     def failure(self, doing: str) -> blocks.Rendered:
         """Log the exception with a reference; the user sees a short message with the same reference."""
@@ -214,10 +197,10 @@ class SlackBot:
             log.warning("slack: uploading %d file(s) to %s failed: %s", len(files), channel, exc)
 
 
-def create_app(settings: Settings, store: Store, ask: AskFn | None = None,
-               signing_secret: str | None = None) -> tuple[AsyncApp, SlackBot]:
+def create_app(settings: Settings, answerer: Answerer, signing_secret: str | None = None,
+               chat_base: str | None = None) -> tuple[AsyncApp, SlackBot]:
     """The bolt app with its listeners; HTTP mode passes the signing secret, Socket Mode does not need it."""
-    bot = SlackBot(settings, store, ask)
+    bot = SlackBot(settings, answerer, chat_base)
     app = AsyncApp(
         client=web_client(settings),
         signing_secret=signing_secret or "",

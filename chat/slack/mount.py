@@ -25,9 +25,11 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
         return
     from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 
+    from chat.slack.answerers import LocalAgent
     from chat.slack.bolt_app import create_app
 
-    bolt, bot = create_app(settings, ctx.store, signing_secret=settings.slack_signing_secret.get_secret_value())
+    secret = settings.slack_signing_secret.get_secret_value()
+    bolt, bot = create_app(settings, LocalAgent(settings, ctx.store), signing_secret=secret)
     ctx.state["slack"] = bot
     handler = AsyncSlackRequestHandler(bolt)
 

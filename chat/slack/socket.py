@@ -1,8 +1,9 @@
 """Socket Mode: `otel-ai slack` connects out to Slack over a WebSocket, so no public URL is needed.
 
-Needs SLACK_APP_TOKEN (xapp-..., connections:write) and SLACK_BOT_TOKEN (xoxb-...). The store is
-opened by this process, so it cannot share an embedded (chDB) data directory with a running
-`serve`: point both at a ClickHouse server, or use HTTP mode inside serve instead.
+Needs SLACK_APP_TOKEN (xapp-..., connections:write) and SLACK_BOT_TOKEN (xoxb-...). Questions go
+to a running `serve` over its HTTP API when a server URL is given (chDB allows one process per data
+directory, so this is the way next to a serve holding the embedded store); otherwise this process
+opens the store itself.
 """
 
 from __future__ import annotations
@@ -37,18 +38,26 @@ def check_tokens(settings: Settings) -> tuple[str, str]:
     return app_token, settings.slack_bot_token.get_secret_value()
 
 
-async def run_socket_mode(settings: Settings) -> None:
-    """Connect, answer until SIGINT/SIGTERM, then close the socket and the store."""
+async def run_socket_mode(settings: Settings, server_url: str | None = None) -> None:
+    """Connect, answer until SIGINT/SIGTERM, then close the socket (and the store if opened here)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+    from chat.slack.answerers import Answerer, LocalAgent, RemoteAgent
     from chat.slack.bolt_app import create_app
     from store.migrations import migrate
 
     app_token, _ = check_tokens(settings)
-    store = Store.from_settings(settings)
+    store = None if server_url else Store.from_settings(settings)
     try:
-        migrate(store, settings)
-        app, _bot = create_app(settings, store)
+        answerer: Answerer
+        if store is None:
+            assert server_url
+            answerer = RemoteAgent(server_url)
+            log.info("Slack questions go to %s/api/ask", server_url)
+        else:
+            migrate(store, settings)
+            answerer = LocalAgent(settings, store)
+        app, _bot = create_app(settings, answerer, chat_base=server_url)
         handler = AsyncSocketModeHandler(app, app_token)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -59,4 +68,5 @@ async def run_socket_mode(settings: Settings) -> None:
         await stop.wait()
         await handler.close_async()
     finally:
-        store.close()
+        if store is not None:
+            store.close()

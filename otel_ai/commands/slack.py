@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN for `otel-ai serve` instead (see docs/slack.md).",
     )
     add_data_option(p)
+    p.add_argument("--server", help="URL of a running otel-ai serve to send questions to (default: the local "
+                   "serve holding --data, if one runs; else this process opens the store)")
     p.add_argument("--public-url", help="URL of the chat UI for 'open in chat' links (OTEL_AI_PUBLIC_URL)")
     p.set_defaults(func=run)
 
@@ -30,5 +32,8 @@ def run(args: argparse.Namespace) -> int:
     except SlackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run_socket_mode(settings))
+    from otel_ai.commands.ask import server_holding_data  # after the token check: imports the agent
+
+    server = args.server or server_holding_data(settings)
+    asyncio.run(run_socket_mode(settings, server))
     return 0
