@@ -12,12 +12,12 @@ import datetime as dt
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 from store import Store
+from tools.common import in_either, in_window, logged_query, run_tool, tool_args
 from tools.result import ToolResult
-from tools.sql import error_message, literal, query
+from tools.sql import literal
 from tools.timewindow import TimeWindow, ch_time, utc
 
 ERROR = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
@@ -48,28 +48,6 @@ def _pct(part: float, whole: float) -> float | None:
 
 def _ratio(now: float | None, before: float | None) -> float | None:
     return round(now / before, 3) if now is not None and before else None
-
-
-def _span_args(**kw: Any) -> dict[str, Any]:  # noqa: ANN401
-    return {k: (v.model_dump() if isinstance(v, TimeWindow) else v) for k, v in kw.items() if v is not None}
-
-
-def _run(name: str, args: dict[str, Any], body: Callable[[list[str]], ToolResult]) -> ToolResult:
-    """Run a tool body that records its SQL; engine errors become ok=False results with the reason."""
-    sql: list[str] = []
-    try:
-        return body(sql)
-    except Exception as exc:
-        return ToolResult.failure(name, args, f"query failed: {error_message(exc)}", sql=sql)
-
-
-def _q(sql_log: list[str], store: Store, sql: str):  # noqa: ANN202
-    sql_log.append(sql)
-    return query(store, sql)
-
-
-def _either(window: TimeWindow, baseline: TimeWindow) -> str:
-    return f"(({window.sql_filter()}) OR ({baseline.sql_filter()}))"
 
 
 # ---------------------------------------------------------------- service overview
@@ -144,14 +122,14 @@ def service_overview(store: Store, window: TimeWindow, baseline: TimeWindow | No
     rows: one per (service, operation); details['services']: one per service, over its entry spans
     (server/consumer/root; all spans for services that have none)."""
     baseline = baseline or window.baseline()
-    args = _span_args(window=window, baseline=baseline)
+    args = tool_args(window=window, baseline=baseline)
 
     def body(sql: list[str]) -> ToolResult:
-        where = _either(window, baseline)
-        ops = _q(sql, store, f"SELECT ServiceName AS service, SpanName AS operation, "
+        where = in_either(window, baseline)
+        ops = logged_query(sql, store, f"SELECT ServiceName AS service, SpanName AS operation, "
                              f"{_overview_select(window, 'service, operation')} ORDER BY calls DESC "
                              f"LIMIT {MAX_GROUPS}".replace("{where}", where)).dicts()
-        svcs = _q(sql, store, f"SELECT ServiceName AS service, entry, "
+        svcs = logged_query(sql, store, f"SELECT ServiceName AS service, entry, "
                               f"{_overview_select(window, 'service, entry')}".replace("{where}", where)).dicts()
         by_service: dict[str, dict[str, Any]] = {}
         for r in sorted(svcs, key=lambda r: not r["entry"]):  # entry spans first
@@ -181,7 +159,7 @@ def service_overview(store: Store, window: TimeWindow, baseline: TimeWindow | No
             table_columns=["service", "operation", "calls", "error_pct", "base_error_pct", "p95_ms", "base_p95_ms"],
         )
 
-    return _run("service_overview", args, body)
+    return run_tool("service_overview", args, body)
 
 
 # ---------------------------------------------------------------- latency breakdown
@@ -200,15 +178,15 @@ def latency_breakdown(
     ones (the baseline's traces, or the window's below-median ones when the baseline is empty): self time
     (duration minus children's durations) per service and operation, per trace."""
     baseline = baseline or window.baseline()
-    args = _span_args(window=window, service=service, operation=operation, baseline=baseline)
+    args = tool_args(window=window, service=service, operation=operation, baseline=baseline)
     name = "latency_breakdown"
 
     def body(sql: list[str]) -> ToolResult:
         if not service:
             return ToolResult.failure(name, args, "a service is required (see service_overview for the names)")
-        w = f"(Timestamp >= {ch_time(window.start)} AND Timestamp < {ch_time(window.end)})"
-        base_where = f"1 = 1{_filters(service, operation)} AND {_either(window, baseline)}"
-        stats = _q(sql, store, f"""SELECT {ENTRY} AS entry, countIf({w}) AS n_w, countIf(NOT {w}) AS n_b,
+        w = in_window(window)
+        base_where = f"1 = 1{_filters(service, operation)} AND {in_either(window, baseline)}"
+        stats = logged_query(sql, store, f"""SELECT {ENTRY} AS entry, countIf({w}) AS n_w, countIf(NOT {w}) AS n_b,
             quantileIf(0.9)(Duration, {w}) AS p90_w, quantileIf(0.5)(Duration, {w}) AS p50_w,
             avgIf(Duration, {w}) AS avg_w, avgIf(Duration, NOT {w}) AS avg_b
             FROM otel_traces WHERE {base_where} GROUP BY entry ORDER BY entry DESC""").dicts()
@@ -231,7 +209,7 @@ def latency_breakdown(
                 ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES} BY cohort) GROUP BY TraceId"""
         span_range = (f"Timestamp >= {ch_time(baseline.start - TRACE_SLACK)} "
                       f"AND Timestamp < {ch_time(window.end + TRACE_SLACK)}")
-        result = _q(sql, store, f"""WITH cohorts AS ({cohorts}),
+        result = logged_query(sql, store, f"""WITH cohorts AS ({cohorts}),
             spans AS (SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, Duration FROM otel_traces
                       WHERE {span_range} AND TraceId IN (SELECT TraceId FROM cohorts))
             SELECT c.cohort AS cohort, s.ServiceName AS service, s.SpanName AS operation, count() AS spans,
@@ -243,7 +221,7 @@ def latency_breakdown(
                    ON s.TraceId = ch.TraceId AND s.SpanId = ch.ParentSpanId
             INNER JOIN cohorts AS c ON s.TraceId = c.TraceId
             GROUP BY cohort, service, operation""").dicts()
-        counts = _q(sql, store, f"SELECT cohort, count() AS traces FROM ({cohorts}) GROUP BY cohort").dicts()
+        counts = logged_query(sql, store, f"SELECT cohort, count() AS traces FROM ({cohorts}) GROUP BY cohort").dicts()
         n = {r["cohort"]: int(r["traces"]) for r in counts}
         n_slow, n_norm = n.get("slow", 0), n.get("normal", 0)
         agg: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -295,7 +273,7 @@ def latency_breakdown(
                      "slow_threshold_ms": _ms(p90), "chart": {"x": "service", "y": "delta_ms", "kind": "bar"}},
         )
 
-    return _run(name, args, body)
+    return run_tool(name, args, body)
 
 
 # ---------------------------------------------------------------- attribute comparison
@@ -315,26 +293,27 @@ def attribute_comparison(
     slow or failing spans against the rest. A span is slow when it exceeds its own operation's baseline
     p95 (the window's p90 when the baseline has fewer than 20 spans of that operation)."""
     name = "attribute_comparison"
-    args = _span_args(window=window, service=service, operation=operation, target=target)
+    args = tool_args(window=window, service=service, operation=operation, target=target)
     if target not in ("slow", "error"):
         return ToolResult.failure(name, args, "target must be 'slow' or 'error'")
     baseline = window.baseline()
 
     def body(sql: list[str]) -> ToolResult:
         flt = _filters(service, operation)
-        total = _q(sql, store, f"SELECT count() FROM otel_traces WHERE {window.sql_filter()}{flt}").scalar() or 0
+        count_sql = f"SELECT count() FROM otel_traces WHERE {window.sql_filter()}{flt}"
+        total = logged_query(sql, store, count_sql).scalar() or 0
         modulus = max(1, math.ceil(total / SAMPLE_TARGET_SPANS))
         sample = f" AND cityHash64(SpanId) % {modulus} = 0" if modulus > 1 else ""
         cols = "ServiceName, SpanName, SpanKind, StatusCode, SpanAttributes, ResourceAttributes"
         if target == "error":
             source = f"SELECT {cols}, {ERROR} AS hit FROM otel_traces WHERE {window.sql_filter()}{flt}{sample}"
         else:
-            w = f"(Timestamp >= {ch_time(window.start)} AND Timestamp < {ch_time(window.end)})"
+            w = in_window(window)
             s_cols = ", ".join(f"s.{c} AS {c}" for c in cols.split(", "))
             source = f"""SELECT {s_cols}, s.Duration > t.threshold AS hit FROM otel_traces AS s
                 INNER JOIN (SELECT ServiceName, SpanName, if(countIf(NOT {w}) >= 20,
                         quantileIf(0.95)(Duration, NOT {w}), quantileIf(0.9)(Duration, {w})) AS threshold
-                    FROM otel_traces WHERE {_either(window, baseline)}{flt} GROUP BY ServiceName, SpanName) AS t
+                    FROM otel_traces WHERE {in_either(window, baseline)}{flt} GROUP BY ServiceName, SpanName) AS t
                 ON s.ServiceName = t.ServiceName AND s.SpanName = t.SpanName
                 WHERE {window.sql_filter('s.Timestamp')}{_filters(service, operation, 's.')}{
                     sample.replace('SpanId', 's.SpanId')}"""
@@ -346,7 +325,7 @@ def attribute_comparison(
                     mapKeys(SpanAttributes), mapValues(SpanAttributes)),
                 arrayFilter(x -> x.2 != 'service.name', arrayMap((k, v) -> ('resource', toString(k), leftUTF8(v, 100)),
                     mapKeys(ResourceAttributes), mapValues(ResourceAttributes))))"""
-        data = _q(sql, store, f"""SELECT scope, key, value, target, rest FROM (
+        data = logged_query(sql, store, f"""SELECT scope, key, value, target, rest FROM (
                 SELECT p.1 AS scope, p.2 AS key, p.3 AS value, countIf(hit) AS target, countIf(NOT hit) AS rest,
                        count() OVER (PARTITION BY p.1, p.2) AS cardinality
                 FROM ({source}) ARRAY JOIN {pairs} AS p GROUP BY scope, key, value)
@@ -387,7 +366,7 @@ def attribute_comparison(
             table_columns=["key", "value", "target_pct", "other_pct", "target_spans", "other_spans"],
         )
 
-    return _run(name, args, body)
+    return run_tool(name, args, body)
 
 
 # ---------------------------------------------------------------- waterfalls and exemplars
@@ -397,8 +376,8 @@ _TRACE_ID_RE = re.compile(r"^[0-9a-fA-F]{1,64}$")
 
 def _fetch_spans(sql: list[str], store: Store, trace_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     ids = ", ".join(literal(t) for t in trace_ids)
-    spans = _q(sql, store, f"""SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, SpanKind, StatusCode,
-            StatusMessage, Timestamp, Duration FROM otel_traces
+    spans = logged_query(sql, store, f"""SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, SpanKind,
+            StatusCode, StatusMessage, Timestamp, Duration FROM otel_traces
         WHERE TraceId IN ({ids})
           AND Timestamp >= (SELECT min(Start) FROM otel_traces_trace_id_ts WHERE TraceId IN ({ids})) - INTERVAL 1 SECOND
           AND Timestamp <= (SELECT max(End) FROM otel_traces_trace_id_ts WHERE TraceId IN ({ids})) + INTERVAL 1 SECOND
@@ -494,7 +473,7 @@ def trace_waterfall(store: Store, trace_id: str) -> ToolResult:
             table_columns=["depth", "service", "operation", "duration_ms", "self_ms", "status"],
         )
 
-    return _run(name, args, body)
+    return run_tool(name, args, body)
 
 
 def exemplar_traces(
@@ -508,7 +487,7 @@ def exemplar_traces(
     """The slowest (kind='slow') or latest failing (kind='error') traces touching service/operation,
     one row per trace; details['waterfalls'][trace_id] holds each trace's spans (see trace_waterfall)."""
     name = "exemplar_traces"
-    args = _span_args(window=window, service=service, operation=operation, kind=kind, limit=limit)
+    args = tool_args(window=window, service=service, operation=operation, kind=kind, limit=limit)
     if kind not in ("slow", "error"):
         return ToolResult.failure(name, args, "kind must be 'slow' or 'error'")
     limit = max(1, min(int(limit), 50))
@@ -520,7 +499,7 @@ def exemplar_traces(
             cond, order = "", "Duration DESC"
         else:
             cond, order = f" AND {ERROR}", "Timestamp DESC"
-        picks = _q(sql, store, f"""SELECT TraceId AS trace_id, ServiceName AS service, SpanName AS operation,
+        picks = logged_query(sql, store, f"""SELECT TraceId AS trace_id, ServiceName AS service, SpanName AS operation,
                 Duration AS duration_ns, StatusCode AS status, StatusMessage AS status_message, Timestamp AS time
             FROM otel_traces WHERE {window.sql_filter()}{scope}{cond}
             ORDER BY {order} LIMIT 1 BY TraceId LIMIT {limit}""").dicts()
@@ -557,7 +536,7 @@ def exemplar_traces(
             table_columns=["trace_id", "service", "operation", "span_duration_ms", "status", "spans", "error_spans"],
         )
 
-    return _run(name, args, body)
+    return run_tool(name, args, body)
 
 
 # ---------------------------------------------------------------- service map
@@ -568,12 +547,12 @@ def service_map(store: Store, window: TimeWindow) -> ToolResult:
     callee span), plus calls from client spans to uninstrumented systems named by db.system,
     messaging.system or peer.service."""
     name = "service_map"
-    args = _span_args(window=window)
+    args = tool_args(window=window)
 
     def body(sql: list[str]) -> ToolResult:
         parents = (f"Timestamp >= {ch_time(window.start - TRACE_SLACK)} "
                    f"AND Timestamp < {ch_time(window.end + TRACE_SLACK)}")
-        edges = _q(sql, store, f"""SELECT p.ServiceName AS caller, c.ServiceName AS callee, 'span' AS via,
+        edges = logged_query(sql, store, f"""SELECT p.ServiceName AS caller, c.ServiceName AS callee, 'span' AS via,
                 count() AS calls, countIf(c.err) AS errors, quantile(0.95)(c.Duration) AS p95_ns,
                 avg(c.Duration) AS avg_ns
             FROM (SELECT cityHash64(TraceId, ParentSpanId) AS k, ServiceName, Duration, {ERROR} AS err
@@ -582,8 +561,9 @@ def service_map(store: Store, window: TimeWindow) -> ToolResult:
                 ON c.k = p.k
             WHERE p.ServiceName != c.ServiceName
             GROUP BY caller, callee ORDER BY calls DESC LIMIT {MAX_GROUPS}""").dicts()
-        external = _q(sql, store, f"""SELECT ServiceName AS caller, dep AS callee, 'client' AS via, count() AS calls,
-                countIf({ERROR}) AS errors, quantile(0.95)(Duration) AS p95_ns, avg(Duration) AS avg_ns
+        external = logged_query(sql, store, f"""SELECT ServiceName AS caller, dep AS callee, 'client' AS via,
+                count() AS calls, countIf({ERROR}) AS errors, quantile(0.95)(Duration) AS p95_ns,
+                avg(Duration) AS avg_ns
             FROM otel_traces
             WHERE {window.sql_filter()} AND SpanKind IN ('Client', 'Producer', 'SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER')
             GROUP BY caller, if(SpanAttributes['db.system'] != '', SpanAttributes['db.system'],
@@ -608,4 +588,4 @@ def service_map(store: Store, window: TimeWindow) -> ToolResult:
         return ToolResult.build(name, args, sql, list(rows[0].keys()), rows, findings=findings,
                                 units={"error_pct": "%", "p95_ms": "ms", "avg_ms": "ms"})
 
-    return _run(name, args, body)
+    return run_tool(name, args, body)
