@@ -1,0 +1,274 @@
+"""Robust per-entity normalisation (median/MAD, time-of-day aware) and the statistical baseline detector.
+
+The normaliser is shared by both detectors: the autoencoder sees every entity in "robust z" units
+(deviation from that entity's own median in MADs), so one model serves entities whose scales differ
+by orders of magnitude. The baseline detector scores the same z values directly; it serves entities
+with too little history for the model, cold starts, and is the comparison the model must beat.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from anomaly.features import FEATURE_INDEX, FEATURES, N_FEATURES, Entity, FeatureTable, downstream_shift
+
+MAD_TO_SIGMA = 1.4826
+Z_CLIP = 50.0  # beyond this a deviation is "huge"; clipping keeps scores finite and readable
+_UPWARD = np.array([f.upward_only for f in FEATURES])
+_FLOOR = np.array([f.floor for f in FEATURES])
+_REL_FLOOR = np.array([f.rel_floor for f in FEATURES])
+_ERR = FEATURE_INDEX["error_ratio"]
+_REQ = FEATURE_INDEX["requests"]
+_SHIFT = FEATURE_INDEX["downstream_shift"]
+
+
+def transform(values: np.ndarray) -> np.ndarray:
+    """Raw feature values → the space statistics are taken in (log for counts and durations)."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    for i, f in enumerate(FEATURES):
+        if f.transform == "log1p":
+            out[..., i] = np.log1p(np.clip(out[..., i], 0, None))
+        elif f.transform == "logms":
+            out[..., i] = np.log1p(np.clip(out[..., i], 0, None) * 1000.0)
+    return out
+
+
+def inverse(i: int, value: float) -> float:
+    """One transformed value back to the raw unit, for explanations."""
+    f = FEATURES[i]
+    if f.transform == "log1p":
+        return float(np.expm1(value))
+    if f.transform == "logms":
+        return float(np.expm1(value) / 1000.0)
+    return float(value)
+
+
+def hour_of_day(window: np.ndarray) -> np.ndarray:
+    return (np.asarray(window) // 3600) % 24
+
+
+@dataclass
+class EntityStats:
+    """One entity's normal: per-feature median and scale (transformed units), and its call mix."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    windows: int
+    hourly: dict[int, np.ndarray] = field(default_factory=dict)
+    shares: dict[str, float] = field(default_factory=dict)
+
+    def center_at(self, hour: int) -> np.ndarray:
+        h = self.hourly.get(int(hour))
+        if h is None:
+            return self.center
+        return np.where(np.isnan(h), self.center, h)
+
+
+def _robust(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column-wise median and MAD scale, ignoring NaN; all-NaN columns stay NaN."""
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            center = np.nanmedian(x, axis=0)
+            mad = np.nanmedian(np.abs(x - center), axis=0)
+    scale = np.maximum.reduce([MAD_TO_SIGMA * np.nan_to_num(mad), _FLOOR, _REL_FLOOR * np.abs(np.nan_to_num(center))])
+    return center, scale
+
+
+def _mean_shares(calls: list[dict[str, float]]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    n = 0
+    for c in calls:
+        s = sum(c.values())
+        if s <= 0:
+            continue
+        n += 1
+        for k, v in c.items():
+            totals[k] = totals.get(k, 0.0) + v / s
+    return {k: v / n for k, v in totals.items()} if n else {}
+
+
+@dataclass
+class Normaliser:
+    """Per-entity robust statistics; `z()` turns a feature table into deviations from normal."""
+
+    stats: dict[Entity, EntityStats] = field(default_factory=dict)
+    min_windows: int = 10
+    hourly_min_windows: int = 20
+    hourly_min_days: int = 2
+
+    @classmethod
+    def fit(cls, table: FeatureTable, min_windows: int = 10) -> Normaliser:
+        norm = cls(min_windows=min_windows)
+        for entity, rows in table.rows_by_entity().items():
+            norm.fit_entity(entity, table, rows)
+        return norm
+
+    def fit_entity(self, entity: Entity, table: FeatureTable, rows: np.ndarray) -> None:
+        if len(rows) < self.min_windows:
+            return
+        shares = _mean_shares([table.calls[r] for r in rows])
+        values = table.values[rows].copy()
+        values[:, _SHIFT] = [downstream_shift(table.calls[r], shares) for r in rows]
+        x = transform(values)
+        center, scale = _robust(x)
+        hourly: dict[int, np.ndarray] = {}
+        hours = hour_of_day(table.window[rows])
+        days = table.window[rows] // 86400
+        for h in np.unique(hours):
+            sel = hours == h
+            if sel.sum() >= self.hourly_min_windows and len(np.unique(days[sel])) >= self.hourly_min_days:
+                hourly[int(h)] = _robust(x[sel])[0]
+        self.stats[entity] = EntityStats(center=center, scale=scale, windows=len(rows), hourly=hourly, shares=shares)
+
+    def known(self, table: FeatureTable) -> np.ndarray:
+        known_entity = np.array([e in self.stats for e in table.entities], dtype=bool)
+        return known_entity[table.entity_idx] if len(table) else np.zeros(0, dtype=bool)
+
+    def z(self, table: FeatureTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(z, mask, center, scale) per row; z is signed, clipped to ±Z_CLIP, 0 where missing or unknown."""
+        n = len(table)
+        values = table.values.copy()
+        n_ent = len(table.entities)
+        ent_center = np.full((n_ent, 24, N_FEATURES), np.nan)
+        ent_scale = np.ones((n_ent, N_FEATURES))
+        ent_stats: list[EntityStats | None] = [self.stats.get(e) for e in table.entities]
+        for k, st in enumerate(ent_stats):
+            if st is None:
+                continue
+            ent_center[k, :, :] = st.center
+            for h in st.hourly:
+                ent_center[k, h] = st.center_at(h)
+            ent_scale[k] = st.scale
+        for r in range(n):
+            if table.calls[r]:
+                st = ent_stats[int(table.entity_idx[r])]
+                values[r, _SHIFT] = downstream_shift(table.calls[r], st.shares) if st is not None else np.nan
+        center = ent_center[table.entity_idx, hour_of_day(table.window)]
+        scale = ent_scale[table.entity_idx]
+        x = transform(values)
+        # error ratios of a handful of requests are noisy: never sharper than binomial noise
+        with np.errstate(all="ignore"):
+            p = np.clip(np.nan_to_num(center[:, _ERR]), 0.0, 1.0)
+            n_req = np.clip(np.nan_to_num(values[:, _REQ], nan=1.0), 1.0, None)
+            scale[:, _ERR] = np.maximum(scale[:, _ERR], np.sqrt((p + 0.01) * (1 - p + 0.01) / n_req))
+            z = (x - center) / scale
+        mask = ~np.isnan(z)
+        z = np.clip(np.nan_to_num(z, nan=0.0), -Z_CLIP, Z_CLIP)
+        return z, mask, center, scale
+
+    def rebase(self, entity: Entity, x_recent: np.ndarray) -> None:
+        """A confirmed change: the recent level (transformed rows) becomes this entity's normal."""
+        st = self.stats.get(entity)
+        if st is None or len(x_recent) == 0:
+            return
+        center, scale = _robust(x_recent)
+        st.center = np.where(np.isnan(center), st.center, center)
+        st.scale = np.maximum(st.scale, np.nan_to_num(scale))
+        st.hourly = {}
+
+    # persistence: plain arrays and lists only, so state loads with torch.load(weights_only=True)
+    def to_state(self) -> dict:
+        ents = sorted(self.stats)
+        return {
+            "entities": [list(e) for e in ents],
+            "center": np.stack([self.stats[e].center for e in ents]).tolist() if ents else [],
+            "scale": np.stack([self.stats[e].scale for e in ents]).tolist() if ents else [],
+            "windows": [self.stats[e].windows for e in ents],
+            "hourly": [[[h, v.tolist()] for h, v in sorted(self.stats[e].hourly.items())] for e in ents],
+            "shares": [[[k, v] for k, v in sorted(self.stats[e].shares.items())] for e in ents],
+            "min_windows": self.min_windows,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> Normaliser:
+        norm = cls(min_windows=int(state.get("min_windows", 10)))
+        for i, e in enumerate(state["entities"]):
+            norm.stats[(str(e[0]), str(e[1]), str(e[2]))] = EntityStats(
+                center=np.array(state["center"][i], dtype=np.float64),
+                scale=np.array(state["scale"][i], dtype=np.float64),
+                windows=int(state["windows"][i]),
+                hourly={int(h): np.array(v, dtype=np.float64) for h, v in state["hourly"][i]},
+                shares={str(k): float(v) for k, v in state["shares"][i]},
+            )
+        return norm
+
+
+def directional(z: np.ndarray) -> np.ndarray:
+    """Deviations that matter: increases for latency/errors/resources, both ways for traffic."""
+    return np.where(_UPWARD, np.clip(z, 0, None), z)
+
+
+@dataclass
+class Scores:
+    """A detector's verdict per row: score (1.0 = threshold), per-feature deviation and expectation."""
+
+    score: np.ndarray  # (n,)
+    contrib: np.ndarray  # (n, F) non-negative, shares of the score
+    expected: np.ndarray  # (n, F) transformed-space expectation
+    scored: np.ndarray  # (n,) bool: this detector had what it needs to score the row
+
+
+@dataclass
+class BaselineDetector:
+    """Max robust z over features, divided by a threshold calibrated on normal windows."""
+
+    normaliser: Normaliser
+    threshold: float = 6.0
+
+    def raw(self, table: FeatureTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        z, mask, center, _ = self.normaliser.z(table)
+        d = np.abs(directional(z)) * mask
+        return d, center, self.normaliser.known(table), z
+
+    def calibrate(self, table: FeatureTable, quantile: float = 0.999, margin: float = 1.3,
+                  minimum: float = 5.0) -> float:
+        d, _, known, _ = self.raw(table)
+        if known.sum() >= 50:
+            self.threshold = max(minimum, float(np.quantile(d[known].max(axis=1), quantile)) * margin)
+        return self.threshold
+
+    def score(self, table: FeatureTable) -> Scores:
+        d, center, known, _ = self.raw(table)
+        total = (d**2).sum(axis=1, keepdims=True)
+        with np.errstate(all="ignore"):
+            contrib = np.where(total > 0, d**2 / total, 0.0)
+        return Scores(score=d.max(axis=1, initial=0.0) / self.threshold, contrib=contrib, expected=center,
+                      scored=known)
+
+
+def severity(score: float) -> str:
+    """Bands on the calibrated score: 1 = threshold."""
+    if score >= 4.0:
+        return "critical"
+    if score >= 2.0:
+        return "warning"
+    return "info"
+
+
+def fmt_value(i: int, value: float) -> str:
+    """A raw value in its unit, the way a person reads it ("2.8 s", "35%", "1,200")."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    unit = FEATURES[i].unit
+    if unit == "s":
+        if value >= 1:
+            return f"{value:.1f} s"
+        if value >= 0.1:
+            return f"{value:.2f} s"
+        return f"{value * 1000:.1f} ms" if value >= 0.001 else f"{value * 1e6:.0f} µs"
+    if unit in ("ratio", "share"):
+        return f"{value * 100:.1f}%"
+    if unit == "bytes":
+        for suffix, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if abs(value) >= div:
+                return f"{value / div:.1f} {suffix}"
+        return f"{value:.0f} B"
+    if unit == "per_request":
+        return f"{value:.2f}"
+    return f"{value:,.0f}"

@@ -1,0 +1,173 @@
+"""Detectors on generated feature tables: training, planted anomalies, cold start, drift, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from anomaly.baseline import FEATURE_INDEX, Normaliser, fmt_value
+from anomaly.features import FeatureTable
+from anomaly.model import TrainConfig, train
+from anomaly.scorer import AnomalyConfig, Scorer
+from anomaly.synthetic import Plant, entities, generate
+
+ENTS = entities(8)
+TARGET = ENTS[1]  # ('svc000', 'op0', 'server')
+
+
+def split(table: FeatureTable, n_train: int) -> tuple[FeatureTable, FeatureTable]:
+    cut = table.window.min() + n_train * table.window_seconds
+    return table.select(table.window < cut), table.select(table.window >= cut)
+
+
+def fitted(train_table: FeatureTable, **config: object) -> Scorer:
+    scorer = Scorer(None, 30, AnomalyConfig(train_min_windows=100, **config))
+    scorer.fit_table(train_table)
+    return scorer
+
+
+def test_planted_latency_anomaly_found_and_explained() -> None:
+    full = generate(8, 300, seed=3, plants=(Plant(TARGET, 260, 10, "p95", 8.0),))
+    history, live = split(full, 240)
+    scorer = fitted(history)
+    assert scorer.model is not None and scorer.model.info["entities"] == 8
+    records = scorer.score_table(live)
+    t0 = live.window.min()
+    hits = [r for r in records if (r.service, r.operation) == TARGET[:2]
+            and 20 <= (r.window_start.timestamp() - t0) // 30 < 30]
+    others = [r for r in records if r not in hits]
+    assert len(hits) == 10, [r.explanation for r in records]
+    assert len(others) <= 2, [r.explanation for r in others]
+    top = max(hits, key=lambda r: r.score)
+    assert top.detector == "autoencoder" and top.kind == "latency" and top.model_version.startswith("ae-v")
+    assert top.severity in ("warning", "critical")
+    assert top.explanation.startswith("p95 of svc000/op0 ")
+    assert " vs " in top.explanation and top.explanation.endswith("expected")
+    c = top.contributions[0]
+    assert c["feature"] == "p95" and c["share"] > 0.5
+    # actual is the planted value; expected is near the entity's normal p95, far below it
+    assert c["actual"] == pytest.approx(top.features["p95"])
+    normal_p95 = np.nanmedian(history.values[history.entity_idx == 1, FEATURE_INDEX["p95"]])
+    assert 0.6 * normal_p95 < c["expected"] < 1.6 * normal_p95
+    assert c["actual"] > 4 * c["expected"]
+
+
+def test_autoencoder_and_baseline_flag_error_burst_and_stay_quiet_otherwise() -> None:
+    target = ENTS[4]  # ('svc001', '', 'service')
+    full = generate(8, 320, seed=5, plants=(Plant(target, 280, 6, "error_ratio", value=0.4),))
+    history, live = split(full, 260)
+    scorer = fitted(history)
+    ae = scorer.model.score(live)
+    base = scorer.baseline.score(live)
+    is_target = np.array([live.entity_of(r) == target for r in range(len(live))])
+    k = (live.window - live.window.min()) // 30
+    in_fault = is_target & (k >= 20) & (k < 26)
+    for scores in (ae, base):
+        assert (scores.score[in_fault] >= 1).all()
+        assert (scores.score[~in_fault] >= 1).sum() <= 2
+        assert np.isfinite(scores.score).all()
+
+
+def test_training_is_deterministic_under_a_seed() -> None:
+    history, live = split(generate(6, 200, seed=7), 150)
+    a = train(history, Normaliser.fit(history), TrainConfig(seed=11, epochs=3))
+    b = train(history, Normaliser.fit(history), TrainConfig(seed=11, epochs=3))
+    assert np.array_equal(a.score(live).score, b.score(live).score)
+    assert a.threshold == b.threshold
+
+
+def test_cold_start_scores_with_the_baseline() -> None:
+    full = generate(8, 80, seed=9, plants=(Plant(TARGET, 70, 5, "p99", 10.0),))
+    history, live = split(full, 60)
+    scorer = fitted(history)  # 60 windows < train_min_windows=100: no model yet
+    assert scorer.model is None and scorer.normaliser is not None
+    records = scorer.score_table(live)
+    assert records and {r.detector for r in records} == {"baseline"}
+    assert {(r.service, r.operation) for r in records} == {TARGET[:2]}
+    assert all(r.model_version == "baseline" for r in records)
+    assert records[0].explanation.startswith("p99 of svc000/op0")
+
+
+def test_new_entity_falls_back_to_baseline_or_waits() -> None:
+    full = generate(8, 300, seed=4)
+    history, live = split(full, 240)
+    scorer = fitted(history)
+    # an entity the model never saw is not scored by it; an unknown one is not scored at all
+    stranger = FeatureTable.from_records(30, {(("new", "", "service"), int(live.window.min())): {"requests": 5.0}})
+    assert not scorer.model.score(stranger).scored.any()
+    assert scorer.score_table(stranger) == []
+
+
+def test_drift_flagged_once_then_becomes_new_normal() -> None:
+    n = 260
+    everything = generate(8, n + 20, seed=12, plants=tuple(
+        Plant(TARGET, 140, n + 20 - 140, f, 3.0) for f in ("p50", "p95", "p99", "self_p95")
+    ))
+    full, tail = split(everything, n)
+    history, live = split(full, 120)
+    scorer = fitted(history, drift_sustain_windows=10, drift_confirm_windows=15)
+    before = scorer.normaliser.stats[TARGET].center.copy()
+    records = [r for r in scorer.score_table(live) if (r.service, r.operation) == TARGET[:2]]
+    changes = [r for r in records if r.detector == "change"]
+    alerts = [r for r in records if r.detector != "change"]
+    assert len(changes) == 1, [r.explanation for r in records]
+    change = changes[0]
+    assert change.kind == "change" and "shifted from" in change.explanation and "new normal" in change.explanation
+    assert change.contributions[0]["after"] > 2 * change.contributions[0]["before"]
+    # latency alerts during the sustain period (before the change record); after it at most a stray one
+    latency = [a for a in alerts if a.kind == "latency"]
+    assert 5 <= len([a for a in latency if a.window_start < change.window_start]) <= 10
+    assert len([a for a in latency if a.window_start > change.window_start]) <= 1
+    # after confirmation the normaliser's normal moved to the new level
+    after = scorer.normaliser.stats[TARGET].center
+    i = FEATURE_INDEX["p95"]
+    assert math.expm1(after[i]) > 2.2 * math.expm1(before[i])
+    # further windows at the new level are normal now
+    assert len([r for r in scorer.score_table(tail) if (r.service, r.operation) == TARGET[:2]]) <= 1
+
+
+def test_short_incident_is_not_absorbed_as_drift() -> None:
+    plants = (Plant(TARGET, 160, 8, "p95", 8.0), Plant(TARGET, 215, 5, "p95", 8.0))
+    everything = generate(8, 230, seed=13, plants=plants)
+    full, again = split(everything, 200)
+    history, live = split(full, 140)
+    scorer = fitted(history, drift_sustain_windows=10, drift_confirm_windows=10)
+    records = [r for r in scorer.score_table(live) if (r.service, r.operation) == TARGET[:2]]
+    assert len(records) >= 7 and all(r.detector != "change" for r in records)
+    assert len([r for r in scorer.score_table(again) if (r.service, r.operation) == TARGET[:2]]) >= 4
+
+
+def test_missing_and_malformed_metrics_do_not_break_scoring() -> None:
+    full = generate(8, 300, seed=21, with_metrics=False)
+    history, live = split(full, 240)
+    scorer = fitted(history)
+    bad = live.select(np.ones(len(live), dtype=bool))
+    bad.values = bad.values.copy()
+    cpu, mem, p95 = FEATURE_INDEX["cpu"], FEATURE_INDEX["memory"], FEATURE_INDEX["p95"]
+    bad.values[::3, cpu] = np.inf
+    bad.values[1::3, cpu] = -1e300
+    bad.values[::5, mem] = np.nan
+    bad.values[::7, p95] = np.nan  # a window without duration quantiles
+    bad.values[::11] = np.nan  # a row with nothing at all
+    records = scorer.score_table(bad)
+    assert all(math.isfinite(r.score) for r in records)
+    for scores in (scorer.model.score(bad), scorer.baseline.score(bad)):
+        assert np.isfinite(scores.score).all()
+    # inf and huge values read as unknown/clipped, never NaN in a stored explanation
+    assert all("nan" not in r.explanation for r in records)
+    # from_records drops non-numeric junk to NaN
+    t = FeatureTable.from_records(30, {(("a", "", "service"), 0): {"cpu": "high", "p95": float("inf")}})
+    assert np.isnan(t.values).all()
+
+
+def test_value_formatting_reads_like_a_person_wrote_it() -> None:
+    p95, err, req, mem = (FEATURE_INDEX[k] for k in ("p95", "error_ratio", "requests", "memory"))
+    assert fmt_value(p95, 2.83) == "2.8 s"
+    assert fmt_value(p95, 0.4) == "0.40 s"
+    assert fmt_value(p95, 0.0123) == "12.3 ms"
+    assert fmt_value(err, 0.35) == "35.0%"
+    assert fmt_value(req, 1234) == "1,234"
+    assert fmt_value(mem, 3 * 2**30) == "3.0 GiB"
+    assert fmt_value(p95, float("nan")) == "n/a"
