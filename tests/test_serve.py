@@ -1,0 +1,30 @@
+"""`otel-ai serve`: health, receivers on their ports, clean SIGTERM, one process per data directory."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+def test_serve_is_healthy_and_stops_cleanly_on_sigterm(server) -> None:
+    r = httpx.get(f"{server.http_url}/healthz")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["database"] == "otel" and "ingest" in body["services"]
+    assert body["store"] == f"chdb://{server.data_dir.resolve()}"
+    log = server.log()
+    assert f"gRPC 127.0.0.1:{server.grpc_port}, HTTP 127.0.0.1:{server.otlp_http_port}" in log
+    assert server.stop() == 0
+    assert "Traceback" not in server.log()
+
+
+def test_a_second_serve_on_the_same_directory_is_refused_clearly(server_factory) -> None:
+    first = server_factory()
+    second = server_factory(data_dir=first.data_dir, start=False)
+    with pytest.raises(RuntimeError) as info:
+        second.start(timeout=60)
+    message = str(info.value)
+    assert message.startswith("serve exited with 1")
+    assert "Another server instance in same directory is already running" in message
+    assert f"error: cannot open ClickHouse at chdb://{first.data_dir.resolve()}" in message
+    assert httpx.get(f"{first.http_url}/healthz").status_code == 200
