@@ -1,0 +1,516 @@
+"""The pydantic-ai agent: tools over `tools.*`, `ask`, `ask_sync` and `Conversation`.
+
+Every model (the built-in analyst, Ollama, OpenAI, Anthropic) drives the same tools; each call is
+recorded with its SQL and summary as evidence. Tool output goes back to the model fenced as
+untrusted telemetry (`<telemetry-data>`, see tools.result): what a span attribute or a log line says
+is data, never an instruction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.exceptions import FallbackExceptionGroup, ModelAPIError, UnexpectedModelBehavior
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    ToolCallPart,
+    UserPromptPart,
+)
+from pydantic_ai.usage import UsageLimits
+
+from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
+from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
+from agent.models import AgentError, ModelUnavailable, resolve_model
+from agent.question import match_services, parse_question
+from otel_ai.settings import Settings, load_settings
+from store import Store
+
+log = logging.getLogger("agent")
+
+DEFAULT_WINDOW = timedelta(minutes=15)
+# History older than this relative to the wall clock counts as "backdated": anchor on the data.
+STALE_AFTER = timedelta(minutes=2)
+MAX_HISTORY_TURNS = 3
+
+agent: Agent[AgentDeps, Finding | str] = Agent(
+    deps_type=AgentDeps,
+    output_type=[Finding, str],
+    name="otel-ai",
+    retries=2,
+)
+
+
+@agent.instructions
+def system_prompt(ctx: RunContext[AgentDeps]) -> str:
+    """Live system prompt for LLMs (schema from the tables); the built-in analyst needs none."""
+    if ctx.deps.context.get("builtin_only"):
+        return "Built-in analyst."
+    from prompts import render_system_prompt
+    from tools.schema_info import describe_tables
+
+    try:
+        schema = describe_tables(ctx.deps.store)
+    except Exception as exc:  # a missing table must not stop the answer
+        schema = f"(schema unavailable: {exc})"
+    return render_system_prompt(schema, ctx.deps.window.describe(), ctx.deps.role)
+
+
+# ---- tools ---------------------------------------------------------------------------------
+
+
+def _windows(deps: AgentDeps) -> tuple[Any, Any]:
+    from tools.timewindow import TimeWindow
+
+    w = deps.window
+    return TimeWindow(start=w.start, end=w.end), TimeWindow(start=w.baseline_start, end=w.baseline_end)
+
+
+def resolve_service(deps: AgentDeps, service: str | None) -> str | None:
+    """A service name from a model, mapped to the nearest name in the data."""
+    if not service or service in deps.names.services:
+        return service or None
+    found = match_services(service, deps.names.services)
+    return found[0] if found else service
+
+
+def record(ctx: RunContext[AgentDeps], tool: str, args: dict[str, Any], fn: Callable[[], Any]) -> str:
+    """Run a tool, record it as evidence and hand the model its summary as untrusted data."""
+    from tools.result import ToolResult
+
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+    except Exception as exc:  # a tool bug becomes a failed call the model can see, not a crash
+        log.exception("tool %s failed", tool)
+        result = ToolResult.failure(tool, args, f"{type(exc).__name__}: {exc}")
+    ctx.deps.calls.append(
+        ToolCall(call_id=ctx.tool_call_id or uuid.uuid4().hex, tool=tool, args=args, result=result,
+                 seconds=time.perf_counter() - t0)
+    )
+    # telemetry in the summary sits inside a <telemetry-data> fence (markers in values are escaped)
+    return result.summary
+
+
+@agent.tool
+def service_overview(ctx: RunContext[AgentDeps]) -> str:
+    """Per service: request rate, error rate and latency percentiles in the window versus the baseline."""
+    from tools.traces import service_overview as fn
+
+    window, baseline = _windows(ctx.deps)
+    return record(ctx, "service_overview", {}, lambda: fn(ctx.deps.store, window, baseline=baseline))
+
+
+@agent.tool
+def service_map(ctx: RunContext[AgentDeps]) -> str:
+    """The call graph (caller -> callee service edges) with call counts, latency and errors."""
+    from tools.traces import service_map as fn
+
+    window, _ = _windows(ctx.deps)
+    return record(ctx, "service_map", {}, lambda: fn(ctx.deps.store, window))
+
+
+@agent.tool
+def latency_breakdown(ctx: RunContext[AgentDeps], service: str, operation: str | None = None) -> str:
+    """Where a service's time goes: per operation and downstream call, self time, versus the baseline."""
+    from tools.traces import latency_breakdown as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, baseline = _windows(ctx.deps)
+    args = {"service": svc, "operation": operation}
+    return record(ctx, "latency_breakdown", args,
+                  lambda: fn(ctx.deps.store, window, svc, operation=operation, baseline=baseline))
+
+
+@agent.tool
+def attribute_comparison(
+    ctx: RunContext[AgentDeps],
+    service: str | None = None,
+    operation: str | None = None,
+    target: Literal["slow", "error"] = "slow",
+) -> str:
+    """Which attribute values the slow (or failing) spans share, compared with the others."""
+    from tools.traces import attribute_comparison as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, _ = _windows(ctx.deps)
+    args = {"service": svc, "operation": operation, "target": target}
+    return record(ctx, "attribute_comparison", args,
+                  lambda: fn(ctx.deps.store, window, service=svc, operation=operation, target=target))
+
+
+@agent.tool
+def exemplar_traces(
+    ctx: RunContext[AgentDeps],
+    service: str | None = None,
+    operation: str | None = None,
+    kind: Literal["slow", "error"] = "slow",
+    limit: int = 5,
+) -> str:
+    """Example traces (slowest or failing) for a service/operation, with their trace ids."""
+    from tools.traces import exemplar_traces as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, _ = _windows(ctx.deps)
+    limit = max(1, min(limit, 20))
+    args = {"service": svc, "operation": operation, "kind": kind, "limit": limit}
+    return record(ctx, "exemplar_traces", args,
+                  lambda: fn(ctx.deps.store, window, service=svc, operation=operation, kind=kind, limit=limit))
+
+
+@agent.tool
+def trace_waterfall(ctx: RunContext[AgentDeps], trace_id: str) -> str:
+    """All spans of one trace as a waterfall (service, operation, start offset, duration, status)."""
+    from tools.traces import trace_waterfall as fn
+
+    return record(ctx, "trace_waterfall", {"trace_id": trace_id}, lambda: fn(ctx.deps.store, trace_id))
+
+
+@agent.tool
+def log_patterns(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
+    """Log message patterns (templated) by service and severity, new or growing versus the baseline."""
+    from tools.logs import log_patterns as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, baseline = _windows(ctx.deps)
+    return record(ctx, "log_patterns", {"service": svc},
+                  lambda: fn(ctx.deps.store, window, baseline=baseline, service=svc))
+
+
+@agent.tool
+def resource_metrics(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
+    """Resource metrics (CPU, memory, pools, queues) per service and pod versus the baseline."""
+    from tools.metrics import resource_metrics as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, baseline = _windows(ctx.deps)
+    return record(ctx, "resource_metrics", {"service": svc},
+                  lambda: fn(ctx.deps.store, window, baseline=baseline, service=svc))
+
+
+@agent.tool
+def find_anomalies(ctx: RunContext[AgentDeps], service: str | None = None, operation: str | None = None) -> str:
+    """Anomalies the scorer found in the window (service, operation, score, severity, explanation)."""
+    from tools.anomalies import find_anomalies as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, _ = _windows(ctx.deps)
+    args = {"service": svc, "operation": operation}
+    return record(ctx, "find_anomalies", args,
+                  lambda: fn(ctx.deps.store, window, service=svc, operation=operation))
+
+
+@agent.tool
+def root_cause_candidates(ctx: RunContext[AgentDeps]) -> str:
+    """Ranked root-cause candidates from the anomaly scorer and the call graph."""
+    from tools.anomalies import root_cause_candidates as fn
+
+    window, _ = _windows(ctx.deps)
+    return record(ctx, "root_cause_candidates", {}, lambda: fn(ctx.deps.store, window))
+
+
+@agent.tool
+def run_sql(ctx: RunContext[AgentDeps], sql: str) -> str:
+    """Run one read-only ClickHouse SELECT through the SQL guard (refused queries return the reason)."""
+    from tools.sql import run_sql as fn
+
+    return record(ctx, "run_sql", {"sql": sql}, lambda: fn(ctx.deps.store, sql))
+
+
+# ---- conversations -------------------------------------------------------------------------
+
+
+@dataclass
+class Conversation:
+    """A thread's memory: what the last turns were about (for "and payment?") and the messages."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    context: dict[str, Any] = field(default_factory=dict)
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[ModelMessage] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "id": self.id,
+            "context": self.context,
+            "turns": self.turns,
+            "messages": json.loads(ModelMessagesTypeAdapter.dump_json(self.messages)),
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> Conversation:
+        data = json.loads(text)
+        return cls(
+            id=data["id"],
+            context=data.get("context") or {},
+            turns=data.get("turns") or [],
+            messages=ModelMessagesTypeAdapter.validate_python(data.get("messages") or []),
+        )
+
+
+# ---- ask -----------------------------------------------------------------------------------
+
+
+def _utc(value: Any) -> datetime | None:  # noqa: ANN401
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def discover(store: Store) -> tuple[DataNames, list[Any]]:
+    """Services, operations and the latest timestamp in the data, through the SQL guard."""
+    from tools.sql import run_sql as guarded
+
+    latest = guarded(store, "SELECT max(Timestamp) AS latest FROM otel_traces")
+    latest_ts = _utc(latest.rows[0]["latest"]) if latest.ok and latest.rows else None
+    results = [latest]
+    if latest_ts is None or latest_ts.year < 2000:
+        logs = guarded(store, "SELECT max(Timestamp) AS latest FROM otel_logs")
+        results.append(logs)
+        latest_ts = _utc(logs.rows[0]["latest"]) if logs.ok and logs.rows else None
+        if latest_ts is not None and latest_ts.year < 2000:
+            latest_ts = None
+    names = DataNames(latest=latest_ts)
+    if latest_ts is not None:
+        since = (latest_ts - timedelta(hours=6)).strftime("%Y-%m-%d %H:%M:%S")
+        ops = guarded(
+            store,
+            "SELECT ServiceName AS service, SpanName AS operation, count() AS n FROM otel_traces "
+            f"WHERE Timestamp >= '{since}' GROUP BY service, operation ORDER BY n DESC LIMIT 2000",
+        )
+        results.append(ops)
+        for row in ops.rows if ops.ok else []:
+            names.operations.setdefault(row["service"], []).append(row["operation"])
+        names.services = sorted(names.operations)
+    return names, results
+
+
+def choose_window(
+    question_start: datetime | None,
+    question_end: datetime | None,
+    since: timedelta | None,
+    latest: datetime | None,
+    now: datetime,
+    previous: dict[str, Any] | None = None,
+) -> Window:
+    """The analysed window: the question's range, else `since`, else the last 15 minutes — anchored
+    on the latest data when the wall clock has none (backdated history), and saying so."""
+    note = ""
+    if question_start is not None:
+        start, end = question_start, question_end or now
+    elif previous and previous.get("window_explicit"):
+        start, end = _utc(previous["start"]), _utc(previous["end"])
+        note = "Same window as the previous question."
+    else:
+        length = since or DEFAULT_WINDOW
+        anchor = now
+        if latest is not None and now - latest > STALE_AFTER:
+            anchor = latest
+            note = (
+                f"No data in the last {_fmt_td(length)} before now ({now:%H:%M:%S} UTC): the window ends at the "
+                f"latest data ({latest:%Y-%m-%d %H:%M:%S} UTC)."
+            )
+        start, end = anchor - length, anchor
+    assert start is not None and end is not None
+    length = max(end - start, timedelta(minutes=5))
+    baseline_len = max(length, timedelta(minutes=30))
+    return Window(start=start, end=end, baseline_start=start - baseline_len, baseline_end=start, note=note)
+
+
+def _fmt_td(td: timedelta) -> str:
+    minutes = int(td.total_seconds() // 60)
+    return f"{minutes // 60} h" if minutes % 60 == 0 and minutes >= 60 else f"{minutes} minutes"
+
+
+def _parse_since(since: str | timedelta | None) -> timedelta | None:
+    if since is None or isinstance(since, timedelta):
+        return since
+    from tools.timewindow import parse_duration
+
+    return parse_duration(since)
+
+
+def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
+    """Charts for the most telling results (the analyst or model chose what to call)."""
+    try:
+        from tools.charts import chart_for
+    except ImportError:  # charts land with the tools; answers do not wait for them
+        return []
+
+    priority = ["latency_breakdown", "service_overview", "resource_metrics", "log_patterns", "run_sql",
+                "find_anomalies", "exemplar_traces"]
+    charts: list[ChartSpec] = []
+    seen: set[str] = set()
+    for name in priority:
+        for call in deps.results(name):
+            if len(charts) >= limit or not call.result.ok or not call.result.rows or name in seen:
+                continue
+            try:
+                fig = chart_for(call.result)
+            except Exception:  # a chart is a nicety; never fail the answer on it
+                log.exception("chart for %s failed", name)
+                fig = None
+            if fig is not None:
+                title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else name
+                charts.append(ChartSpec(title=str(title), figure=json.loads(fig.to_json())))
+                seen.add(name)
+    return charts
+
+
+def _model_label(resolved_label: str, response_model: str | None) -> str:
+    """The spec of the model that actually answered (the first of a chain unless it fell back)."""
+    specs = resolved_label.split(",")
+    if response_model == "builtin" and "builtin" in specs:
+        return "builtin"
+    for spec in specs:
+        if response_model and spec.split(":", 1)[-1] == response_model:
+            return spec
+    return specs[0]
+
+
+async def ask(
+    question: str,
+    store: Store | None = None,
+    settings: Settings | None = None,
+    conversation: Conversation | None = None,
+    since: str | timedelta | None = None,
+    model: str | None = None,
+    role: str = "sre",
+) -> Answer:
+    """Answer a question about the telemetry with evidence. Raises AgentError with a user-fit message
+    for a bad model configuration or when no configured model answers."""
+    question = (question or "").strip()
+    if not question:
+        raise AgentError("empty question: ask e.g. 'why is checkout slow?'")
+    t0 = time.perf_counter()
+    settings = settings or load_settings()
+    own_store = store is None
+    store = store or Store.from_settings(settings)
+    timings: dict[str, float] = {}
+    try:
+        resolved = resolve_model(settings, "planner", override=model)
+        t = time.perf_counter()
+        names, discovery = await asyncio.to_thread(discover, store)
+        timings["discover"] = time.perf_counter() - t
+        now = datetime.now(UTC)
+        anchor = names.latest if names.latest and now - names.latest > STALE_AFTER else now
+        previous = conversation.context if conversation else {}
+        parsed = parse_question(question, anchor, names.services, names.all_operations())
+        window = choose_window(parsed.start, parsed.end, _parse_since(since), names.latest, now, previous)
+        history = trim_history(conversation.messages) if conversation else []
+        deps = AgentDeps(
+            store=store, settings=settings, window=window, question=parsed, names=names, role=role,
+            context={**(previous or {}), "builtin_only": resolved.label == "builtin",
+                     "history_responses": sum(isinstance(m, ModelResponse) for m in history)},
+        )
+        deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)
+                          for r in discovery)
+        token = CURRENT.set(deps)
+        t = time.perf_counter()
+        try:
+            result = await agent.run(
+                question, deps=deps, model=resolved.model, message_history=history or None,
+                usage_limits=UsageLimits(request_limit=25, tool_calls_limit=40),
+            )
+        except FallbackExceptionGroup as exc:
+            reasons = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions)
+            raise ModelUnavailable(f"no configured model answered ({resolved.label}): {reasons}") from exc
+        except ModelAPIError as exc:
+            raise ModelUnavailable(
+                f"model {resolved.label} failed: {type(exc).__name__}: {exc}. Check that it is running and "
+                "reachable, or configure a fallback chain such as 'ollama:llama3.2,builtin'."
+            ) from exc
+        except UnexpectedModelBehavior as exc:
+            raise ModelUnavailable(f"model {resolved.label} misbehaved: {exc}") from exc
+        finally:
+            CURRENT.reset(token)
+        timings["model_and_tools"] = time.perf_counter() - t
+        order_calls(deps, result.new_messages())
+        timings["tools"] = sum(c.seconds for c in deps.calls)
+        output = result.output
+        finding = output if isinstance(output, Finding) else Finding(answer=str(output))
+        t = time.perf_counter()
+        charts = build_charts(deps, limit=3 if "chart" in parsed.intents else 2)
+        timings["charts"] = time.perf_counter() - t
+        label = _model_label(resolved.label, result.response.model_name)
+        answer_text = finding.answer
+        if resolved.notes:
+            answer_text += "\n\n_" + "; ".join(resolved.notes) + "_"
+        usage = result.usage
+        answer = Answer(
+            answer=answer_text,
+            root_causes=sorted(finding.root_causes, key=lambda r: -r.confidence),
+            evidence=[
+                Evidence(tool=c.tool, args=c.args, sql=c.result.sql, summary=c.result.summary, ok=c.result.ok,
+                         error=c.result.error)
+                for c in deps.calls
+            ],
+            charts=charts,
+            traces=[{"trace_id": c.args.get("trace_id"), "spans": c.result.rows}
+                    for c in deps.results("trace_waterfall") if c.result.ok],
+            follow_ups=finding.follow_ups,
+            model=label,
+            usage={"requests": usage.requests, "tool_calls": usage.tool_calls,
+                   "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        )
+        if conversation is not None:
+            conversation.messages = trim_history(list(result.all_messages()))
+            conversation.context = turn_context(deps, answer)
+            conversation.turns.append({"question": question, "answer": answer.answer, "model": label})
+        timings["total"] = time.perf_counter() - t0
+        answer.timings = {k: round(v, 4) for k, v in timings.items()}
+        return answer
+    finally:
+        if own_store:
+            store.close()
+
+
+def order_calls(deps: AgentDeps, messages: list[ModelMessage]) -> None:
+    """Evidence in the order the model asked for it (parallel calls finish in any order)."""
+    ids = [p.tool_call_id for m in messages if isinstance(m, ModelResponse) for p in m.parts
+           if isinstance(p, ToolCallPart)]
+    rank = {call_id: i for i, call_id in enumerate(ids)}
+    deps.calls.sort(key=lambda c: rank.get(c.call_id, -1))
+
+
+def trim_history(messages: list[ModelMessage], turns: int = MAX_HISTORY_TURNS) -> list[ModelMessage]:
+    """The last `turns` whole turns (cut only where a user prompt starts, so tool calls keep their results)."""
+    starts = [i for i, m in enumerate(messages)
+              if isinstance(m, ModelRequest) and any(isinstance(p, UserPromptPart) for p in m.parts)]
+    return messages[starts[-turns]:] if len(starts) > turns else list(messages)
+
+
+def turn_context(deps: AgentDeps, answer: Answer) -> dict[str, Any]:
+    """What a follow-up may reuse: intents, services, window, the root cause named."""
+    q = deps.question
+    previous = deps.context
+    return {
+        "intents": q.intents or previous.get("intents", []),
+        "services": q.services or previous.get("services", []),
+        "operations": q.operations or previous.get("operations", []),
+        "window_explicit": q.has_window or bool(previous.get("window_explicit")),
+        "start": deps.window.start.isoformat(),
+        "end": deps.window.end.isoformat(),
+        "root_causes": [r.model_dump() for r in answer.root_causes[:3]],
+    }
+
+
+def ask_sync(question: str, **kwargs: Any) -> Answer:  # noqa: ANN401
+    """`ask` for synchronous callers (CLI, scripts); not for use inside a running event loop."""
+    return asyncio.run(ask(question, **kwargs))
+
+
+__all__ = ["Answer", "Conversation", "RootCause", "ask", "ask_sync", "agent"]

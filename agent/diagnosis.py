@@ -1,0 +1,625 @@
+"""The built-in analyst's reasoning: the next tool calls, and what the evidence says.
+
+General on purpose: it knows no service names. It finds the symptom (the service the question
+names, else the entry point that changed most), walks the call graph downstream of it, and blames
+the operation whose *own* work changed: self time for latency, errors it raised itself (not
+passed up from a child) for failures, a client call into something outside the traces (a
+database, an external API, an unreachable service) for dependencies, and resource gauges (CPU,
+memory, lag) for saturation. Logs, attribute comparisons, anomalies and an exemplar trace
+corroborate. Nothing significant changed -> it says so and names no root cause.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from agent import evidence_sql
+from agent.answer import Finding, RootCause
+from agent.deps import AgentDeps, ToolCall
+from agent.question import match_services
+
+# Which module implements each tool (the agent registers them all; some land later than others).
+TOOL_MODULES = {
+    "service_overview": "tools.traces", "service_map": "tools.traces", "latency_breakdown": "tools.traces",
+    "attribute_comparison": "tools.traces", "exemplar_traces": "tools.traces", "trace_waterfall": "tools.traces",
+    "log_patterns": "tools.logs", "resource_metrics": "tools.metrics", "find_anomalies": "tools.anomalies",
+    "root_cause_candidates": "tools.anomalies", "run_sql": "tools.sql",
+}
+DIAGNOSIS_INTENTS = {"slow", "errors", "anomalies", "compare", "chart"}
+# Significance: a change must be this large to be called a cause (fault-free runs have noise and tails).
+MIN_CALLS = 8
+MIN_SELF_RATIO = 1.5
+MIN_SELF_DELTA_MS = 2.0
+MIN_ERROR_RATE_DELTA = 0.02
+MIN_ERRORS = 5
+MIN_RATE_RATIO = 3.0
+
+
+@cache
+def implemented(tool: str) -> bool:
+    """Whether the tools package provides `tool` (so the plan never calls a missing one)."""
+    module = TOOL_MODULES.get(tool)
+    try:
+        return module is not None and hasattr(importlib.import_module(module), tool)
+    except ImportError:
+        return False
+
+
+# ---- reading the results ---------------------------------------------------------------------
+
+
+@dataclass
+class Op:
+    """One (service, operation, span kind) in the window versus the baseline."""
+
+    service: str
+    operation: str
+    kind: str
+    peer: str
+    n: int
+    n_base: int
+    avg_ms: float
+    avg_base_ms: float
+    p95_ms: float
+    p95_base_ms: float
+    self_ms: float
+    self_base_ms: float
+    errors: int
+    errors_base: int
+    own_errors: int
+    own_errors_base: int
+    leaf_n: int
+    error_example: str = ""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Op:
+        num = {k: (v if isinstance(v, (int, float)) and v == v else 0) for k, v in row.items()}
+        return cls(
+            service=str(row["service"]), operation=str(row["operation"]), kind=str(row["kind"]),
+            peer=str(row.get("peer") or ""), n=int(num["n"]), n_base=int(num["n_base"]),
+            avg_ms=float(num["avg_ms"]), avg_base_ms=float(num["avg_base_ms"]), p95_ms=float(num["p95_ms"]),
+            p95_base_ms=float(num["p95_base_ms"]), self_ms=float(num["self_ms"]),
+            self_base_ms=float(num["self_base_ms"]), errors=int(num["errors"]), errors_base=int(num["errors_base"]),
+            own_errors=int(num["own_errors"]), own_errors_base=int(num["own_errors_base"]),
+            leaf_n=int(num["leaf_n"]), error_example=str(row.get("error_example") or ""),
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}/{self.operation}"
+
+    @property
+    def is_entry(self) -> bool:
+        return self.kind in ("Server", "Consumer")
+
+    @property
+    def is_outbound_leaf(self) -> bool:
+        """A client/producer call with no traced child: its callee is outside the traces."""
+        return self.kind in ("Client", "Producer") and self.n > 0 and self.leaf_n >= 0.9 * self.n
+
+    def rate(self, base: bool = False) -> float:
+        n, errs = (self.n_base, self.own_errors_base) if base else (self.n, self.own_errors)
+        return errs / n if n else 0.0
+
+    def err_rate(self, base: bool = False) -> float:
+        n, errs = (self.n_base, self.errors_base) if base else (self.n, self.errors)
+        return errs / n if n else 0.0
+
+
+@dataclass
+class Signal:
+    """A candidate root cause with its strength and the sentence that states its numbers."""
+
+    service: str
+    operation: str | None
+    kind: str
+    strength: float  # 0..1, how much of the symptom it explains / how clear the change is
+    evidence: str
+    score: float = 0.0  # absolute size, for ranking candidates of one kind
+
+
+@dataclass
+class Analysis:
+    symptom: str | None
+    symptom_text: str
+    signals: list[Signal] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    biggest_change: str = ""
+
+
+def _fmt_ms(v: float) -> str:
+    if v >= 1000:
+        return f"{v / 1000:.2f} s"
+    return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%" if v < 0.1 else f"{100 * v:.0f}%"
+
+
+def analyst_sql(deps: AgentDeps) -> dict[str, str]:
+    """The analyst's own queries for this window (keyed so results can be found in the ledger)."""
+    w = deps.window
+    return {
+        "span_stats": evidence_sql.span_stats_sql(w),
+        "call_graph": evidence_sql.call_graph_sql(w),
+        "log_stats": evidence_sql.log_stats_sql(w),
+        "resource_gauges": evidence_sql.resource_gauges_sql(w),
+    }
+
+
+def sql_result(deps: AgentDeps, key: str) -> ToolCall | None:
+    sql = analyst_sql(deps)[key]
+    return next((c for c in deps.results("run_sql") if c.args.get("sql") == sql), None)
+
+
+def rows_of(call: ToolCall | None) -> list[dict[str, Any]]:
+    return call.result.rows if call is not None and call.result.ok else []
+
+
+def downstream(edges: list[dict[str, Any]], start: str) -> list[str]:
+    """Services reachable from `start` in the call graph (breadth first, start included)."""
+    out, frontier = [start], [start]
+    while frontier:
+        nxt = []
+        for row in edges:
+            if row["caller"] in frontier and row["callee"] not in out:
+                out.append(row["callee"])
+                nxt.append(row["callee"])
+        frontier = nxt
+    return out
+
+
+def peer_service(op: Op, services: list[str]) -> str | None:
+    """The known service an outbound call targets (by peer attributes or the operation name)."""
+    for text in (op.peer, op.operation):
+        if not text:
+            continue
+        for found in match_services(text, [s for s in services if s != op.service]):
+            return found
+    return None
+
+
+def _effective(deps: AgentDeps) -> tuple[list[str], list[str], list[str]]:
+    """Intents, services and operations of this question, completed from the thread for follow-ups."""
+    q, ctx = deps.question, deps.context
+    intents = list(q.intents)
+    services = list(q.services)
+    follow_up = bool(ctx.get("intents") or ctx.get("services"))
+    if follow_up and not [i for i in intents if i not in ("compare", "chart")]:
+        intents = [*intents, *[i for i in ctx.get("intents", []) if i not in intents]]
+    if follow_up and not services and not q.operations and len(q.text.split()) <= 6:
+        services = list(ctx.get("services", []))
+    return intents, services, list(q.operations)
+
+
+def mode(deps: AgentDeps) -> str:
+    intents, services, operations = _effective(deps)
+    if deps.question.trace_id:
+        return "trace"
+    if not intents and not services and not operations:
+        return "help"
+    if "traffic" in intents and not DIAGNOSIS_INTENTS & set(intents):
+        return "traffic"
+    return "diagnose"
+
+
+def analyze(deps: AgentDeps) -> Analysis:
+    """Rank root-cause signals from the span statistics, call graph, logs and resource gauges."""
+    intents, services, operations = _effective(deps)
+    ops = [Op.from_row(r) for r in rows_of(sql_result(deps, "span_stats"))]
+    edges = rows_of(sql_result(deps, "call_graph"))
+    known = sorted({o.service for o in ops})
+    symptom = next((s for s in services if s in known), None)
+    scope = downstream(edges, symptom) if symptom else known
+    # outbound leaf calls may target services that no longer show up (unreachable): keep them in scope
+    in_scope = [o for o in ops if o.service in scope]
+    analysis = Analysis(symptom=symptom, symptom_text=symptom or "the system")
+    if not ops:
+        analysis.notes.append("There are no spans in the window or its baseline.")
+        return analysis
+
+    entry = [o for o in ops if o.service == symptom and (o.is_entry or not any(x.is_entry for x in ops
+                                                                                  if x.service == symptom))]
+    if operations:
+        entry = [o for o in entry if o.operation in operations] or entry
+    sym_extra = sum(max(o.avg_ms - o.avg_base_ms, 0.0) * o.n for o in entry)
+    sym_calls = sum(o.n for o in entry)
+    if entry and sym_calls:
+        avg = sum(o.avg_ms * o.n for o in entry) / sym_calls
+        base_calls = sum(o.n_base for o in entry)
+        avg_base = sum(o.avg_base_ms * o.n_base for o in entry) / base_calls if base_calls else 0.0
+        p95 = max(o.p95_ms for o in entry)
+        p95_base = max(o.p95_base_ms for o in entry)
+        err = sum(o.errors for o in entry) / sym_calls
+        err_base = sum(o.errors_base for o in entry) / base_calls if base_calls else 0.0
+        analysis.notes.append(
+            f"{symptom}: average latency {_fmt_ms(avg_base)} -> {_fmt_ms(avg)}, p95 {_fmt_ms(p95_base)} -> "
+            f"{_fmt_ms(p95)}, errors {_pct(err_base)} -> {_pct(err)} over {sym_calls} calls."
+        )
+
+    analysis.signals.extend(_latency_signals(in_scope, known, sym_extra, symptom))
+    analysis.signals.extend(_error_signals(in_scope, known, symptom))
+    analysis.signals.extend(_traffic_signals(in_scope, ops))
+    _apply_resources(analysis, rows_of(sql_result(deps, "resource_gauges")), scope)
+    _apply_logs(analysis, rows_of(sql_result(deps, "log_stats")), scope)
+
+    want = "errors" if "errors" in intents and "slow" not in intents else "slow" if "slow" in intents else None
+    analysis.signals.sort(key=lambda s: -_rank(s, want))
+    # the same service reached by two routes keeps its strongest signal
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for s in analysis.signals:
+        key = (s.service, s.kind)
+        if key not in seen:
+            seen.add(key)
+            unique.append(s)
+    analysis.signals = unique
+    if not analysis.signals:
+        analysis.biggest_change = _biggest_change(ops)
+    return analysis
+
+
+def _rank(s: Signal, want: str | None) -> float:
+    bonus = 0.0
+    if want == "slow" and s.kind in ("latency", "saturation", "dependency"):
+        bonus = 0.15
+    elif want == "errors" and s.kind in ("errors", "dependency"):
+        bonus = 0.15
+    return s.strength + bonus
+
+
+def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, symptom: str | None) -> list[Signal]:
+    """Operations whose own (self) time grew, sized by the extra time they add in the window."""
+    grown = []
+    for o in ops:
+        delta = o.self_ms - o.self_base_ms
+        if o.n < MIN_CALLS or o.n_base < MIN_CALLS or delta < MIN_SELF_DELTA_MS:
+            continue
+        if o.self_ms < MIN_SELF_RATIO * max(o.self_base_ms, 0.5):
+            continue
+        grown.append((delta * o.n, delta, o))
+    if not grown:
+        return []
+    total = sum(g[0] for g in grown)
+    out = []
+    for extra, _delta, o in sorted(grown, key=lambda g: -g[0])[:4]:
+        share = extra / sym_extra if sym_extra > 0 else extra / total
+        share = min(share, 1.0)
+        service, kind, operation = o.service, "latency", o.operation
+        what = (f"self time of {o.operation} ({o.kind.lower()} span) rose {_fmt_ms(o.self_base_ms)} -> "
+                f"{_fmt_ms(o.self_ms)}")
+        if o.is_outbound_leaf:
+            target = peer_service(o, services)
+            if target:
+                service, kind, operation = target, "dependency", None
+                what = f"calls from {o.service} to {target} ({o.operation}) take {_fmt_ms(o.avg_base_ms)} -> " \
+                       f"{_fmt_ms(o.avg_ms)} and get no traced answer"
+            elif o.peer and not _is_datastore(o):
+                kind = "dependency"
+                what = f"{o.service}'s outbound call {o.operation} to {o.peer} rose {_fmt_ms(o.avg_base_ms)} -> " \
+                       f"{_fmt_ms(o.avg_ms)}"
+        what += f" (p95 {_fmt_ms(o.p95_base_ms)} -> {_fmt_ms(o.p95_ms)}, {o.n} calls)"
+        if symptom and sym_extra > 0:
+            what += f"; it accounts for ~{_pct(share)} of {symptom}'s extra latency"
+        out.append(Signal(service, operation, kind, 0.35 + 0.6 * share, what, score=extra))
+    return out
+
+
+def _is_datastore(o: Op) -> bool:
+    text = f"{o.peer} {o.operation}".lower()
+    return any(k in text for k in ("sql", "select", "insert", "update", "redis", "valkey", "mongo", "cassandra",
+                                   "memcache", "elastic", "cache", "db", "query"))
+
+
+def _error_signals(ops: list[Op], services: list[str], symptom: str | None) -> list[Signal]:
+    """Operations that raise errors themselves (not passed up from a failing child)."""
+    grown = []
+    for o in ops:
+        if o.n + o.n_base < MIN_CALLS or o.own_errors < MIN_ERRORS:
+            continue
+        delta = o.rate() - o.rate(base=True)
+        if delta < MIN_ERROR_RATE_DELTA or o.rate() < 2 * o.rate(base=True):
+            continue
+        excess = o.own_errors - o.rate(base=True) * o.n
+        grown.append((excess, delta, o))
+    if not grown:
+        return []
+    total = sum(g[0] for g in grown)
+    out = []
+    for excess, _delta, o in sorted(grown, key=lambda g: -g[0])[:4]:
+        share = excess / total if total > 0 else 0.0
+        service, kind, operation = o.service, "errors", o.operation
+        example = f' ("{o.error_example[:120]}")' if o.error_example else ""
+        what = f"{o.operation} ({o.kind.lower()} span) fails {_pct(o.rate(base=True))} -> {_pct(o.rate())} of " \
+               f"{o.n} calls{example}"
+        if o.is_outbound_leaf:
+            target = peer_service(o, services)
+            if target and target != o.service:
+                service, kind, operation = target, "dependency", None
+                what = f"{o.service}'s calls to {target} ({o.operation}) fail {_pct(o.rate(base=True))} -> " \
+                       f"{_pct(o.rate())} with no traced answer from {target}{example}"
+            elif o.peer and not _is_datastore(o):
+                kind = "dependency"
+                what = f"{o.service}'s outbound call {o.operation} to {o.peer} fails {_pct(o.rate(base=True))} -> " \
+                       f"{_pct(o.rate())}{example}"
+        out.append(Signal(service, operation, kind, 0.4 + 0.55 * share, what, score=excess))
+    return out
+
+
+def _traffic_signals(scope_ops: list[Op], ops: list[Op]) -> list[Signal]:
+    """An outbound operation whose rate jumped while entry traffic stayed flat (floods downstream)."""
+    entry_n = sum(o.n for o in ops if o.is_entry)
+    entry_base = sum(o.n_base for o in ops if o.is_entry)
+    if not entry_n or not entry_base:
+        return []
+    out = []
+    for o in scope_ops:
+        if o.kind not in ("Producer", "Client") or o.n < 50 or not o.n_base:
+            continue
+        ratio = (o.n / o.n_base) / (entry_n / entry_base)
+        if ratio >= MIN_RATE_RATIO:
+            out.append(Signal(o.service, o.operation, "saturation", min(0.9, 0.4 + ratio / 40),
+                              f"{o.service} sends {ratio:.1f}x more {o.operation} per request than before "
+                              f"({o.n} in the window vs {o.n_base} in the baseline)", score=o.n))
+    return out
+
+
+def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[str]) -> None:
+    """Saturated resources: promote a latency signal to saturation, or add one when only metrics show it."""
+    scope = set(scope)
+    by_service: dict[str, list[str]] = {}
+    strength: dict[str, float] = {}
+    for r in rows:
+        svc, metric = r["service"], r["metric"]
+        avg, base, last, first = (float(r.get(k) or 0) for k in ("avg", "avg_base", "last", "first"))
+        if not r.get("n") or not r.get("n_base"):
+            continue
+        name = metric.lower()
+        msg, s = "", 0.0
+        if ("cpu" in name or "utilization" in name) and base < 0.7 * avg and avg >= 0.8 and avg <= 1.5:
+            msg, s = f"{metric} {base:.2f} -> {avg:.2f} (peak {float(r.get('max') or 0):.2f})", avg
+        elif ("memory" in name or "heap" in name or "mem." in name) and base > 0 and last >= 1.3 * base \
+                and last > first * 1.1:
+            msg, s = f"{metric} grew {_bytes(base)} -> {_bytes(last)} and still climbing", min(1.0, last / base / 3)
+        elif "lag" in name and avg > 3 * max(base, 1) and avg >= 10:
+            msg, s = f"{metric} {base:.0f} -> {avg:.0f} (peak {float(r.get('max') or 0):.0f})", 0.7
+        if msg:
+            by_service.setdefault(svc, []).append(msg)
+            strength[svc] = max(strength.get(svc, 0), s)
+    for signal in analysis.signals:
+        if signal.service in by_service and signal.kind == "latency":
+            signal.kind = "saturation"
+            signal.evidence += "; resources: " + ", ".join(by_service[signal.service])
+            signal.strength = min(0.97, signal.strength + 0.05)
+    named = {s.service for s in analysis.signals}
+    for svc, msgs in by_service.items():
+        if svc in named or (analysis.symptom and svc not in scope and not any(
+                "cpu" in m.lower() for m in msgs)):
+            continue
+        # metrics alone: weaker than a traced cause unless the resource is pinned
+        analysis.signals.append(Signal(svc, None, "saturation", 0.3 + 0.4 * min(strength[svc], 1.0),
+                                       "resources: " + ", ".join(msgs), score=strength[svc]))
+
+
+def _bytes(v: float) -> str:
+    return f"{v / 1e6:.0f} MB" if v >= 1e6 else f"{v:.3g}"
+
+
+def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[str]) -> None:
+    """New or growing error/warning logs corroborate a signal, or point at a service on their own."""
+    scope = set(scope)
+    notes: dict[str, str] = {}
+    for r in rows:
+        svc = r["service"]
+        errors, errors_base, warns, warns_base = (int(r.get(k) or 0) for k in
+                                                  ("errors", "errors_base", "warnings", "warnings_base"))
+        n, n_base = int(r.get("n") or 0), int(r.get("n_base") or 0)
+        scale = n / n_base if n_base else 1.0
+        if errors >= MIN_ERRORS and errors > 2 * errors_base * scale + 2:
+            notes[svc] = (f"{errors} error logs in the window vs {errors_base} before, "
+                          f"e.g. \"{_clip(r['error_example'])}\"")
+        elif warns >= MIN_ERRORS and warns > 2 * warns_base * scale + 2:
+            notes[svc] = f"{warns} warning logs vs {warns_base} before, e.g. \"{_clip(r['warning_example'])}\""
+    for signal in analysis.signals:
+        if signal.service in notes:
+            signal.evidence += "; logs: " + notes.pop(signal.service)
+            signal.strength = min(0.97, signal.strength + 0.05)
+    for svc, note in notes.items():
+        if analysis.symptom and svc not in scope:
+            continue
+        analysis.signals.append(Signal(svc, None, "errors", 0.35, "logs: " + note))
+
+
+def _clip(text: str, n: int = 100) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _biggest_change(ops: list[Op]) -> str:
+    busy = [o for o in ops if o.is_entry and o.n >= MIN_CALLS and o.n_base >= MIN_CALLS]
+    if not busy:
+        return ""
+    o = max(busy, key=lambda x: x.p95_ms / max(x.p95_base_ms, 0.001))
+    return f"the largest change is {o.label}: p95 {_fmt_ms(o.p95_base_ms)} -> {_fmt_ms(o.p95_ms)}"
+
+
+# ---- planning --------------------------------------------------------------------------------
+
+
+def _called(deps: AgentDeps, tool: str, **args: Any) -> bool:  # noqa: ANN401
+    return any(all(c.args.get(k) == v for k, v in args.items()) for c in deps.results(tool))
+
+
+def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The next tool calls (empty: time to conclude). Order: overview -> anomalies -> breakdown ->
+    attribute comparison -> logs -> resource metrics -> an exemplar trace."""
+
+    def usable(tool: str) -> bool:
+        return tool in offered and implemented(tool)
+
+    def todo(calls: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        return [(t, a) for t, a in calls if usable(t) and not _called(deps, t, **a)]
+
+    m = mode(deps)
+    if m == "help":
+        return []
+    if m == "trace":
+        return todo([("trace_waterfall", {"trace_id": deps.question.trace_id})])
+    sql = analyst_sql(deps)
+    if m == "traffic":
+        return todo([("service_overview", {}), ("run_sql", {"sql": sql["span_stats"]})])
+    step1 = todo([("service_overview", {}), ("root_cause_candidates", {}),
+                  ("run_sql", {"sql": sql["span_stats"]}), ("run_sql", {"sql": sql["call_graph"]})])
+    if step1:
+        return step1
+    analysis = analyze(deps)
+    top = analysis.signals[0] if analysis.signals else None
+    step2: list[tuple[str, dict[str, Any]]] = []
+    if top is not None:
+        step2.append(("latency_breakdown", {"service": top.service, "operation": None}))
+        target = "error" if top.kind == "errors" else "slow"
+        step2.append(("attribute_comparison", {"service": top.service, "operation": top.operation,
+                                               "target": target}))
+    step2 += [("log_patterns", {"service": None}), ("run_sql", {"sql": sql["log_stats"]}),
+              ("resource_metrics", {"service": None}), ("run_sql", {"sql": sql["resource_gauges"]})]
+    if top is not None:
+        kind = "error" if top.kind == "errors" or " fail" in top.evidence else "slow"
+        step2.append(("exemplar_traces", {"service": analysis.symptom or top.service, "operation": None,
+                                          "kind": kind, "limit": 5}))
+    step2 = todo(step2)
+    if step2:
+        return step2
+    trace_id = _exemplar_trace_id(deps)
+    if trace_id:
+        return todo([("trace_waterfall", {"trace_id": trace_id})])
+    return []
+
+
+def _exemplar_trace_id(deps: AgentDeps) -> str | None:
+    for call in deps.results("exemplar_traces"):
+        for row in call.result.rows if call.result.ok else []:
+            for key in ("trace_id", "TraceId", "traceId"):
+                if row.get(key):
+                    return str(row[key])
+    return None
+
+
+# ---- concluding ------------------------------------------------------------------------------
+
+
+def conclude(deps: AgentDeps) -> Finding:
+    """The short answer from what the tools returned."""
+    m = mode(deps)
+    if m == "help":
+        from agent.analyst import CAPABILITIES
+
+        return Finding(answer="I can't answer that from telemetry. " + CAPABILITIES,
+                       follow_ups=["Why is <service> slow?", "What is unusual in the last 15 minutes?"])
+    if m == "trace":
+        return _conclude_trace(deps)
+    if m == "traffic":
+        return _conclude_traffic(deps)
+    return _conclude_diagnosis(deps)
+
+
+def _window_line(deps: AgentDeps) -> str:
+    return f"_{deps.window.describe()}_"
+
+
+def _conclude_diagnosis(deps: AgentDeps) -> Finding:
+    analysis = analyze(deps)
+    intents, _, _ = _effective(deps)
+    lines: list[str] = []
+    causes: list[RootCause] = []
+    symptom = analysis.symptom_text
+    confident = [s for s in analysis.signals if s.strength >= 0.5]
+    if confident:
+        top = confident[0]
+        op = f" (`{top.operation}`)" if top.operation else ""
+        verb = {"latency": "is slow", "errors": "is failing", "dependency": "is failing as a dependency",
+                "saturation": "is saturated", "change": "changed"}[top.kind]
+        if analysis.symptom and top.service != analysis.symptom:
+            lines.append(f"**{symptom}** is affected because **{top.service}**{op} {verb}: {top.evidence}.")
+        else:
+            lines.append(f"**{top.service}**{op} {verb}: {top.evidence}.")
+        attribute = _attribute_line(deps)
+        if attribute:
+            lines.append(attribute)
+        for other in confident[1:3]:
+            lines.append(f"Also: {other.service}" + (f" (`{other.operation}`)" if other.operation else "")
+                         + f" — {other.evidence}.")
+    else:
+        lines.append(f"Nothing stands out for {symptom}: no operation's own latency, errors or resource use "
+                     "changed significantly between the window and its baseline.")
+        if analysis.biggest_change:
+            lines.append(f"For reference, {analysis.biggest_change}.")
+    lines.extend(analysis.notes)
+    lines.append(_window_line(deps))
+    for s in analysis.signals[:4]:
+        causes.append(RootCause(service=s.service, operation=s.operation, kind=s.kind,  # type: ignore[arg-type]
+                                confidence=round(min(max(s.strength, 0.0), 0.97), 2), evidence=s.evidence))
+    follow_ups = []
+    if confident:
+        top = confident[0]
+        follow_ups = [f"Show a slow trace through {top.service}",
+                      f"What changed in {top.service}'s logs?",
+                      f"Is {top.service} still {'failing' if top.kind == 'errors' else 'slow'} in the last 5 minutes?"]
+    elif "slow" not in intents:
+        follow_ups = ["Why is <service> slow?", "Show error rates per service"]
+    return Finding(answer="\n\n".join(lines), root_causes=causes, follow_ups=follow_ups)
+
+
+TRIVIAL_ATTRIBUTES = {"service.name", "span.name", "span.kind", "status"}
+
+
+def _attribute_line(deps: AgentDeps) -> str:
+    """The attribute value the slow/failing spans share far more than the others, when there is one."""
+    for call in deps.results("attribute_comparison"):
+        label = "failing" if call.args.get("target") == "error" else "slow"
+        for row in call.result.rows if call.result.ok else []:
+            if row.get("key") in TRIVIAL_ATTRIBUTES or row.get("key", "").endswith(("id", ".name")):
+                continue
+            target, other = float(row.get("target_pct") or 0), float(row.get("other_pct") or 0)
+            if target >= 50 and target >= 2 * other:
+                return (f"{target:.0f}% of {label} spans have {row['key']}={row['value']!r} "
+                        f"(vs {other:.0f}% of the others).")
+    return ""
+
+
+def _conclude_trace(deps: AgentDeps) -> Finding:
+    tid = deps.question.trace_id
+    calls = deps.results("trace_waterfall")
+    rows = calls[0].result.rows if calls and calls[0].result.ok else []
+    if not rows:
+        return Finding(answer=f"No spans of trace `{tid}` are stored. {_window_line(deps)}")
+    dur_key = next((k for k in ("duration_ms", "Duration", "duration") if k in rows[0]), None)
+    svc_key = next((k for k in ("service", "ServiceName") if k in rows[0]), None)
+    name_key = next((k for k in ("operation", "SpanName", "name") if k in rows[0]), None)
+    status_key = next((k for k in ("status", "StatusCode") if k in rows[0]), None)
+    errors = [r for r in rows if status_key and str(r.get(status_key)) == "Error"]
+    lines = [f"Trace `{tid}` has {len(rows)} spans."]
+    if dur_key and svc_key and name_key:
+        slowest = max(rows, key=lambda r: float(r.get(dur_key) or 0))
+        lines.append(f"The longest span is {slowest[svc_key]}/{slowest[name_key]} ({slowest[dur_key]} "
+                     f"{'ms' if dur_key == 'duration_ms' else ''}).")
+    if errors and svc_key and name_key:
+        lines.append("Failed spans: " + ", ".join(f"{r[svc_key]}/{r[name_key]}" for r in errors[:5]) + ".")
+    return Finding(answer=" ".join(lines))
+
+
+def _conclude_traffic(deps: AgentDeps) -> Finding:
+    calls = deps.results("service_overview")
+    summary = calls[0].result.summary if calls and calls[0].result.ok else ""
+    ops = [Op.from_row(r) for r in rows_of(sql_result(deps, "span_stats"))]
+    lines = ["Traffic per service in the window (see the overview evidence for rates and errors)."]
+    if summary:
+        lines.append(summary.split("\n", 1)[0])
+    if ops:
+        lines.append(", ".join(f"{o.label}: {o.n}" for o in sorted(ops, key=lambda o: -o.n)[:5]))
+    lines.append(_window_line(deps))
+    return Finding(answer="\n\n".join(lines))

@@ -1,0 +1,119 @@
+"""The built-in analyst end to end on a synthetic incident whose names the simulator never uses:
+it must reason from the data (call graph, self time, errors, logs), not from known names."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent import Conversation, ask_sync
+from otel_ai.settings import Settings
+from tests.conftest import new_database
+from tests.fixtures.agent_data import synth_incident
+
+
+def settings_for(store) -> Settings:
+    return Settings(clickhouse_url=f"chdb://{store.url.path}", database=store.database, model="builtin",
+                    openai_api_key=None, anthropic_api_key=None)
+
+
+@pytest.fixture(scope="module")
+def incident(root_store):
+    """billing's Charge gains ~800 ms of self time in the last 10 minutes (data ending now)."""
+    store = new_database(root_store, "agent")
+    truth = synth_incident(store, "billing_slow")
+    yield store, truth
+    store.close()
+
+
+def test_names_the_slow_dependency_with_its_numbers(incident):
+    store, truth = incident
+    answer = ask_sync("why is edge-gateway slow?", store=store, settings=settings_for(store))
+    top = answer.root_causes[0]
+    assert (top.service, top.operation, top.kind) == ("billing", "billing.Billing/Charge", "latency")
+    assert top.confidence >= 0.7
+    # the numbers: self time before -> now, and how much of the symptom it explains
+    assert re.search(r"self time of billing\.Billing/Charge .*rose \d+(\.\d)? ms -> \d+ ms", answer.answer)
+    assert "edge-gateway" in answer.answer and "billing" in answer.answer
+    assert answer.model == "builtin"
+    tools = [e.tool for e in answer.evidence]
+    # a sensible order: overview before breakdown before logs; every call carries its SQL
+    assert tools.index("service_overview") < tools.index("latency_breakdown") < tools.index("log_patterns")
+    assert all(e.ok for e in answer.evidence), [(e.tool, e.error) for e in answer.evidence if not e.ok]
+    assert all(e.sql for e in answer.evidence if e.tool in ("run_sql", "service_overview", "latency_breakdown"))
+    assert answer.traces and answer.traces[0]["spans"], "an exemplar trace waterfall is attached"
+    assert answer.timings["total"] > 0 and answer.usage["requests"] >= 2
+    assert answer.follow_ups
+
+
+def test_without_a_named_service_it_still_finds_the_cause(incident):
+    store, _ = incident
+    answer = ask_sync("what is wrong?", store=store, settings=settings_for(store))
+    assert answer.root_causes[0].service == "billing"
+
+
+def test_errors_from_a_leaf_service_with_error_logs(root_store):
+    store = new_database(root_store, "agent")
+    synth_incident(store, "catalog_errors", seed=3)
+    answer = ask_sync("why are requests failing?", store=store, settings=settings_for(store))
+    top = answer.root_causes[0]
+    assert (top.service, top.operation, top.kind) == ("catalog", "catalog.Catalog/GetItem", "errors")
+    assert re.search(r"fails 0\.0% -> \d+% of \d+ calls", answer.answer)
+    assert "connection refused" in answer.answer  # the error message and the error logs are quoted
+    store.close()
+
+
+def test_fault_free_run_gives_no_confident_root_cause(root_store):
+    store = new_database(root_store, "agent")
+    synth_incident(store, None, seed=11)
+    answer = ask_sync("why is edge-gateway slow?", store=store, settings=settings_for(store))
+    assert all(rc.confidence < 0.5 for rc in answer.root_causes)
+    assert "Nothing stands out" in answer.answer
+    store.close()
+
+
+def test_backdated_history_uses_the_latest_data_and_says_so(root_store):
+    store = new_database(root_store, "agent")
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=5)
+    synth_incident(store, "billing_slow", end=end, seed=5)
+    answer = ask_sync("why is edge-gateway slow?", store=store, settings=settings_for(store))
+    assert answer.root_causes[0].service == "billing"
+    assert "latest data" in answer.answer and end.strftime("%H:%M") in answer.answer
+    # an explicit clock range is honoured: the 10 minutes before the fault show nothing
+    before = end - timedelta(minutes=25)
+    q = f"why is edge-gateway slow between {before:%H:%M} and {before + timedelta(minutes=10):%H:%M}?"
+    calm = ask_sync(q, store=store, settings=settings_for(store))
+    assert all(rc.confidence < 0.5 for rc in calm.root_causes), calm.answer
+    store.close()
+
+
+def test_follow_up_reuses_the_conversation(incident):
+    store, _ = incident
+    conversation = Conversation(id="thread-1")
+    ask_sync("why is edge-gateway slow?", store=store, settings=settings_for(store), conversation=conversation)
+    restored = Conversation.from_json(conversation.to_json())  # front ends persist threads as JSON
+    assert restored.context["services"] == ["edge-gateway"] and restored.messages
+    follow = ask_sync("and orders?", store=store, settings=settings_for(store), conversation=restored)
+    # same intent (slow), new service: orders is slow because of billing, and the answer says so
+    assert follow.answer.startswith("**orders** is affected because **billing**")
+    assert any(e.tool == "exemplar_traces" and e.args.get("service") == "orders" for e in follow.evidence)
+    assert len(restored.turns) == 2
+
+
+def test_trace_id_question_shows_the_waterfall(incident):
+    store, _ = incident
+    tid = store.query("SELECT TraceId FROM otel_traces WHERE ServiceName = 'billing' LIMIT 1").scalar()
+    answer = ask_sync(f"what happened in trace {tid}?", store=store, settings=settings_for(store))
+    assert [e.tool for e in answer.evidence if e.tool != "run_sql"] == ["trace_waterfall"]
+    assert answer.traces[0]["trace_id"] == tid and len(answer.traces[0]["spans"]) >= 5
+    assert f"Trace `{tid}` has" in answer.answer
+
+
+def test_out_of_reach_question_says_what_it_can_answer(incident):
+    store, _ = incident
+    answer = ask_sync("what's the weather in Paris?", store=store, settings=settings_for(store))
+    assert "I can answer questions about the telemetry" in answer.answer
+    assert not answer.root_causes
+    assert {e.tool for e in answer.evidence} == {"run_sql"}  # only the name discovery ran
