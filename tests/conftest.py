@@ -13,7 +13,7 @@ import pytest
 from otel_ai.settings import Settings
 from store import Store
 
-pytest_plugins = ["tests.fixtures.server", "tests.fixtures.slack", "tests.fixtures.scenario"]
+pytest_plugins = ["tests.fixtures.server", "tests.fixtures.slack", "tests.fixtures.scenario", "tests.fixtures.browser"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""The Chainlit chat UI mounted into `otel-ai serve` at "/"."""

@@ -1,0 +1,317 @@
+"""The otel-ai chat (Chainlit): questions go to the agent, `/sql` to the guarded console,
+`/dashboard` to the dashboard builder; every tool call is shown as a step with its SQL and result.
+
+Loaded by Chainlit from its file path (chat.web.mount), after `chat.web.runtime.configure`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import chainlit as cl
+from chainlit.input_widget import Select
+
+from agent import Answer, Conversation, ask
+from agent.models import AgentError
+from chat import dashboards
+from chat.web import render, runtime
+from tools.result import ToolResult
+from tools.sql import run_sql
+
+log = logging.getLogger("otel_ai.chat")
+RT = runtime.get()
+SETTINGS = RT.ctx.settings
+
+STARTERS = [
+    ("Why is checkout slow?", "Why is checkout slow?"),
+    ("What changed in the last 15 minutes?", "What changed in the last 15 minutes?"),
+    ("Show p95 latency by service", "Show p95 latency by service"),
+    ("Which services are failing?", "Which services are failing?"),
+]
+TIME_RANGES = {"Auto (recent activity)": "auto", "Last 15 minutes": "15m", "Last 30 minutes": "30m",
+               "Last hour": "1h", "Last 3 hours": "3h", "Last 6 hours": "6h", "Last 24 hours": "24h"}
+ROLES = {"SRE: full evidence": "sre", "Developer: code paths and traces": "developer",
+         "Manager: impact in brief": "manager"}
+HELP = """**otel-ai** answers questions about your telemetry with evidence.
+
+- Ask in plain words: *why is checkout slow?*, *which services are failing?*, *and payment?*
+- `/sql SELECT ...` runs read-only SQL through the same guard as the agent (tables `otel_*`, `anomalies`).
+- `/dashboard checkout` (or *build me a dashboard for checkout*) builds and saves a dashboard;
+  `/dashboards` lists saved ones; `/dashboard open NAME` re-runs one on fresh data.
+- Settings (the ⚙ icon by the message box): model, time range, and who you are (SRE, developer, manager).
+"""
+
+
+def model_choices() -> list[str]:
+    """The models configured for the agent's roles, the planner's first."""
+    specs = [SETTINGS.role_model("planner"), SETTINGS.model, SETTINGS.role_model("sql"),
+             SETTINGS.role_model("summary"), "builtin"]
+    return list(dict.fromkeys(s for s in specs if s))
+
+
+def chat_settings(current: dict[str, Any] | None = None) -> cl.ChatSettings:
+    current = current or {}
+    models = model_choices()
+    return cl.ChatSettings([
+        Select(id="model", label="Model", values=models,
+               initial_value=current.get("model") if current.get("model") in models else models[0],
+               description="from the configured roles (OTEL_AI_MODEL, OTEL_AI_MODEL_PLANNER, ...)"),
+        Select(id="since", label="Time range", items=TIME_RANGES,
+               initial_value=current.get("since") if current.get("since") in TIME_RANGES.values() else "auto"),
+        Select(id="role", label="I am", items=ROLES,
+               initial_value=current.get("role") if current.get("role") in ROLES.values() else "sre",
+               description="changes the depth and tone of answers"),
+    ])
+
+
+def prefs() -> dict[str, Any]:
+    return cl.user_session.get("prefs") or {"model": model_choices()[0], "since": "auto", "role": "sre"}
+
+
+# ---- auth and persistence -------------------------------------------------------------------
+
+if RT.password_auth:
+
+    @cl.password_auth_callback
+    async def password_login(username: str, password: str) -> cl.User | None:
+        if RT.check_password(username, password):
+            return cl.User(identifier=username, metadata={"provider": "password"})
+        return None
+
+else:
+
+    @cl.header_auth_callback
+    async def local_login(headers: Any) -> cl.User | None:  # noqa: ANN401
+        """Loopback only (serve refuses other hosts without passwords): one local user keeps history."""
+        return cl.User(identifier="local", display_name="local", metadata={"provider": "localhost"})
+
+
+@cl.data_layer
+def data_layer() -> Any:  # noqa: ANN401
+    return RT.data_layer()
+
+
+@cl.set_starters
+async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
+    return [cl.Starter(label=label, message=message) for label, message in STARTERS]
+
+
+@cl.on_chat_start
+async def start() -> None:
+    settings = chat_settings()
+    cl.user_session.set("prefs", await settings.send())
+    cl.user_session.set("conversation", Conversation(id=cl.context.session.thread_id))
+
+
+@cl.on_chat_resume
+async def resume(thread: dict[str, Any]) -> None:
+    saved = (thread.get("metadata") or {}).get("prefs") or {}
+    settings = chat_settings(saved)
+    cl.user_session.set("prefs", await settings.send())
+    stored = await RT.data_layer().load_conversation(thread["id"])
+    conversation = Conversation.from_json(stored) if stored else Conversation(id=thread["id"])
+    cl.user_session.set("conversation", conversation)
+
+
+@cl.on_settings_update
+async def settings_update(values: dict[str, Any]) -> None:
+    cl.user_session.set("prefs", values)
+    await RT.data_layer().update_thread(cl.context.session.thread_id, metadata={"prefs": values})
+
+
+# ---- messages -------------------------------------------------------------------------------
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    text = (message.content or "").strip()
+    if not text:
+        return
+    if text.lower() in ("/help", "help", "/?"):
+        await cl.Message(content=HELP).send()
+    elif text.lower().startswith("/sql"):
+        await sql_console(text[4:].strip())
+    elif request := dashboards.parse_request(text):
+        await dashboard_command(request)
+    else:
+        await answer_question(text)
+
+
+@cl.action_callback("follow_up")
+async def follow_up(action: cl.Action) -> None:
+    question = str(action.payload.get("question") or "")
+    if question:
+        await cl.Message(content=question, type="user_message", author="You").send()
+        await answer_question(question)
+
+
+@cl.action_callback("open_dashboard")
+async def open_dashboard(action: cl.Action) -> None:
+    await dashboard_command(dashboards.DashboardRequest("open", str(action.payload.get("name") or "")))
+
+
+def plotly(fig: Any, name: str) -> cl.Plotly:  # noqa: ANN401
+    return cl.Plotly(name=name, figure=fig, display="inline", size="large")
+
+
+async def answer_question(question: str) -> None:
+    """Ask the agent, then show each tool call as a step, the charts, traces and the answer."""
+    p = prefs()
+    conversation: Conversation = cl.user_session.get("conversation") or Conversation(
+        id=cl.context.session.thread_id)
+    started = time.perf_counter()
+    async with cl.Step(name="Investigating", type="run", default_open=False) as run:
+        run.input = question
+        try:
+            answer: Answer = await ask(
+                question, store=RT.store, settings=SETTINGS, conversation=conversation,
+                since=None if p.get("since") in (None, "auto") else p["since"], model=p.get("model"),
+                role=p.get("role") or "sre",
+            )
+        except AgentError as exc:
+            run.output = f"failed: {exc}"
+            run.is_error = True
+            await cl.Message(content=f"**Could not answer:** {exc}").send()
+            return
+        except Exception as exc:  # a bug or an outage must reach the user, not only the server log
+            log.exception("ask failed for %r", question)
+            run.output = f"failed: {type(exc).__name__}: {exc}"
+            run.is_error = True
+            await cl.Message(content=f"**The agent failed:** `{type(exc).__name__}: {exc}`").send()
+            return
+        run.output = (f"{len(answer.evidence)} tool calls, {time.perf_counter() - started:.1f} s, "
+                      f"model `{answer.model}`")
+        for evidence in answer.evidence:
+            async with cl.Step(name=evidence.tool, type="tool", show_input="json", default_open=False) as step:
+                step.input = json.dumps(evidence.args, default=str, indent=1)
+                step.output = render.evidence_markdown(evidence.sql, evidence.summary, evidence.error)
+                step.is_error = not evidence.ok
+        for i, trace in enumerate(answer.traces[:3]):
+            if fig := render.waterfall_figure(trace):
+                async with cl.Step(name="exemplar trace", type="tool", default_open=True) as step:
+                    step.input = str(trace.get("trace_id") or trace.get("TraceId") or "")
+                    step.elements = [plotly(fig, f"trace-{i + 1}")]
+                    spans = len(render.trace_spans(trace))
+                    step.output = str(trace.get("summary") or f"exemplar trace {i + 1}: {spans} spans")
+    cl.user_session.set("conversation", conversation)
+    await RT.data_layer().save_conversation(cl.context.session.thread_id, conversation.to_json())
+
+    elements = [plotly(render.figure(c.figure), c.title or f"chart {i + 1}") for i, c in enumerate(answer.charts)]
+    actions = [cl.Action(name="follow_up", payload={"question": q}, label=q) for q in answer.follow_ups[:4]]
+    metadata = {"kind": "answer", "question": question, "settings": p,
+                "answer": answer.model_dump(mode="json", exclude={"charts", "traces"})}
+    msg = cl.Message(content="", elements=elements, actions=actions, metadata=metadata)
+    body = answer.answer
+    if table := render.root_causes_markdown(answer.root_causes):
+        body += "\n\n" + table
+    for chunk in _chunks(body):
+        await msg.stream_token(chunk)
+        await asyncio.sleep(0)
+    await msg.send()
+
+
+def _chunks(text: str, size: int = 24) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+# ---- SQL console ----------------------------------------------------------------------------
+
+
+async def show_tool_result(result: ToolResult, title: str) -> None:
+    """A guarded query's outcome: the SQL as a step, then the table and a chart, or the refusal."""
+    async with cl.Step(name=result.name, type="tool", show_input="sql", default_open=True) as step:
+        step.input = result.sql[0] if result.sql else str(result.args.get("sql") or "")
+        step.output = (render.markdown_table(result.columns, result.rows, max_rows=20) if result.ok
+                       else f"**{result.error}**")
+        step.is_error = not result.ok
+    if not result.ok:
+        await cl.Message(content=f"**Query {result.error}**").send()
+        return
+    from tools.charts import chart_for
+
+    fig = chart_for(result, title=title)
+    elements = [plotly(fig, title)] if fig is not None else []
+    await cl.Message(
+        content=f"{len(result.rows)} rows.\n\n" + render.markdown_table(result.columns, result.rows),
+        elements=elements,
+    ).send()
+
+
+async def sql_console(sql: str) -> None:
+    if not sql:
+        await cl.Message(content="Usage: `/sql SELECT ServiceName, count() FROM otel_traces GROUP BY ServiceName`"
+                         ).send()
+        return
+    result = await asyncio.to_thread(run_sql, RT.store, sql)
+    await show_tool_result(result, "SQL result")
+
+
+# ---- dashboards -----------------------------------------------------------------------------
+
+
+async def dashboard_command(request: dashboards.DashboardRequest) -> None:
+    store = RT.store
+    try:
+        if request.action == "list":
+            await list_dashboards()
+            return
+        if request.action == "delete":
+            done = await asyncio.to_thread(dashboards.delete_dashboard, store, request.target)
+            await cl.Message(content=f"Deleted dashboard **{request.target}**." if done
+                             else f"No saved dashboard named **{request.target}**.").send()
+            return
+        if request.action == "open":
+            board = await asyncio.to_thread(dashboards.get_dashboard, store, request.target)
+            if board is None:
+                await cl.Message(content=f"No saved dashboard named **{request.target}**; `/dashboards` lists "
+                                 "them.").send()
+                return
+        else:
+            user = cl.user_session.get("user")
+            async with cl.Step(name="plan dashboard", type="tool", default_open=False) as step:
+                step.input = request.target
+                board = await asyncio.to_thread(
+                    dashboards.plan_dashboard, store, request.target, request.name,
+                    created_by=user.identifier if user else "")
+                board = await asyncio.to_thread(dashboards.save_dashboard, store, board)
+                step.output = "\n".join(f"- **{p.title}** ({p.why})" for p in board.panels)
+        await render_dashboard(board)
+    except dashboards.DashboardError as exc:
+        await cl.Message(content=f"**Cannot build that dashboard:** {exc}").send()
+
+
+async def render_dashboard(board: dashboards.Dashboard) -> None:
+    window, results = await asyncio.to_thread(dashboards.run_dashboard, RT.store, board)
+    elements: list[cl.Element] = []
+    tables: list[str] = []
+    for i, pr in enumerate(results):
+        async with cl.Step(name=pr.panel.title, type="tool", show_input="sql", default_open=False) as step:
+            step.input = "\n".join(pr.result.sql) or pr.panel.tool or ""
+            step.output = (render.markdown_table(pr.result.columns, pr.result.rows, max_rows=15) if pr.result.ok
+                           else f"**{pr.result.error}**")
+            step.is_error = not pr.result.ok
+        if pr.figure is not None:
+            elements.append(plotly(pr.figure, f"panel-{i + 1}"))
+        elif pr.result.ok:
+            tables.append(f"**{pr.panel.title}**\n\n" + render.markdown_table(pr.result.columns, pr.result.rows,
+                                                                               max_rows=10))
+    body = (f"### Dashboard: {board.name}\nService **{board.service}**, {window.label()}, "
+            f"{len(board.panels)} panels, saved — `/dashboard open {board.name}` re-runs it on fresh data.")
+    if tables:
+        body += "\n\n" + "\n\n".join(tables)
+    await cl.Message(content=body, elements=elements).send()
+
+
+async def list_dashboards() -> None:
+    boards = await asyncio.to_thread(dashboards.list_dashboards, RT.store)
+    if not boards:
+        await cl.Message(content="No saved dashboards yet: try `/dashboard checkout`.").send()
+        return
+    rows = [dashboards.describe(b) for b in boards]
+    actions = [cl.Action(name="open_dashboard", payload={"name": b.name}, label=f"Open {b.name}") for b in boards[:10]]
+    await cl.Message(content="**Saved dashboards**\n\n" + render.markdown_table(list(rows[0]), rows),
+                     actions=actions).send()

@@ -1,0 +1,139 @@
+"""Turn answers and tool results into what the chat shows: markdown tables, SQL blocks, figures.
+
+Pure functions (no Chainlit import) so they are tested directly. Telemetry values are untrusted:
+table cells are escaped for markdown, so a span name cannot inject links, HTML or layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+MAX_TABLE_ROWS = 50
+MAX_CELL = 80
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def cell(value: Any) -> str:  # noqa: ANN401
+    """One table cell: compact numbers, single line, truncated, markdown-escaped."""
+    if value is None:
+        text = ""
+    elif isinstance(value, float):
+        text = f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1e15 else f"{value:.3g}"
+    elif isinstance(value, dict | list):
+        text = json.dumps(value, default=str, separators=(",", ":"))
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    if len(text) > MAX_CELL:
+        text = text[: MAX_CELL - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], max_rows: int = MAX_TABLE_ROWS) -> str:
+    """A GitHub-flavoured markdown table of the first `max_rows` rows, with a note when cut."""
+    if not columns:
+        return "_no columns_"
+    if not rows:
+        return "_no rows_"
+    lines = [
+        "| " + " | ".join(cell(c) for c in columns) + " |",
+        "| " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for row in rows[:max_rows]:
+        lines.append("| " + " | ".join(cell(row.get(c)) for c in columns) + " |")
+    if len(rows) > max_rows:
+        lines.append(f"\n_showing {max_rows} of {len(rows)} rows_")
+    return "\n".join(lines)
+
+
+def sql_block(sql: str) -> str:
+    return "```sql\n" + sql.strip().replace("```", "` ` `") + "\n```"
+
+
+def text_block(text: str) -> str:
+    return "```text\n" + text.strip().replace("```", "` ` `") + "\n```"
+
+
+def evidence_markdown(sql: Iterable[str], summary: str, error: str | None) -> str:
+    """A tool step's output: every query it ran as highlighted SQL, then what it found."""
+    parts = [sql_block(q) for q in sql]
+    if error:
+        parts.append(f"**Failed:** {cell(error)}")
+    if summary:
+        parts.append(text_block(summary))
+    return "\n\n".join(parts) or "_no output_"
+
+
+def root_causes_markdown(root_causes: Sequence[Any]) -> str:
+    """Ranked root causes as a table (service, operation, kind, confidence, evidence)."""
+    if not root_causes:
+        return ""
+    rows = [
+        {"#": i, "service": rc.service, "operation": rc.operation or "", "kind": rc.kind,
+         "confidence": f"{rc.confidence:.0%}", "evidence": rc.evidence}
+        for i, rc in enumerate(root_causes, 1)
+    ]
+    return "**Ranked root causes**\n\n" + markdown_table(list(rows[0]), rows)
+
+
+def figure(spec: dict[str, Any]) -> go.Figure:
+    """A Plotly figure from its JSON (`fig.to_plotly_json()`), tolerant of unknown properties."""
+    return go.Figure(spec, skip_invalid=True)
+
+
+_SPAN_KEYS = {
+    "service": ("service", "ServiceName", "service_name"),
+    "name": ("name", "operation", "SpanName", "span_name"),
+    "start": ("start_ms", "offset_ms", "start_offset_ms", "start"),
+    "duration": ("duration_ms", "Duration_ms", "duration"),
+    "status": ("status", "StatusCode", "status_code"),
+    "depth": ("depth", "level"),
+}
+
+
+def _pick(span: dict[str, Any], field: str, default: Any = None) -> Any:  # noqa: ANN401
+    for key in _SPAN_KEYS[field]:
+        if key in span and span[key] is not None:
+            return span[key]
+    return default
+
+
+def trace_spans(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    for key in ("spans", "rows", "waterfall"):
+        if isinstance(trace.get(key), list):
+            return [s for s in trace[key] if isinstance(s, dict)]
+    return []
+
+
+def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | None:
+    """An exemplar trace as a compact waterfall: one bar per span at its offset, errors in red."""
+    spans = trace_spans(trace)[:max_spans]
+    if not spans:
+        return None
+    labels, starts, durations, colors, texts = [], [], [], [], []
+    for i, span in enumerate(spans):
+        depth = int(_pick(span, "depth", 0) or 0)
+        service, name = _pick(span, "service", ""), _pick(span, "name", "")
+        labels.append(f"{i:02d} " + "· " * min(depth, 8) + f"{service} {name}".strip())
+        starts.append(float(_pick(span, "start", 0) or 0))
+        durations.append(max(float(_pick(span, "duration", 0) or 0), 0.01))
+        error = str(_pick(span, "status", "")).lower() in ("error", "2", "status_code_error")
+        colors.append("#dc2626" if error else "#2563eb")
+        texts.append(f"{durations[-1]:,.1f} ms")
+    fig = go.Figure(go.Bar(
+        x=durations, y=labels, base=starts, orientation="h", marker_color=colors, text=texts,
+        textposition="outside", hovertemplate="%{y}<br>start %{base:.1f} ms, %{x:.1f} ms<extra></extra>",
+    ))
+    trace_id = str(trace.get("trace_id") or trace.get("TraceId") or "")
+    fig.update_layout(
+        title=f"Trace {trace_id[:16]}" if trace_id else "Exemplar trace",
+        height=min(120 + 22 * len(spans), 900), margin=dict(l=10, r=30, t=40, b=30),
+        xaxis_title="ms since trace start", showlegend=False,
+    )
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    return fig
