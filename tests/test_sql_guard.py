@@ -73,7 +73,7 @@ SYSTEM_QUERIES = [
     "SELECT notIn(0, system.one)",
     "SELECT globalIn(0, system.one)",
     "SELECT * FROM other_db.otel_traces",
-    "SELECT * FROM schema_migrations",
+    "SELECT * FROM otel_ai_migrations",
     "SELECT * FROM anomaly_model_state",
     "SELECT * FROM slack_threads",
     "SELECT * FROM default.x.y",

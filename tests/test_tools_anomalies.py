@@ -87,5 +87,5 @@ def test_describe_tables_lists_only_allowed_tables(store: Store) -> None:
     text = describe_tables(store)
     assert "otel_traces: Timestamp DateTime64(9)" in text and "Duration UInt64" in text
     assert "anomalies:" in text and "otel_metrics_sum:" in text
-    assert "anomaly_model_state" not in text and "schema_migrations" not in text
+    assert "anomaly_model_state" not in text and "otel_ai_migrations" not in text
     assert "NANOSECONDS" in text

@@ -29,9 +29,9 @@ DIALECT = "clickhouse"
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 10_000
 
-# Tables a query may read: the OpenTelemetry exporter tables (otel_*) and the anomaly scores.
-# Everything else (migration bookkeeping, model state, chat feedback) is not for the model.
-ALLOWED_TABLE_RE = re.compile(r"^otel_[A-Za-z0-9_]+$")
+# Tables a query may read: the OpenTelemetry exporter tables (otel_traces*, otel_logs*, otel_metrics_*)
+# and the anomaly scores. Everything else (otel_ai_migrations, model state, chat threads) is not for the model.
+ALLOWED_TABLE_RE = re.compile(r"^otel_(traces|logs|metrics)(_[A-Za-z0-9_]+)?$")
 ALLOWED_TABLES = frozenset({"anomalies"})
 
 # Functions refused in any position (lower-cased). Table functions are refused in FROM by shape

@@ -1,0 +1,84 @@
+"""Charts: each data shape gets its chart type, titles and axis labels with units; PNG renders offline."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import pytest
+
+from tools.charts import axis_label, chart_for, render_png
+from tools.result import ToolResult
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def result(columns: list[str], rows: list[dict], **kw) -> ToolResult:
+    return ToolResult.build("sql", {}, [], columns, rows, **kw)
+
+
+def test_time_series_is_a_line_per_category() -> None:
+    rows = [{"t": T0 + dt.timedelta(minutes=i), "service": s, "p95_ms": float(i * (2 if s == "b" else 1))}
+            for i in range(5) for s in ("a", "b")]
+    fig = chart_for(result(["t", "service", "p95_ms"], rows))
+    assert [tr.type for tr in fig.data] == ["scatter", "scatter"]
+    assert {tr.name for tr in fig.data} == {"a", "b"} and all(tr.mode == "lines+markers" for tr in fig.data)
+    assert list(fig.data[1].y) == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert fig.layout.yaxis.title.text == "p95 (ms)" and fig.layout.xaxis.title.text == "t"
+    assert fig.layout.title.text
+
+
+def test_time_series_from_iso_strings_with_several_numbers() -> None:
+    rows = [{"minute": (T0 + dt.timedelta(minutes=i)).isoformat(), "calls": i, "error_pct": i / 10} for i in range(4)]
+    fig = chart_for(result(["minute", "calls", "error_pct"], rows))
+    assert len(fig.data) == 2 and {tr.name for tr in fig.data} == {"calls", "error (%)"}
+
+
+def test_category_and_number_is_a_bar_with_units() -> None:
+    rows = [{"service": s, "error_pct": v} for s, v in (("a", 1.5), ("b", 12.0), ("c", 0.0))]
+    fig = chart_for(result(["service", "error_pct"], rows), title="Errors by service")
+    assert fig.data[0].type == "bar" and list(fig.data[0].x) == ["a", "b", "c"]
+    assert list(fig.data[0].y) == [1.5, 12.0, 0.0]
+    assert fig.layout.yaxis.title.text == "error (%)" and fig.layout.title.text == "Errors by service"
+
+
+def test_two_categories_and_number_is_a_heatmap() -> None:
+    rows = [{"caller": c, "callee": d, "calls": n} for c, d, n in (("a", "b", 5), ("a", "c", 7), ("b", "c", 2))]
+    fig = chart_for(result(["caller", "callee", "calls"], rows))
+    hm = fig.data[0]
+    assert hm.type == "heatmap" and list(hm.x) == ["a", "b"] and list(hm.y) == ["b", "c"]
+    assert [list(r) for r in hm.z] == [[5, None], [7, 2]]
+    assert fig.layout.xaxis.title.text == "caller" and fig.layout.yaxis.title.text == "callee"
+
+
+def test_two_numbers_is_a_scatter() -> None:
+    rows = [{"duration_ms": float(i), "self_ms": i / 2} for i in range(10)]
+    fig = chart_for(result(["duration_ms", "self_ms"], rows))
+    assert fig.data[0].type == "scatter" and fig.data[0].mode == "markers"
+    assert fig.layout.xaxis.title.text == "duration (ms)" and fig.layout.yaxis.title.text == "self (ms)"
+
+
+def test_tool_hint_and_units_dict() -> None:
+    rows = [{"service": "a", "operation": "x", "delta_ms": 5.0}, {"service": "b", "operation": "y", "delta_ms": 9.0}]
+    r = result(["service", "operation", "delta_ms"], rows, units={"delta_ms": "ms"},
+               details={"chart": {"x": "service", "y": "delta_ms", "kind": "bar"}})
+    fig = chart_for(r)
+    assert fig.data[0].type == "bar" and fig.layout.yaxis.title.text == "delta (ms)"
+    assert axis_label("rate_per_s") == "rate (/s)" and axis_label("calls") == "calls"
+    assert axis_label("value", {"value": "bytes"}) == "value (bytes)"
+
+
+def test_no_chart_for_unfit_results() -> None:
+    assert chart_for(result(["a"], [{"a": "x"}])) is None
+    assert chart_for(result(["n"], [])) is None
+    assert chart_for(ToolResult.failure("sql", {}, "refused")) is None
+
+
+@pytest.mark.browser
+def test_render_png_offline() -> None:
+    assert shutil.which("chromium"), "Debian chromium is required (scripts/test-setup.sh installs it)"
+    fig = chart_for(result(["service", "p95_ms"], [{"service": "a", "p95_ms": 3.0}, {"service": "b", "p95_ms": 9.0}]))
+    png = render_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    again = render_png(fig, width=400, height=300)  # reuses the running browser
+    assert again[:8] == b"\x89PNG\r\n\x1a\n" and again != png

@@ -1,0 +1,190 @@
+"""Charts from tool results: the figure type follows the data's shape; PNGs for places that show images.
+
+time + numbers -> line (one line per category when there is a small category column);
+category + number -> bar; two categories + number -> heatmap; two numbers -> scatter.
+A tool may hint its preferred view in `details['chart'] = {x, y, kind}`. Axis titles carry units
+(from `ToolResult.units`, else from the column name: `_ms` -> ms, `_pct` -> %, `_per_s` -> /s).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import threading
+import warnings
+from typing import Any
+
+import plotly.graph_objects as go
+
+from tools.result import ToolResult
+
+MAX_BARS = 40
+MAX_SERIES = 12
+_SUFFIX_UNITS = [
+    ("_ms", "ms"), ("_ns", "ns"), ("_seconds", "s"), ("_s", "s"), ("_pct", "%"), ("_percent", "%"),
+    ("_per_s", "/s"), ("_per_min", "/min"), ("_bytes", "bytes"), ("_ratio", "x"),
+]
+_SUFFIX_UNITS.sort(key=lambda su: len(su[0]), reverse=True)  # '_per_s' before '_s'
+
+
+def unit_of(column: str, units: dict[str, str] | None = None) -> str:
+    if units and column in units:
+        return units[column]
+    for suffix, unit in _SUFFIX_UNITS:
+        if column.endswith(suffix):
+            return unit
+    return ""
+
+
+def axis_label(column: str, units: dict[str, str] | None = None) -> str:
+    """'p95_ms' -> 'p95 (ms)', 'error_pct' -> 'error (%)', 'calls' -> 'calls'."""
+    unit = unit_of(column, units)
+    base = column
+    for suffix, u in _SUFFIX_UNITS:
+        if u == unit and column.endswith(suffix):
+            base = column[: -len(suffix)]
+            break
+    base = base.replace("_", " ").strip() or column
+    return f"{base} ({unit})" if unit else base
+
+
+def _is_time(value: Any) -> bool:  # noqa: ANN401
+    if isinstance(value, (dt.datetime, dt.date)):
+        return True
+    if isinstance(value, str) and len(value) >= 10 and value[4:5] == "-" and value[7:8] == "-":
+        try:
+            dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+def _is_number(value: Any) -> bool:  # noqa: ANN401
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def classify(result: ToolResult) -> dict[str, list[str]]:
+    """Columns by kind from their non-null values: 'time', 'number', 'category' (others ignored)."""
+    kinds: dict[str, list[str]] = {"time": [], "number": [], "category": []}
+    sample = result.rows[:200]
+    for col in result.columns:
+        values = [r.get(col) for r in sample if r.get(col) is not None]
+        if not values:
+            continue
+        if all(_is_time(v) for v in values):
+            kinds["time"].append(col)
+        elif all(_is_number(v) for v in values):
+            kinds["number"].append(col)
+        elif all(isinstance(v, (str, bool)) for v in values):
+            kinds["category"].append(col)
+    return kinds
+
+
+def _distinct(result: ToolResult, col: str) -> list[Any]:
+    seen: dict[Any, None] = {}
+    for r in result.rows:
+        seen.setdefault(r.get(col), None)
+    return list(seen)
+
+
+def _line(result: ToolResult, x: str, ys: list[str], series: str | None) -> go.Figure:
+    fig = go.Figure()
+    rows = sorted(result.rows, key=lambda r: str(r.get(x)))
+    if series:
+        for name in _distinct(result, series)[:MAX_SERIES]:
+            pts = [r for r in rows if r.get(series) == name]
+            fig.add_trace(go.Scatter(x=[r[x] for r in pts], y=[r.get(ys[0]) for r in pts], mode="lines+markers",
+                                     name=str(name)))
+    else:
+        for y in ys[:4]:
+            fig.add_trace(go.Scatter(x=[r[x] for r in rows], y=[r.get(y) for r in rows], mode="lines+markers",
+                                     name=axis_label(y, result.units)))
+    return fig
+
+
+def _bar(result: ToolResult, x: str, y: str) -> go.Figure:
+    rows = [r for r in result.rows if r.get(y) is not None]
+    if len(rows) > MAX_BARS:
+        rows = sorted(rows, key=lambda r: r[y], reverse=True)[:MAX_BARS]
+    # several rows per category (e.g. per operation): keep the largest value per category
+    best: dict[str, float] = {}
+    for r in rows:
+        key = str(r.get(x))
+        best[key] = max(best.get(key, r[y]), r[y])
+    return go.Figure(go.Bar(x=list(best), y=list(best.values())))
+
+
+def _heatmap(result: ToolResult, x: str, y: str, z: str) -> go.Figure:
+    xs = [str(v) for v in _distinct(result, x)][:MAX_BARS]
+    ys = [str(v) for v in _distinct(result, y)][:MAX_BARS]
+    grid: list[list[float | None]] = [[None] * len(xs) for _ in ys]
+    for r in result.rows:
+        sx, sy = str(r.get(x)), str(r.get(y))
+        if sx in xs and sy in ys and r.get(z) is not None:
+            grid[ys.index(sy)][xs.index(sx)] = r[z]
+    return go.Figure(go.Heatmap(x=xs, y=ys, z=grid, colorbar={"title": {"text": axis_label(z, result.units)}}))
+
+
+def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
+    """A Plotly figure for `result` chosen by the shape of its rows, or None when nothing fits."""
+    if not result.ok or not result.rows:
+        return None
+    kinds = classify(result)
+    times, nums, cats = kinds["time"], kinds["number"], kinds["category"]
+    hint = result.details.get("chart") if isinstance(result.details.get("chart"), dict) else None
+    fig: go.Figure | None = None
+    x = y = None
+    if hint and hint.get("x") in cats and hint.get("y") in nums and not times:
+        x, y = hint["x"], hint["y"]
+        fig, kind = _bar(result, x, y), "bar"
+    elif times and nums:
+        small = [c for c in cats if len(_distinct(result, c)) <= MAX_SERIES]
+        x, y = times[0], nums[0]
+        fig, kind = _line(result, x, nums, small[0] if small else None), "line"
+    elif len(cats) >= 2 and nums:
+        x, y = cats[0], cats[1]
+        fig, kind = _heatmap(result, cats[0], cats[1], nums[0]), "heatmap"
+    elif cats and nums:
+        x, y = cats[0], nums[0]
+        fig, kind = _bar(result, x, y), "bar"
+    elif len(nums) >= 2:
+        x, y = nums[0], nums[1]
+        fig = go.Figure(go.Scatter(x=[r.get(x) for r in result.rows], y=[r.get(y) for r in result.rows],
+                                   mode="markers"))
+        kind = "scatter"
+    if fig is None or x is None or y is None:
+        return None
+    default_title = f"{result.name}: {axis_label(y, result.units)} by {axis_label(x, result.units)}"
+    if kind == "line" and len(nums) > 1 and not any(len(_distinct(result, c)) <= MAX_SERIES for c in cats):
+        default_title = f"{result.name} over time"
+    fig.update_layout(
+        title={"text": title or default_title},
+        xaxis_title={"text": axis_label(x, result.units)},
+        yaxis_title={"text": axis_label(y, result.units) if kind != "line" or len(nums) == 1 or cats
+                     else unit_of(y, result.units) or "value"},
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 60, "b": 60},
+    )
+    fig.layout.meta = {"chart_kind": kind, "tool": result.name}
+    return fig
+
+
+_render_lock = threading.Lock()
+_server_started = False
+
+
+def render_png(fig: go.Figure, width: int = 900, height: int = 500) -> bytes:
+    """PNG bytes through kaleido and the local Chromium. The first call starts one browser that later
+    calls reuse (~4 s once, then fast); it is stopped at exit. Keep this off request hot paths."""
+    import kaleido
+
+    global _server_started
+    with _render_lock:
+        if not _server_started:
+            kaleido.start_sync_server(silence_warnings=True)
+            atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+            _server_started = True
+        with warnings.catch_warnings():  # plotly notes that per-call browser options are ignored by the server
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+            return fig.to_image(format="png", width=width, height=height)
