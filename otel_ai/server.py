@@ -30,15 +30,17 @@ Mount = Callable[[FastAPI, ServerContext], None]
 
 
 def service_factories() -> list[ServiceFactory]:
+    from anomaly.service import ScorerService
     from ingest.service import IngestService
 
-    return [IngestService]
+    return [IngestService, ScorerService]
 
 
 def mounts() -> list[Mount]:
+    from anomaly.api import mount as anomalies_mount
     from chat.slack.mount import mount as slack_mount
 
-    return [slack_mount]
+    return [slack_mount, anomalies_mount]
 
 
 def build_app(ctx: ServerContext) -> FastAPI:
