@@ -13,7 +13,8 @@ import pytest
 from otel_ai.settings import Settings
 from store import Store
 
-pytest_plugins = ["tests.fixtures.server", "tests.fixtures.slack", "tests.fixtures.scenario", "tests.fixtures.browser"]
+pytest_plugins = ["tests.fixtures.server", "tests.fixtures.slack", "tests.fixtures.scenario", "tests.fixtures.browser",
+                  "tests.fixtures.clickhouse_http"]
 
 
 @pytest.fixture(scope="session")

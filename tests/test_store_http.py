@@ -1,0 +1,180 @@
+"""The HTTP path of store/: URL parsing, and clickhouse-connect's HTTP client against a ClickHouse HTTP
+endpoint served by chDB in a subprocess (tests/fixtures/clickhouse_http.py): auth, database, settings,
+TLS options, errors, migrations and the db CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from otel_ai.settings import Settings
+from store import Store, StoreError, parse_url
+from store.migrations import discover, migrate, status
+from tests.fixtures.clickhouse_http import ClickHouseHTTP, make_self_signed, start_clickhouse_http
+
+
+@pytest.fixture(scope="module")
+def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseHTTP]:
+    server = start_clickhouse_http(tmp_path_factory.mktemp("chhttp"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ch_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ClickHouseHTTP, Path]]:
+    d = tmp_path_factory.mktemp("chhttps")
+    cert, key = make_self_signed(d)
+    server = start_clickhouse_http(d / "data", tls=(cert, key))
+    yield server, cert
+    server.stop()
+
+
+# -- URL parsing ------------------------------------------------------------------------------------
+
+def test_parse_chdb_url_resolves_directory(tmp_path: Path) -> None:
+    u = parse_url(f"chdb://{tmp_path}/d")
+    assert (u.engine, u.path) == ("chdb", str(tmp_path / "d"))
+    assert parse_url("chdb://").path == str(Path("./data").resolve())
+
+
+def test_parse_http_url_defaults_and_credentials() -> None:
+    u = parse_url("http://ch.example:8124")
+    assert (u.engine, u.host, u.port, u.username, u.password, u.database, u.secure, u.verify) == (
+        "http", "ch.example", 8124, "default", "", None, False, True)
+    u = parse_url("http://reader:p%40ss%3Aword@ch.example/otel_prod")
+    assert (u.port, u.username, u.password, u.database) == (8123, "reader", "p@ss:word", "otel_prod")
+    assert "p@ss" not in u.redacted() and u.redacted() == "http://reader:***@ch.example:8123/otel_prod"
+
+
+def test_parse_https_and_tls_options() -> None:
+    u = parse_url("https://u:p@ch.example/db?verify=false&ca_cert=/etc/ca.pem")
+    assert (u.secure, u.port, u.verify, u.ca_cert) == (True, 8443, False, "/etc/ca.pem")
+    u = parse_url("http://u:p@ch.example:9440/?secure=true&client_cert=/c.pem&client_cert_key=/k.pem&database=x")
+    assert (u.secure, u.port, u.client_cert, u.client_cert_key, u.database) == (True, 9440, "/c.pem", "/k.pem", "x")
+    assert u.redacted().startswith("https://")
+
+
+def test_parse_passes_other_query_options_as_settings() -> None:
+    u = parse_url("http://ch.example/otel?max_execution_time=30&distributed_foreground_insert=1&verify=1")
+    assert u.settings == {"max_execution_time": "30", "distributed_foreground_insert": "1"}
+
+
+@pytest.mark.parametrize("url, message", [
+    ("postgres://u:secret@db/x", "unsupported ClickHouse URL scheme 'postgres'"),
+    ("http:///otel", "names no host"),
+    ("http://ch.example:notaport/otel", "bad port"),
+])
+def test_parse_errors_are_clear_and_hide_passwords(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message) as err:
+        parse_url(url)
+    assert "secret" not in str(err.value)
+
+
+# -- against the chDB-backed HTTP endpoint ----------------------------------------------------------
+
+def test_connect_runs_real_queries_through_http(ch: ClickHouseHTTP) -> None:
+    store = Store.connect(ch.url("otel_http"))
+    try:
+        assert not store.is_embedded and store.database == "otel_http"
+        assert store.query("SELECT currentDatabase(), 1 + {x:UInt8}", parameters={"x": 41}).rows == [
+            ("otel_http", 42)]
+        store.command("CREATE TABLE IF NOT EXISTS kv (k String, m Map(LowCardinality(String), String), "
+                      "t DateTime64(9)) ENGINE = MergeTree ORDER BY k")
+        t = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+        assert store.insert("kv", ["k", "m", "t"], [["a", "b"], [{"x": "1"}, {}], [t, t]]) == 2
+        rows = store.query("SELECT k, m, t FROM kv ORDER BY k").rows
+        assert [(k, m, ts.replace(tzinfo=UTC)) for k, m, ts in rows] == [("a", {"x": "1"}, t), ("b", {}, t)]
+        assert "kv" in store.tables()
+    finally:
+        store.close()
+
+
+def test_migrations_over_http_create_the_schema(ch: ClickHouseHTTP) -> None:
+    url = ch.url("otel_mig")
+    store = Store.connect(url)
+    try:
+        settings = Settings(clickhouse_url=url)
+        assert migrate(store, settings) == [f"{m.version:03d}" for m in discover()]
+        assert migrate(store, settings) == []
+        assert {s.state for s in status(store)} == {"applied"}
+        assert {"otel_traces", "otel_logs", "otel_metrics_sum", "otel_traces_trace_id_ts_mv"} <= set(store.tables())
+        now = datetime.now(UTC)
+        store.insert("otel_traces", ["Timestamp", "TraceId", "SpanId", "ServiceName"],
+                     [[now], ["ab" * 16], ["cd" * 8], ["checkout"]])
+        assert store.query("SELECT TraceId FROM otel_traces_trace_id_ts").rows == [("ab" * 16,)]
+    finally:
+        store.close()
+
+
+def test_wrong_credentials_give_a_clear_store_error(ch: ClickHouseHTTP) -> None:
+    with pytest.raises(StoreError) as err:
+        Store.connect(ch.url("otel", password="wrong-password"))
+    msg = str(err.value)
+    assert "Authentication failed" in msg and f"127.0.0.1:{ch.port}" in msg
+    assert "wrong-password" not in msg and "***" in msg
+    with pytest.raises(StoreError, match="Authentication failed"):
+        Store.connect(ch.url("otel", user="nobody"))
+
+
+def test_settings_in_the_url_reach_the_server(ch: ClickHouseHTTP) -> None:
+    Store.connect(ch.url("otel_ro")).close()
+    store = Store.connect(ch.url("otel_ro", query="readonly=1"), create=False)
+    try:
+        assert store.query("SELECT getSetting('readonly')").scalar() == 1
+        with pytest.raises(Exception, match="readonly|READONLY"):
+            store.command("CREATE TABLE t (x UInt8) ENGINE = MergeTree ORDER BY x")
+    finally:
+        store.close()
+
+
+def test_unreachable_server_is_a_store_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StoreError, match=rf"cannot open ClickHouse at http://u:\*\*\*@127.0.0.1:{port}/otel"):
+        Store.connect(f"http://u:pw@127.0.0.1:{port}/otel")
+
+
+def test_tls_with_ca_cert_verifies_the_server(ch_tls: tuple[ClickHouseHTTP, Path]) -> None:
+    server, cert = ch_tls
+    store = Store.connect(server.url("otel_tls", query=f"ca_cert={cert}"))
+    try:
+        assert store.url.secure and store.query("SELECT 7").scalar() == 7
+    finally:
+        store.close()
+
+
+def test_tls_without_trust_is_refused_unless_verify_false(ch_tls: tuple[ClickHouseHTTP, Path]) -> None:
+    server, _ = ch_tls
+    with pytest.raises(StoreError, match="(?i)certificate verify failed"):
+        Store.connect(server.url("otel_tls"))
+    store = Store.connect(server.url("otel_tls", query="verify=false"))
+    try:
+        assert store.query("SELECT 8").scalar() == 8
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match="cannot open ClickHouse"):
+        Store.connect(server.url("otel_tls").replace("https://", "http://"))
+
+
+def test_db_cli_against_http_endpoint(ch: ClickHouseHTTP, tmp_path: Path) -> None:
+    env = {**os.environ, "OTEL_AI_CONFIG": str(tmp_path / "none.toml")}
+    base = [sys.executable, "-m", "otel_ai", "db"]
+    url = ch.url("otel_cli")
+    done = subprocess.run([*base, "migrate", "--clickhouse-url", url], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("applied: 001, 002, 003")
+    st = subprocess.run([*base, "status", "--clickhouse-url", url], capture_output=True, text=True, env=env,
+                        timeout=120)
+    assert st.returncode == 0 and "otel_traces" in st.stdout and ch.password not in st.stdout
+    bad = subprocess.run([*base, "status", "--clickhouse-url", ch.url("otel_cli", password="nope")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1 and "Authentication failed" in bad.stderr and "nope" not in bad.stderr
