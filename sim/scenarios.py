@@ -223,7 +223,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     ),
     Scenario(
         "recommendationCacheFailure", "recommendation's cache leaks: memory climbs and every call gets slower.",
-        (Slow("recommendation", REC_LIST, factor=1.5, ramp_per_min=1.5), Memory("recommendation", 40.0)),
+        (Slow("recommendation", REC_LIST, factor=2.0, ramp_per_min=3.0), Memory("recommendation", 40.0)),
         "recommendation", REC_LIST, "latency", "recommendations are slow", "frontend",
         ("recommendation", "frontend", "frontend-proxy"), "recommendationCacheFailure",
     ),
@@ -259,7 +259,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     ),
     Scenario(
         "kafkaQueueProblems", "checkout floods the orders topic and consumers slow down: lag builds up.",
-        (KafkaOverload("checkout", extra_messages=8, consumer_delay_ms=(40.0, 160.0)),),
+        (KafkaOverload("checkout", extra_messages=10, consumer_delay_ms=(400.0, 1200.0)),),
         "checkout", ORDERS_PUBLISH, "saturation", "orders are processed late (Kafka consumer lag)",
         "fraud-detection", ("checkout", "accounting", "fraud-detection"), "kafkaQueueProblems",
     ),

@@ -76,6 +76,7 @@ class SimSpan:
     links: list[tuple[int, int]] = field(default_factory=list)
     logs: list[SimLog] = field(default_factory=list)
     children: list[SimSpan] = field(default_factory=list)
+    delayed: bool = False
 
     def walk(self) -> list[SimSpan]:
         out, stack = [], [self]
@@ -255,8 +256,13 @@ class Shop:
         if rng.random() < 0.015:
             d *= rng.uniform(2.0, 8.0)
         factor, add_ms = self.fx.slow(rng, t, sp.inst.service, op or sp.name, sp.attrs, sp.inst.node)
+        if sp.delayed:  # a fixed delay (fault injection, GC pause) hits a span once
+            add_ms = 0.0
+        elif add_ms:
+            sp.delayed = True
         busy = int(d * factor * MS)
-        self.metrics[sp.inst.instance_id].busy_ns += busy
+        if sp.kind != SpanKind.CLIENT:  # waiting on a database or an API is not CPU
+            self.metrics[sp.inst.instance_id].busy_ns += busy
         return max(20_000, busy + int(add_ms * MS))
 
     def log(self, sp: SimSpan, t: int, severity: str, body: str, **attrs: Any) -> None:
@@ -275,9 +281,10 @@ class Shop:
             self.log(sp, t, "ERROR", f"{sp.name} failed: {message}", **{
                 "exception.type": exception, "exception.message": message, "exception.stacktrace": stack})
 
-    def check_fail(self, tr: Trace, sp: SimSpan, t: int) -> bool:
+    def check_fail(self, tr: Trace, sp: SimSpan, t: int, fault: bool = True) -> bool:
+        """Fail `sp` if the fault (when `fault`) or the background error rate says so."""
         service = sp.inst.service
-        eff = self.fx.fail(tr.rng, t, service, sp.name, sp.attrs)
+        eff = self.fx.fail(tr.rng, t, service, sp.name, sp.attrs) if fault else None
         if eff is not None:
             self.fail(sp, t, eff.message, eff.exception, eff.grpc_code if sp.kind == SpanKind.SERVER else None)
             return True
@@ -557,7 +564,7 @@ class Shop:
                 sp.end = t + int(0.3 * MS)
                 return
         sp.end = t + self.work(tr, sp, t, 0.3)
-        self.check_fail(tr, sp, sp.end)
+        self.check_fail(tr, sp, sp.end, fault=False)
 
     def _cart_get(self, tr: Trace, sp: SimSpan) -> None:
         self.log(sp, sp.start, "INFO", f"GetCartAsync called with userId={sp.attrs.get('app.user.id')}")
