@@ -58,11 +58,12 @@ def system_prompt(ctx: RunContext[AgentDeps]) -> str:
     if ctx.deps.context.get("builtin_only"):
         return "Built-in analyst."
     from prompts import render_system_prompt
-    from tools.schema_info import describe_tables
 
     try:
+        from tools.schema_info import describe_tables
+
         schema = describe_tables(ctx.deps.store)
-    except Exception as exc:  # a missing table must not stop the answer
+    except Exception as exc:  # a missing table (or tool) must not stop the answer
         schema = f"(schema unavailable: {exc})"
     return render_system_prompt(schema, ctx.deps.window.describe(), ctx.deps.role)
 
