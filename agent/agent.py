@@ -321,8 +321,8 @@ def choose_window(
         if latest is not None and now - latest > STALE_AFTER:
             anchor = latest
             note = (
-                f"No data in the last {_fmt_td(length)} before now ({now:%H:%M:%S} UTC): the window ends at the "
-                f"latest data ({latest:%Y-%m-%d %H:%M:%S} UTC)."
+                f"No data in the last {_fmt_td(length)}: the window ends at the latest data "
+                f"({latest:%Y-%m-%d %H:%M:%S} UTC)."
             )
         start, end = anchor - length, anchor
     assert start is not None and end is not None
