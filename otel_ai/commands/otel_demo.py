@@ -149,6 +149,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from store import Store
 
         store = Store.from_settings(settings_from_args(args))
+        missing_tables = {"otel_traces", "otel_logs", *(f"otel_metrics_{t}" for t in METRIC_TABLES)} - set(
+            store.tables())
+        if missing_tables:
+            raise DemoError(f"database {store.database} at {store.url.redacted()} has no "
+                            f"{', '.join(sorted(missing_tables))}: not an otel-ai store yet "
+                            "(it gets its tables when otel-ai serve starts)")
 
         def fetch(sql: str) -> list[dict[str, Any]]:
             return store.query(sql).dicts()
