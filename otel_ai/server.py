@@ -39,9 +39,10 @@ def service_factories() -> list[ServiceFactory]:
 def mounts() -> list[Mount]:
     from anomaly.api import mount as anomalies_mount
     from chat.slack.mount import mount as slack_mount
+    from otel_ai.api_ask import mount as ask_mount
     from otel_ai.api_sql import mount as sql_mount
 
-    return [slack_mount, anomalies_mount, sql_mount]
+    return [slack_mount, anomalies_mount, sql_mount, ask_mount]
 
 
 def build_app(ctx: ServerContext) -> FastAPI:

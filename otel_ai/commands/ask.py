@@ -1,0 +1,108 @@
+"""`otel-ai ask "QUESTION" [--json] [--server URL] [--model M] [--since 30m]`.
+
+When a running `otel-ai serve` holds the embedded data directory (chDB allows one process per
+directory), the question goes to its `POST /api/ask`; otherwise the store is opened here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import httpx
+
+from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ask", help="ask a question about your telemetry; answers with evidence")
+    p.add_argument("question", help='e.g. "why is checkout slow?"')
+    p.add_argument("--json", action="store_true", help="print the structured answer (same as POST /api/ask)")
+    p.add_argument("--server", help="URL of a running otel-ai serve (e.g. http://127.0.0.1:8000)")
+    p.add_argument("--model", help="model spec: builtin, ollama:<m>, openai:<m>, anthropic:<m>, comma = fallback")
+    p.add_argument("--since", help="window length when the question names none (e.g. 30m, 2h)")
+    p.add_argument("--role", default="sre", help="audience of the answer (default sre)")
+    add_data_option(p)
+    p.set_defaults(func=run)
+
+
+def server_holding_data(settings: Settings) -> str | None:
+    """The URL of a local serve whose store is our embedded data directory, if one is running."""
+    data_dir = settings.data_dir()
+    if data_dir is None:
+        return None
+    url = f"http://{settings.host}:{settings.port}"
+    try:
+        health = httpx.get(f"{url}/healthz", timeout=1.0).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return url if health.get("store") == f"chdb://{data_dir}" else None
+
+
+def ask_server(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    body = {"question": args.question, "since": args.since, "model": args.model, "role": args.role}
+    try:
+        response = httpx.post(f"{url.rstrip('/')}/api/ask", json=body, timeout=600)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"error: cannot reach otel-ai at {url}: {exc}") from None
+    if response.status_code != 200:
+        try:
+            reason = response.json().get("error") or response.json().get("detail")
+        except ValueError:
+            reason = response.text[:300]
+        raise SystemExit(f"error: {url} answered {response.status_code}: {reason}")
+    return response.json()
+
+
+def ask_local(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from agent import ask_sync
+    from agent.models import AgentError
+
+    try:
+        answer = ask_sync(args.question, settings=settings, since=args.since, model=args.model, role=args.role)
+    except (AgentError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return answer.model_dump(mode="json")
+
+
+def render(answer: dict[str, Any]) -> str:
+    """Plain-text rendering for a terminal: the answer, ranked causes, the evidence trail."""
+    lines = [answer["answer"].strip(), ""]
+    if answer.get("root_causes"):
+        lines.append("Root causes:")
+        for i, rc in enumerate(answer["root_causes"], 1):
+            op = f" / {rc['operation']}" if rc.get("operation") else ""
+            lines.append(f"  {i}. {rc['service']}{op}  [{rc['kind']}, confidence {rc['confidence']:.2f}]")
+    lines.append("Evidence:")
+    for ev in answer.get("evidence", []):
+        status = "ok" if ev["ok"] else f"failed: {ev.get('error')}"
+        args = ", ".join(f"{k}={v}" for k, v in ev.get("args", {}).items() if v is not None and k != "sql")
+        lines.append(f"  - {ev['tool']}({args}) {status}; {len(ev.get('sql', []))} query(ies)")
+    if answer.get("follow_ups"):
+        lines.append("Try next: " + " | ".join(answer["follow_ups"]))
+    total = answer.get("timings", {}).get("total")
+    lines.append(f"model: {answer.get('model')}" + (f", {total:.2f}s" if total is not None else ""))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if args.since:
+        from tools.timewindow import parse_duration
+
+        try:
+            parse_duration(args.since)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    url = args.server or server_holding_data(settings)
+    try:
+        answer = ask_server(url, args) if url else ask_local(settings, args)
+    except SystemExit as exc:
+        print(exc.code, file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else render(answer))
+    return 0
