@@ -203,25 +203,28 @@ def latency_breakdown(
         else:
             normal_cond = f"{w} AND Duration <= {int(stat['p50_w'])}"
             normal_label = "window traces at or below the median"
-        cohorts = f"""SELECT TraceId, any(cohort) AS cohort FROM (
-                SELECT TraceId, if({w} AND Duration >= {p90}, 'slow', 'normal') AS cohort FROM otel_traces
-                WHERE {base_where} AND {entry_cond} AND (({w} AND Duration >= {p90}) OR ({normal_cond}))
-                ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES} BY cohort) GROUP BY TraceId"""
+        picks = f"SELECT DISTINCT TraceId FROM otel_traces WHERE {base_where} AND {entry_cond} AND "
+        slow_ids = f"{picks}{w} AND Duration >= {p90} ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES}"
+        normal_ids = f"{picks}{normal_cond} ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES}"
         span_range = (f"Timestamp >= {ch_time(baseline.start - TRACE_SLACK)} "
                       f"AND Timestamp < {ch_time(window.end + TRACE_SLACK)}")
-        result = logged_query(sql, store, f"""WITH cohorts AS ({cohorts}),
-            spans AS (SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, Duration FROM otel_traces
-                      WHERE {span_range} AND TraceId IN (SELECT TraceId FROM cohorts))
-            SELECT c.cohort AS cohort, s.ServiceName AS service, s.SpanName AS operation, count() AS spans,
-                   sum(greatest(toInt64(s.Duration) - toInt64(ch.child_ns), 0)) AS self_ns,
-                   uniqExact(s.TraceId) AS traces_with
-            FROM spans AS s
-            LEFT JOIN (SELECT TraceId, ParentSpanId, sum(Duration) AS child_ns FROM spans
-                       WHERE ParentSpanId != '' GROUP BY TraceId, ParentSpanId) AS ch
-                   ON s.TraceId = ch.TraceId AND s.SpanId = ch.ParentSpanId
-            INNER JOIN cohorts AS c ON s.TraceId = c.TraceId
+        # Self time without a self-join: every span adds its duration under its own id and subtracts it
+        # under its parent's id; per (trace, span id) the sum is duration minus the children's durations.
+        result = logged_query(sql, store, f"""SELECT cohort, service, operation, count() AS spans,
+                sum(greatest(self_ns, 0)) AS self_ns
+            FROM (SELECT TraceId, e.1 AS span, any(cohort) AS cohort, sum(e.2) AS self_ns,
+                         anyIf(ServiceName, e.3 = 1) AS service, anyIf(SpanName, e.3 = 1) AS operation,
+                         max(e.3) AS is_span
+                  FROM (SELECT TraceId, ServiceName, SpanName,
+                               if(TraceId IN ({slow_ids}), 'slow', 'normal') AS cohort,
+                               arrayJoin([(SpanId, toInt64(Duration), toUInt8(1)),
+                                          (ParentSpanId, -toInt64(Duration), toUInt8(0))]) AS e
+                        FROM otel_traces
+                        WHERE {span_range} AND (TraceId IN ({slow_ids}) OR TraceId IN ({normal_ids})))
+                  GROUP BY TraceId, span HAVING is_span = 1)
             GROUP BY cohort, service, operation""").dicts()
-        counts = logged_query(sql, store, f"SELECT cohort, count() AS traces FROM ({cohorts}) GROUP BY cohort").dicts()
+        counts = logged_query(sql, store, f"SELECT 'slow' AS cohort, count() AS traces FROM ({slow_ids}) "
+                                          f"UNION ALL SELECT 'normal', count() FROM ({normal_ids})").dicts()
         n = {r["cohort"]: int(r["traces"]) for r in counts}
         n_slow, n_norm = n.get("slow", 0), n.get("normal", 0)
         agg: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
