@@ -38,7 +38,7 @@ class Panel(BaseModel):
 
     title: str
     sql: str | None = None
-    tool: Literal["anomalies"] | None = None
+    tool: Literal["anomalies", "latency_breakdown"] | None = None
     chart: Literal["line", "bar", "table"] = "line"
     why: str = ""
 
@@ -115,8 +115,10 @@ def plan_dashboard(store: Store, service: str, name: str | None = None, minutes:
                   f"round(quantile(0.95)(c.Duration) / 1e6, 2) AS p95_ms, count() AS calls "
                   f"FROM otel_traces AS c INNER JOIN (SELECT TraceId, SpanId FROM otel_traces "
                   f"WHERE ServiceName = {svc} AND {{window}}) AS p ON c.TraceId = p.TraceId "
-                  f"AND c.ParentSpanId = p.SpanId WHERE c.{{window}} "
+                  f"AND c.ParentSpanId = p.SpanId WHERE c.ServiceName != {svc} AND c.{{window}} "
                   f"GROUP BY service, operation ORDER BY p95_ms DESC LIMIT 15")
+    panels.append(Panel(title=f"{match}: latency breakdown — self time in slow vs normal traces", chart="bar",
+                        tool="latency_breakdown", why="which service and operation the slow requests spend time in"))
     if _exists(store, f"SELECT count() > 0 FROM otel_traces WHERE ServiceName = {svc} AND SpanKind = 'Client'"):
         panels.append(Panel(title=f"{match}: where the time goes — downstream calls (p95 ms)", chart="bar",
                             why="it calls other services", sql=downstream))
@@ -205,6 +207,10 @@ def run_panel(store: Store, panel: Panel, window: TimeWindow, service: str) -> P
         from tools.anomalies import find_anomalies
 
         result = find_anomalies(store, window, service=service)
+    elif panel.tool == "latency_breakdown":
+        from tools.traces import latency_breakdown
+
+        result = latency_breakdown(store, window, service)
     else:
         assert panel.sql is not None
         sql = panel.sql.replace("c.{window}", window.sql_filter("c.Timestamp")).replace(

@@ -89,7 +89,7 @@ def figure(spec: dict[str, Any]) -> go.Figure:
 _SPAN_KEYS = {
     "service": ("service", "ServiceName", "service_name"),
     "name": ("name", "operation", "SpanName", "span_name"),
-    "start": ("start_ms", "offset_ms", "start_offset_ms", "start"),
+    "start": ("offset_ms", "start_ms", "start_offset_ms"),
     "duration": ("duration_ms", "Duration_ms", "duration"),
     "status": ("status", "StatusCode", "status_code"),
     "depth": ("depth", "level"),
@@ -111,7 +111,8 @@ def trace_spans(trace: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | None:
-    """An exemplar trace as a compact waterfall: one bar per span at its offset, errors in red."""
+    """An exemplar trace as a compact waterfall: one bar per span at its offset; errors red, the
+    critical path amber."""
     spans = trace_spans(trace)[:max_spans]
     if not spans:
         return None
@@ -123,7 +124,7 @@ def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | 
         starts.append(float(_pick(span, "start", 0) or 0))
         durations.append(max(float(_pick(span, "duration", 0) or 0), 0.01))
         error = str(_pick(span, "status", "")).lower() in ("error", "2", "status_code_error")
-        colors.append("#dc2626" if error else "#2563eb")
+        colors.append("#dc2626" if error else "#f59e0b" if span.get("critical") else "#2563eb")
         texts.append(f"{durations[-1]:,.1f} ms")
     fig = go.Figure(go.Bar(
         x=durations, y=labels, base=starts, orientation="h", marker_color=colors, text=texts,
