@@ -174,7 +174,11 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Any, database: str | None = None) -> Store:  # noqa: ANN401
-        return cls.connect(settings.clickhouse_url, database or settings.database)
+        """Open the configured store; a database named in the URL wins over the *default* `database`."""
+        explicit = "database" in getattr(settings, "model_fields_set", {"database"})
+        url_database = parse_url(settings.clickhouse_url).database
+        return cls.connect(settings.clickhouse_url, database or (settings.database if explicit else None)
+                           or url_database or settings.database)
 
     def with_database(self, database: str, create: bool = True) -> Store:
         """Another handle on the same engine bound to another database (tests, evals)."""

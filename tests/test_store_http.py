@@ -113,6 +113,18 @@ def test_migrations_over_http_create_the_schema(ch: ClickHouseHTTP) -> None:
         store.close()
 
 
+def test_database_from_url_unless_set_explicitly(ch: ClickHouseHTTP) -> None:
+    url = ch.url("from_url")
+    for settings, expected in ((Settings(clickhouse_url=url), "from_url"),
+                               (Settings(clickhouse_url=url, database="explicit"), "explicit"),
+                               (Settings(clickhouse_url=ch.url("")), "otel")):
+        store = Store.from_settings(settings)
+        try:
+            assert store.database == expected and store.query("SELECT currentDatabase()").scalar() == expected
+        finally:
+            store.close()
+
+
 def test_wrong_credentials_give_a_clear_store_error(ch: ClickHouseHTTP) -> None:
     with pytest.raises(StoreError) as err:
         Store.connect(ch.url("otel", password="wrong-password"))
