@@ -1,0 +1,65 @@
+"""When answering fails, the Slack user gets a short message; the details go to the server log only.
+
+The Slack handlers run in-process here against the fake Slack Web API and a real store; the
+failures are real ones (an unreachable model, a store missing the Slack table), not stubs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+
+import pytest
+
+from chat.slack.answerers import LocalAgent
+from chat.slack.bolt_app import SlackBot, web_client
+from otel_ai.settings import Settings
+from store import Store
+from tests.fakes.llm import closed_port_url
+from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
+from tests.fixtures.slack import BOT_TOKEN, message_text, new_ts
+
+
+def mention_event(channel: str, ts: str) -> dict[str, str]:
+    return {"type": "app_mention", "channel": channel, "user": "U0ALICE", "ts": ts,
+            "text": f"<@{BOT_USER_ID}> why is checkout slow?"}
+
+
+def answer_update(fake: FakeSlack, channel: str) -> str:
+    [update] = [c.args for c in fake.calls_to("chat.update") if c.args.get("channel") == channel]
+    return message_text(update)
+
+
+def settings_for(store: Store, fake: FakeSlack, **extra: object) -> Settings:
+    return Settings(clickhouse_url=f"chdb://{store.url.path}", database=store.database, slack_bot_token=BOT_TOKEN,
+                    slack_api_url=fake.api_url, **extra)
+
+
+def test_internal_error_is_a_short_message_with_a_reference(
+    root_store: Store, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a database without otel-ai's migrations: reading the thread's memory fails inside the handler
+    store = root_store.with_database(f"t_nomig_{uuid.uuid4().hex[:8]}")
+    settings = settings_for(store, fake_slack)
+    bot = SlackBot(settings, LocalAgent(settings, store))
+    with caplog.at_level(logging.ERROR, logger="chat.slack"):
+        asyncio.run(bot.on_message(mention_event("C0BROKEN", new_ts()), web_client(settings), "Ev-broken"))
+    text = answer_update(fake_slack, "C0BROKEN")
+    found = re.search(r"ref ([0-9a-f]{8})", text)
+    assert found and "Sorry, something went wrong" in text and "server log" in text
+    assert "slack_threads" not in text and "Traceback" not in text
+    [record] = [r for r in caplog.records if found.group(1) in r.getMessage()]
+    assert record.exc_info is not None and "slack_threads" in str(record.exc_info[1])
+    assert BOT_TOKEN not in caplog.text
+
+
+def test_unreachable_model_is_explained_in_one_line(store: Store, fake_slack: FakeSlack) -> None:
+    settings = settings_for(store, fake_slack, model="openai:gpt-4o-mini", openai_base_url=closed_port_url(),
+                            openai_api_key="sk-test-not-a-real-key")
+    bot = SlackBot(settings, LocalAgent(settings, store))
+    asyncio.run(bot.on_message(mention_event("C0NOMODEL", new_ts()), web_client(settings), "Ev-nomodel"))
+    text = answer_update(fake_slack, "C0NOMODEL")
+    assert text.startswith("Sorry, I could not answer that:") and "gpt-4o-mini" in text
+    assert "sk-test-not-a-real-key" not in text and "Traceback" not in text
