@@ -15,8 +15,7 @@ from typing import Any
 import chainlit as cl
 from chainlit.input_widget import Select
 
-from agent import Answer, Conversation, ask
-from agent.models import AgentError
+from agent import AgentError, Answer, Conversation, ask
 from chat import dashboards
 from chat.web import render, runtime
 from tools.result import ToolResult
@@ -131,14 +130,18 @@ async def on_message(message: cl.Message) -> None:
     text = (message.content or "").strip()
     if not text:
         return
-    if text.lower() in ("/help", "help", "/?"):
-        await cl.Message(content=HELP).send()
-    elif text.lower().startswith("/sql"):
-        await sql_console(text[4:].strip())
-    elif request := dashboards.parse_request(text):
-        await dashboard_command(request)
-    else:
-        await answer_question(text)
+    try:
+        if text.lower() in ("/help", "help", "/?"):
+            await cl.Message(content=HELP).send()
+        elif text.lower().startswith("/sql"):
+            await sql_console(text[4:].strip())
+        elif request := dashboards.parse_request(text):
+            await dashboard_command(request)
+        else:
+            await answer_question(text)
+    except Exception as exc:  # a bug or an outage must reach the user, not only the server log
+        log.exception("chat message failed: %r", text[:200])
+        await cl.Message(content=f"**Something went wrong:** `{type(exc).__name__}: {exc}`").send()
 
 
 @cl.action_callback("follow_up")
@@ -177,12 +180,10 @@ async def answer_question(question: str) -> None:
             run.is_error = True
             await cl.Message(content=f"**Could not answer:** {exc}").send()
             return
-        except Exception as exc:  # a bug or an outage must reach the user, not only the server log
-            log.exception("ask failed for %r", question)
+        except Exception as exc:
             run.output = f"failed: {type(exc).__name__}: {exc}"
             run.is_error = True
-            await cl.Message(content=f"**The agent failed:** `{type(exc).__name__}: {exc}`").send()
-            return
+            raise
         run.output = (f"{len(answer.evidence)} tool calls, {time.perf_counter() - started:.1f} s, "
                       f"model `{answer.model}`")
         for evidence in answer.evidence:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -100,6 +101,7 @@ def prepare_app_root() -> Path:
     shutil.copy(WEB_DIR / ".chainlit" / "config.toml", root / ".chainlit" / "config.toml")
     shutil.copytree(WEB_DIR / "public", root / "public")
     shutil.copy(WEB_DIR / "chainlit.md", root / "chainlit.md")
+    shutil.copy(WEB_DIR / "chainlit.md", root / "chainlit_en-US.md")
     return root
 
 
@@ -145,6 +147,8 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
         # Localhost: everyone is the "local" user (header auth); a per-process key signs its cookie.
         os.environ["CHAINLIT_AUTH_SECRET"] = secrets.token_urlsafe(32)
 
+    # Chainlit logs every translation file it copies and every page load at INFO.
+    logging.getLogger("chainlit").setLevel(logging.WARNING)
     from chat.web import runtime
 
     runtime.configure(ctx, users)
