@@ -10,7 +10,7 @@ import sys
 from store import StoreError
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
-COMMANDS = ["serve", "db", "slack", "otel_demo", "anomalies", "sim", "demo", "sql", "ask", "models"]
+COMMANDS = ["serve", "db", "slack", "otel_demo", "anomalies", "sim", "demo", "sql", "eval", "ask", "models"]
 
 
 def build_parser() -> argparse.ArgumentParser:
