@@ -32,7 +32,7 @@ class Load:
         while not self._stop.is_set():
             ids = range(n, n + BATCH)
             n += BATCH
-            answer = grpc_export(channel, "traces", spans_request("load", ids).SerializeToString(), timeout=10)
+            answer = grpc_export(channel, "traces", spans_request("load", ids).SerializeToString(), timeout=60)
             if answer.code == grpc.StatusCode.OK:
                 with self._lock:
                     self.acked.update(ids)
@@ -46,7 +46,7 @@ class Load:
             t.start()
         return self
 
-    def wait_for(self, acked: int, timeout: float = 60) -> None:
+    def wait_for(self, acked: int, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while len(self.acked) < acked:
             assert time.monotonic() < deadline, f"only {len(self.acked)} spans acked: {self.srv.log()[-2000:]}"
