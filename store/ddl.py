@@ -203,6 +203,26 @@ def cluster_statements(statement: str, cluster: str, database: str) -> list[str]
     raise DDLError(f"no cluster variant for statement: {statement[:80]}...")
 
 
+def ttl_tables(sql: str) -> list[tuple[str, str]]:
+    """(table, TTL time expression) for every table a migration file creates with a `{{TTL ...}}` placeholder."""
+    out: list[tuple[str, str]] = []
+    for statement in split_statements(sql):
+        m = _CREATE_TABLE.match(statement)
+        ttl = _TTL.search(statement)
+        if m and ttl:
+            out.append((_bare(m.group("name")), ttl.group(1)))
+    return out
+
+
+def retention_statements(table: str, expr: str, ttl_days: int) -> str:
+    """The ALTER that sets (or, for 0 days, removes) a table's retention."""
+    if ttl_days < 0:
+        raise DDLError(f"ttl_days must be >= 0, got {ttl_days}")
+    if ttl_days == 0:
+        return f"ALTER TABLE {_q(table)} REMOVE TTL"
+    return f"ALTER TABLE {_q(table)} MODIFY TTL {expr} + toIntervalDay({ttl_days})"
+
+
 def created_objects(sql: str) -> list[SchemaObject]:
     """Tables and views a migration file creates, in file order."""
     objects: list[SchemaObject] = []

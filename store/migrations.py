@@ -17,7 +17,15 @@ from typing import Any
 
 import schema
 from store.client import Store, StoreError, quote_ident
-from store.ddl import LOCAL_SUFFIX, SchemaObject, created_objects, render
+from store.ddl import (
+    LOCAL_SUFFIX,
+    SchemaObject,
+    cluster_statements,
+    created_objects,
+    render,
+    retention_statements,
+    ttl_tables,
+)
 
 MIGRATIONS_TABLE = "otel_ai_migrations"
 _FILE = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.sql$")
@@ -218,3 +226,23 @@ def reset(store: Store, settings: Any, cluster: str | None = None, directory: Pa
     """Drop everything the migrations created, then apply them all again (data is lost)."""
     drop_all(store, settings, cluster, directory)
     return migrate(store, settings, cluster, directory)
+
+
+def set_retention(
+    store: Store, settings: Any, ttl_days: int, cluster: str | None = None, directory: Path | None = None  # noqa: ANN401
+) -> list[str]:
+    """Change the TTL of existing telemetry tables (those created with `{{TTL ...}}`); returns the ALTERs run.
+
+    `ttl_days` 0 removes the TTL. Tables created later follow `settings.ttl_days`, not this call."""
+    cluster = _cluster(settings, cluster)
+    existing = set(store.tables())
+    done: list[str] = []
+    for m in discover(directory):
+        for table, expr in ttl_tables(m.sql):
+            if (table + LOCAL_SUFFIX if cluster else table) not in existing:
+                continue
+            statement = retention_statements(table, expr, ttl_days)
+            for sql in cluster_statements(statement, cluster, store.database) if cluster else [statement]:
+                store.command(sql)
+                done.append(sql)
+    return done

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from store.migrations import (
     migrate,
     migrations_dir,
     reset,
+    set_retention,
     status,
 )
 
@@ -176,8 +177,8 @@ def test_logs_timestamp_time_defaults_from_timestamp(store: Store) -> None:
 
 
 def test_trace_id_materialized_view_fills_lookup(store: Store) -> None:
-    t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    t1 = datetime(2026, 1, 2, 3, 4, 9, tzinfo=UTC)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)  # recent: inside the 7-day TTL
+    t1 = t0 + timedelta(seconds=4)
     store.insert("otel_traces", ["Timestamp", "TraceId", "SpanId", "ServiceName", "SpanName"],
                  [[t0, t1, t0], ["a" * 32, "a" * 32, ""], ["1" * 16, "2" * 16, "3" * 16], ["s"] * 3, ["op"] * 3])
     rows = store.query("SELECT TraceId, min(Start), max(End) FROM otel_traces_trace_id_ts GROUP BY TraceId").rows
@@ -287,6 +288,26 @@ def test_ttl_rendering(root_store: Store, ttl_days: int) -> None:
     assert recorded == [(ttl_days,)]
 
 
+def test_retention_changes_existing_tables_only_where_ttl_applies(root_store: Store) -> None:
+    db = _fresh(root_store)
+    migrate(db, _settings(db))
+
+    def engines() -> dict[str, str]:
+        return dict(db.query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() "
+                             "AND engine LIKE '%MergeTree'").rows)
+
+    before = engines()
+    altered = set_retention(db, _settings(db), 30)
+    assert len(altered) == len(EXPECTED_KEYS)  # the eight exporter tables
+    after = engines()
+    for table, (_, _, _, ttl_expr) in EXPECTED_KEYS.items():
+        assert f"TTL {ttl_expr} + toIntervalDay(30) " in after[table], table
+    assert {t: e for t, e in after.items() if t not in EXPECTED_KEYS} == {
+        t: e for t, e in before.items() if t not in EXPECTED_KEYS}
+    set_retention(db, _settings(db), 0)
+    assert all(" TTL " not in e for t, e in engines().items() if t in EXPECTED_KEYS)
+
+
 def _cli(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OTEL_AI_CONFIG": str(data.parent / "none.toml")}
     return subprocess.run([sys.executable, "-m", "otel_ai", "db", *args, "--data", str(data)],
@@ -308,6 +329,9 @@ def test_db_cli_migrate_status_reset(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "--yes" in refused.stderr
     done = _cli("reset", "--yes", data=data)
     assert done.returncode == 0 and f"applied: {', '.join(versions)}" in done.stdout
+    ret = _cli("retention", "14", data=data)
+    assert ret.returncode == 0 and "set to 14 days on 8 tables" in ret.stdout
+    assert "ALTER TABLE `otel_logs` MODIFY TTL TimestampTime + toIntervalDay(14)" in ret.stdout
 
 
 def test_db_cli_reports_changed_file(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("migrate", "apply pending migrations"),
         ("status", "list migrations and whether each is applied"),
         ("reset", "drop otel-ai's tables (ALL DATA) and apply every migration again"),
+        ("retention", "change the TTL of the existing telemetry tables"),
     ):
         v = verbs.add_parser(name, help=help_text)
         add_data_option(v)
@@ -25,12 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             v.add_argument("--json", action="store_true", help="print JSON")
         if name == "reset":
             v.add_argument("--yes", action="store_true", help="confirm dropping every table and its data")
+        if name == "retention":
+            v.add_argument("days", type=int, help="keep telemetry this many days (0 = forever)")
         v.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from store import Store
-    from store.migrations import migrate, reset, status
+    from store.migrations import migrate, reset, set_retention, status
 
     settings = settings_from_args(args, ttl_days=args.ttl_days, cluster=args.cluster)
     if args.db_command == "reset" and not args.yes:
@@ -45,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
         if args.db_command == "migrate":
             done = migrate(store, settings)
             print(f"applied: {', '.join(done)}" if done else "up to date: no pending migrations")
+        elif args.db_command == "retention":
+            if args.days < 0:
+                print("error: days must be >= 0", file=sys.stderr)
+                return 2
+            altered = set_retention(store, settings, args.days)
+            print(f"retention {'removed' if args.days == 0 else f'set to {args.days} days'} on "
+                  f"{len(altered)} tables" + "".join(f"\n  {sql}" for sql in altered))
         elif args.db_command == "reset":
             done = reset(store, settings)
             print(f"reset database {settings.database}; applied: {', '.join(done)}")
