@@ -61,3 +61,10 @@ def test_log_patterns_escapes_markers_in_bodies(store: Store) -> None:
 def test_log_patterns_without_logs(store: Store) -> None:
     result = log_patterns(store, WINDOW)
     assert result.ok and result.rows == [] and "no logs" in result.summary
+
+
+def test_ids_in_any_hex_order_are_masked(store: Store) -> None:
+    ids = ["cbcb3429", "3429abcd", "a1b2c3d4", "dead10cc"]
+    insert_logs(store, [Log("api", at(WINDOW, i), f'session user_id="{x}" opened') for i, x in enumerate(ids)])
+    result = log_patterns(store, WINDOW)
+    assert [(r["template"], r["count"]) for r in result.rows] == [('session user_id="<*>" opened', 4)]

@@ -22,7 +22,8 @@ from tools.timewindow import TimeWindow
 # UUIDs, long hex ids (trace/span ids, hashes), IPv4 addresses and numbers become <*> before grouping.
 MASK_RE = (
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|\b[0-9a-fA-F]*[0-9][0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b[0-9a-fA-F]{12,}\b"
+    r"|\b[0-9a-fA-F]*[0-9][0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\b|\b[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*[0-9][0-9a-fA-F]*\b"
+    r"|\b[0-9a-fA-F]{12,}\b"
     r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|-?\b\d+(?:\.\d+)?\b"
 )
 MAX_SHAPES = 5000
@@ -119,7 +120,7 @@ def log_patterns(
             f"{len(rows)} templates",
         ]
         for r in rows[:8]:
-            if r["status"] in ("new", "increased") or r["is_error"]:
+            if r["is_error"] or (r["status"] in ("new", "increased") and r["count"] >= 3):
                 findings.append(
                     f"[{r['status']}] {r['service']} {r['severity']} x{r['count']} (baseline {r['base_count']}): "
                     f"{r['template'][:160]}" + (f" traces: {', '.join(r['trace_ids'][:2])}" if r["trace_ids"] else ""))

@@ -98,7 +98,10 @@ def _flag(row: dict[str, Any]) -> str:
     if change is not None and change >= 1.5:
         return "increased"
     if row["base_value"] in (None, 0) and row["value"]:
-        return "new" if row["base_series"] == 0 else "increased"
+        if row["base_series"] == 0:
+            return "new"
+        # from zero: only a sustained level counts, not a blip (average well below the peak)
+        return "increased" if peak is None or row["value"] >= 0.5 * peak else ""
     if change is not None and change <= 0.5:
         return "decreased"
     return ""
@@ -135,6 +138,8 @@ def resource_metrics(
                 "base_value": _round(r["base_value"]) if r["base_series"] else None, "base_max": _round(r["base_max"]),
                 "base_series": int(r["base_series"]),
             }
+            if r["kind"] == "counter":  # a per-series maximum of rates means little next to their sum
+                row["max"] = row["base_max"] = None
             if r["kind"] == "delta":
                 row["value"] = _round(row["value"] / window.seconds) if row["value"] is not None else None
                 row["base_value"] = (_round(row["base_value"] / baseline.seconds)

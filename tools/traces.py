@@ -343,8 +343,8 @@ def attribute_comparison(
         t_all, r_all = int(totals["target"]), int(totals["rest"])
         rows = []
         for r in data:
-            if r["key"] == "*":
-                continue
+            if r["key"] == "*" or (target == "error" and r["key"] == "status"):
+                continue  # the totals row; for errors, status is the definition of the target
             t_pct = 100.0 * r["target"] / t_all
             r_pct = 100.0 * r["rest"] / r_all if r_all else 0.0
             rows.append({
