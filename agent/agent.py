@@ -272,19 +272,21 @@ def _utc(value: Any) -> datetime | None:  # noqa: ANN401
 
 
 def discover(store: Store) -> tuple[DataNames, list[Any]]:
-    """Services, operations and the latest timestamp in the data, through the SQL guard."""
+    """Services, operations and the time range of the data, through the SQL guard."""
     from tools.sql import run_sql as guarded
 
-    latest = guarded(store, "SELECT max(Timestamp) AS latest FROM otel_traces")
-    latest_ts = _utc(latest.rows[0]["latest"]) if latest.ok and latest.rows else None
-    results = [latest]
-    if latest_ts is None or latest_ts.year < 2000:
-        logs = guarded(store, "SELECT max(Timestamp) AS latest FROM otel_logs")
+    span = guarded(store, "SELECT min(Timestamp) AS earliest, max(Timestamp) AS latest FROM otel_traces")
+    row = span.rows[0] if span.ok and span.rows else {}
+    earliest_ts, latest_ts = _utc(row.get("earliest")), _utc(row.get("latest"))
+    results = [span]
+    if latest_ts is None or latest_ts.year < 2000:  # no spans: fall back on the logs' time range
+        logs = guarded(store, "SELECT min(Timestamp) AS earliest, max(Timestamp) AS latest FROM otel_logs")
         results.append(logs)
-        latest_ts = _utc(logs.rows[0]["latest"]) if logs.ok and logs.rows else None
+        row = logs.rows[0] if logs.ok and logs.rows else {}
+        earliest_ts, latest_ts = _utc(row.get("earliest")), _utc(row.get("latest"))
         if latest_ts is not None and latest_ts.year < 2000:
-            latest_ts = None
-    names = DataNames(latest=latest_ts)
+            earliest_ts = latest_ts = None
+    names = DataNames(latest=latest_ts, earliest=earliest_ts)
     if latest_ts is not None:
         since = (latest_ts - timedelta(hours=6)).strftime("%Y-%m-%d %H:%M:%S")
         ops = guarded(
@@ -306,33 +308,40 @@ def choose_window(
     latest: datetime | None,
     now: datetime,
     previous: dict[str, Any] | None = None,
+    earliest: datetime | None = None,
 ) -> Window:
     """The analysed window: the question's range, else `since`, else the last 15 minutes — anchored
-    on the latest data when the wall clock has none (backdated history), and saying so."""
-    note = ""
+    on the latest data when the wall clock has none (backdated history), halved when the data is too
+    short to leave a baseline, and saying so."""
+    notes: list[str] = []
     if question_start is not None:
         start, end = question_start, question_end or now
     elif previous and previous.get("window_explicit"):
         start, end = _utc(previous["start"]), _utc(previous["end"])
-        note = "Same window as the previous question."
+        notes.append("Same window as the previous question.")
     else:
         length = since or DEFAULT_WINDOW
         anchor = now
         if latest is not None and now - latest > STALE_AFTER:
             anchor = latest
-            note = (
-                f"No data in the last {_fmt_td(length)}: the window ends at the latest data "
-                f"({latest:%Y-%m-%d %H:%M:%S} UTC)."
-            )
+            notes.append(f"The latest data is from {latest:%Y-%m-%d %H:%M:%S} UTC: the window ends there.")
+        if since is None and latest is not None and earliest is not None and 2 * length > latest - earliest:
+            length = max((latest - earliest) / 2, timedelta(minutes=1))
+            notes.append(f"Only {_fmt_td(latest - earliest)} of data: the last {_fmt_td(length)} are compared "
+                         "with the time before.")
         start, end = anchor - length, anchor
     assert start is not None and end is not None
     length = max(end - start, timedelta(minutes=5))
     baseline_len = max(length, timedelta(minutes=30))
-    return Window(start=start, end=end, baseline_start=start - baseline_len, baseline_end=start, note=note)
+    return Window(start=start, end=end, baseline_start=start - baseline_len, baseline_end=start,
+                  note=" ".join(notes))
 
 
 def _fmt_td(td: timedelta) -> str:
-    minutes = int(td.total_seconds() // 60)
+    seconds = int(td.total_seconds())
+    if seconds < 120:
+        return f"{seconds} seconds"
+    minutes = seconds // 60
     return f"{minutes // 60} h" if minutes % 60 == 0 and minutes >= 60 else f"{minutes} minutes"
 
 
@@ -410,7 +419,8 @@ async def ask(
         anchor = names.latest if names.latest and now - names.latest > STALE_AFTER else now
         previous = conversation.context if conversation else {}
         parsed = parse_question(question, anchor, names.services, names.all_operations())
-        window = choose_window(parsed.start, parsed.end, _parse_since(since), names.latest, now, previous)
+        window = choose_window(parsed.start, parsed.end, _parse_since(since), names.latest, now, previous,
+                               earliest=names.earliest)
         history = trim_history(conversation.messages) if conversation else []
         deps = AgentDeps(
             store=store, settings=settings, window=window, question=parsed, names=names, role=role,
@@ -441,6 +451,8 @@ async def ask(
         timings["model_and_tools"] = time.perf_counter() - t
         order_calls(deps, result.new_messages())
         timings["tools"] = sum(c.seconds for c in deps.calls)
+        for c in deps.calls:  # where the tool time goes
+            timings[f"tool:{c.tool}"] = timings.get(f"tool:{c.tool}", 0.0) + c.seconds
         output = result.output
         finding = output if isinstance(output, Finding) else Finding(answer=str(output))
         t = time.perf_counter()

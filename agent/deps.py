@@ -53,6 +53,7 @@ class DataNames:
     services: list[str] = field(default_factory=list)
     operations: dict[str, list[str]] = field(default_factory=dict)  # service -> operations
     latest: datetime | None = None
+    earliest: datetime | None = None
 
     def all_operations(self) -> list[str]:
         return sorted({op for ops in self.operations.values() for op in ops})

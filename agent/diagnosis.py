@@ -575,6 +575,8 @@ def _conclude_diagnosis(deps: AgentDeps) -> Finding:
 
 
 TRIVIAL_ATTRIBUTES = {"service.name", "span.name", "span.kind", "status"}
+# Resource attributes worth naming (a version, a pod or a node); the rest describe the whole system.
+DEPLOYMENT_ATTRIBUTES = {"service.version", "k8s.pod.name", "k8s.node.name", "host.name", "k8s.deployment.name"}
 
 
 def _attribute_line(deps: AgentDeps) -> str:
@@ -582,7 +584,9 @@ def _attribute_line(deps: AgentDeps) -> str:
     for call in deps.results("attribute_comparison"):
         label = "failing" if call.args.get("target") == "error" else "slow"
         for row in call.result.rows if call.result.ok else []:
-            if row.get("key") in TRIVIAL_ATTRIBUTES or row.get("key", "").endswith(("id", ".name")):
+            key = str(row.get("key", ""))
+            if key in TRIVIAL_ATTRIBUTES or key.endswith("id") or (
+                    row.get("scope") == "resource" and key not in DEPLOYMENT_ATTRIBUTES):
                 continue
             target, other = float(row.get("target_pct") or 0), float(row.get("other_pct") or 0)
             if target >= 50 and target >= 2 * other:
