@@ -227,10 +227,12 @@ class BaselineDetector:
         return d, center, self.normaliser.known(table), z
 
     def calibrate(self, table: FeatureTable, quantile: float = 0.999, margin: float = 1.3,
-                  minimum: float = 5.0) -> float:
+                  minimum: float = 5.0, exclude_z: float = 12.0) -> float:
         d, _, known, _ = self.raw(table)
-        if known.sum() >= 50:
-            self.threshold = max(minimum, float(np.quantile(d[known].max(axis=1), quantile)) * margin)
+        peak = d.max(axis=1, initial=0.0)
+        usable = known & (peak < exclude_z)  # leave out past incidents in the history
+        if usable.sum() >= 50:
+            self.threshold = max(minimum, float(np.quantile(peak[usable], quantile)) * margin)
         return self.threshold
 
     def score(self, table: FeatureTable) -> Scores:

@@ -81,11 +81,16 @@ def _summarise(anomalies: list[dict]) -> dict[str, _Service]:
 
 
 def rank_root_causes(
-    store: Store, window_start: datetime | float, window_end: datetime | float, limit: int = 10
+    store: Store, window_start: datetime | float, window_end: datetime | float, limit: int = 10,
+    anomalies: list[dict] | None = None,
 ) -> list[RootCauseCandidate]:
-    """Candidate root causes for the anomalies in [window_start, window_end), best first (score 0..1)."""
+    """Candidate root causes for the anomalies in [window_start, window_end), best first (score 0..1).
+
+    `anomalies` (rows as `list_anomalies` returns them) replaces reading the anomalies table, e.g. to rank
+    a batch scored without writing it."""
     start, end = to_epoch(window_start), to_epoch(window_end)
-    anomalies = list_anomalies(store, start=start, end=end, limit=5000)
+    if anomalies is None:
+        anomalies = list_anomalies(store, start=start, end=end, limit=5000)
     if not anomalies:
         return []
     services = _summarise(anomalies)

@@ -64,6 +64,7 @@ class AnomalyConfig(BaseSettings):
     baseline_refit_minutes: float = 10.0  # cold start: refit the baseline this often (new entities)
     drift_sustain_windows: int = 60  # a shift lasting this long is a change, not an incident (30 min at 30 s)
     drift_confirm_windows: int = 60  # then this long at the new level makes it the new normal
+    immediate_score: float = 2.0  # below this, an entity must be anomalous two windows running to alert
     grace_seconds: float = 10.0  # a window is closed this long after its end (late spans)
     max_catchup_windows: int = 20
     template_lookback_seconds: float = 3600.0
@@ -158,6 +159,7 @@ class Scorer:
     baseline_fit_at: float = 0.0
     last_scored: int | None = None
     drift: DriftTracker = field(default_factory=DriftTracker)
+    last_anomalous: dict[Entity, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.drift = DriftTracker(self.config.drift_sustain_windows, self.config.drift_confirm_windows)
@@ -216,7 +218,8 @@ class Scorer:
         t0 = time.monotonic()
         self.normaliser = Normaliser.fit(table, min_windows=self.config.min_history_windows)
         self.baseline = BaselineDetector(self.normaliser)
-        self.baseline.calibrate(table)
+        if train_model:  # a cold-start fit keeps the fixed threshold: its history may hold the incident itself
+            self.baseline.calibrate(table)
         info: dict = {"rows": len(table), "windows": int(len(table.windows())), "entities": len(self.normaliser.stats),
                       "baseline_threshold": round(self.baseline.threshold, 3)}
         if train_model and len(table.windows()) >= self.config.train_min_windows and self.normaliser.stats:
@@ -302,6 +305,14 @@ class Scorer:
                 log.info("anomaly: %s re-baselined after a confirmed change", entity_label(entity))
                 self.save(0, {"rebased": entity_label(entity)}, new_version=False)
                 continue
+            ws = int(table.window[r])
+            if anomalous:
+                previous = self.last_anomalous.get(entity)
+                self.last_anomalous[entity] = ws
+                # a lone marginal window is noise (long tails): alert when it persists or is strong
+                if (decision.action == "alert" and score < self.config.immediate_score
+                        and previous != ws - table.window_seconds):
+                    continue
             if decision.action == "suppress" or (decision.action == "alert" and not anomalous):
                 continue
             records.append(self._record(table, r, entity, score, "autoencoder" if use_ae else "baseline",
@@ -377,7 +388,8 @@ class Scorer:
         ):
             self.fit(first, closed_end, train_model=False, persist=False)
             self.baseline_fit_at = now
-        start = self.last_scored + w if self.last_scored is not None else closed_end - w
+        # first step after (re)start: catch up on the last few windows (re-scored rows replace old ones)
+        start = self.last_scored + w if self.last_scored is not None else 0
         start = max(start, closed_end - self.config.max_catchup_windows * w)
         if start >= closed_end:
             return []

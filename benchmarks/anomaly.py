@@ -1,0 +1,203 @@
+"""Anomaly detection quality and cost: autoencoder vs robust baseline on the simulator's scenarios.
+
+Quality (per scenario and seed): the real simulator fills a fresh database through a real in-process
+IngestService over OTLP/gRPC (tests/fixtures/scenario.py). The detectors train on the history before
+the fault, leaving `--eval-normal` minutes of fault-free windows before it, then score the evaluation
+range (normal minutes + the fault) window by window.
+- window-level precision / recall / F1: a window is predicted positive when the detector flags any
+  entity of the ground truth's affected services; a window is positive when it overlaps the fault;
+- detection delay: windows from fault start to the first flagged window (affected services);
+- root cause top-1 / top-3: `anomaly.rootcause.rank_root_causes` over the fault window, from that
+  detector's anomalies alone, against the ground truth's root-cause service;
+- fault-free runs (scenario "none"): false alarms per entity per simulated day = flagged
+  (entity, window) pairs / entity-windows scored x 2880.
+Cost: scoring one window of 1,000 entities and training on 24 h of 30 s windows x 200 entities
+(generated feature tables: anomaly/synthetic.py), on this CPU with torch limited to one thread.
+
+Usage: .venv/bin/python benchmarks/anomaly.py [--scenarios all|a,b] [--seeds 1,2,3] [--history 70m]
+       [--eval-normal 10] [--cost-only] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from anomaly.rootcause import rank_root_causes  # noqa: E402
+from anomaly.scorer import AnomalyConfig, Scorer  # noqa: E402
+from anomaly.synthetic import generate  # noqa: E402
+from sim.scenarios import SCENARIOS  # noqa: E402
+from store import Store  # noqa: E402
+
+W = 30
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load[0]:.1f}/"
+            f"{load[1]:.1f}, torch {torch.__version__} threads={torch.get_num_threads()}, Python "
+            f"{platform.python_version()}")
+
+
+def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: int) -> dict:
+    from tests.fixtures.scenario import load_scenario
+
+    t0 = time.monotonic()
+    loaded = load_scenario(root, scenario, seed=seed, history=history)
+    load_s = time.monotonic() - t0
+    store, truth = loaded.store, loaded.truth
+    first = float(store.query("SELECT toUnixTimestamp64Milli(min(Timestamp)) / 1000 FROM otel_traces").scalar())
+    last = float(store.query("SELECT toUnixTimestamp64Milli(max(Timestamp)) / 1000 FROM otel_traces").scalar())
+    if truth.start is None or truth.end is None:  # fault-free: score the same span a fault would cover
+        fs = fe = (last // W) * W - 600
+    else:
+        fs, fe = truth.start.timestamp(), truth.end.timestamp()
+    eval_start = (fs // W) * W - eval_normal * 60
+    eval_end = (fe // W) * W if truth.end is not None else (last // W) * W
+    affected = set(truth.affected_services or ([truth.root_cause_service] if truth.root_cause_service else []))
+    out: dict = {"scenario": scenario, "seed": seed, "load_s": round(load_s, 1), "truth": truth.root_cause_service,
+                 "kind": truth.kind}
+    scorer = Scorer(store, W, AnomalyConfig(train_min_windows=40))
+    t1 = time.monotonic()
+    info = scorer.fit(first, eval_start, persist=False)
+    out["train_s"] = round(time.monotonic() - t1, 2)
+    out["train_windows"] = info["windows"]
+    table = scorer.features(eval_start, eval_end)
+    windows = np.arange(eval_start, eval_end, W)
+    model = scorer.model
+    for detector in ("autoencoder", "baseline"):
+        scorer.model = model if detector == "autoencoder" else None
+        scorer.drift = type(scorer.drift)(scorer.config.drift_sustain_windows, scorer.config.drift_confirm_windows)
+        scorer.last_anomalous = {}
+        store.command("TRUNCATE TABLE anomalies")
+        t2 = time.monotonic()
+        records = scorer.score_table(table)
+        score_s = time.monotonic() - t2
+        from anomaly.scorer import write_records
+
+        write_records(store, records)
+        flagged_any = {r.window_start.timestamp() for r in records}
+        flagged_aff = {r.window_start.timestamp() for r in records if r.service in affected}
+        pos = (windows + W > fs) & (windows < fe) if scenario != "none" else np.zeros(len(windows), dtype=bool)
+        pred = np.array([w in flagged_aff for w in windows])
+        tp, fp, fn = int((pos & pred).sum()), int((~pos & pred).sum()), int((pos & ~pred).sum())
+        res: dict = {"tp": tp, "fp": fp, "fn": fn, "score_s": round(score_s, 3),
+                     "windows_any_flag_outside_fault": int(sum(1 for w in flagged_any
+                                                              if not (w + W > fs and w < fe)))}
+        entity_windows = len(table)
+        res["entity_window_flags_outside_fault"] = sum(
+            1 for r in records if not (r.window_start.timestamp() + W > fs and r.window_start.timestamp() < fe))
+        normal_entity_windows = int(sum(1 for w in table.window if not (w + W > fs and w < fe)))
+        res["false_alarms_per_entity_day"] = round(
+            res["entity_window_flags_outside_fault"] / max(normal_entity_windows, 1) * 2880, 3)
+        res["entity_windows"] = entity_windows
+        if scenario != "none":
+            hits = sorted(w for w in flagged_aff if w + W > fs and w < fe)
+            res["delay_windows"] = int((hits[0] - (fs // W) * W) // W) if hits else None
+            causes = rank_root_causes(store, fs, fe)
+            names = [c.service for c in causes]
+            res["rc_top"] = names[:3]
+            res["rc_top1"] = bool(names[:1] == [truth.root_cause_service])
+            res["rc_top3"] = truth.root_cause_service in names[:3]
+        res["false_flags"] = [f"{r.window_start:%H:%M:%S} {r.service}/{r.operation} {r.score:.2f} {r.explanation[:90]}"
+                              for r in records if not (r.window_start.timestamp() + W > fs
+                                                       and r.window_start.timestamp() < fe)][:5]
+        out[detector] = res
+    scorer.model = model
+    return out
+
+
+def summarise(results: list[dict]) -> dict:
+    summary: dict = {}
+    for detector in ("autoencoder", "baseline"):
+        faulty = [r[detector] for r in results if r["scenario"] != "none"]
+        clean = [r[detector] for r in results if r["scenario"] == "none"]
+        tp, fp, fn = (sum(x[k] for x in faulty) for k in ("tp", "fp", "fn"))
+        p = tp / (tp + fp) if tp + fp else 0.0
+        rcl = tp / (tp + fn) if tp + fn else 0.0
+        delays = [x["delay_windows"] for x in faulty if x.get("delay_windows") is not None]
+        summary[detector] = {
+            "runs": len(faulty), "precision": round(p, 3), "recall": round(rcl, 3),
+            "f1": round(2 * p * rcl / (p + rcl), 3) if p + rcl else 0.0,
+            "detected_runs": len(delays),
+            "median_delay_windows": float(np.median(delays)) if delays else None,
+            "max_delay_windows": max(delays) if delays else None,
+            "rc_top1": round(np.mean([x["rc_top1"] for x in faulty]), 3) if faulty else None,
+            "rc_top3": round(np.mean([x["rc_top3"] for x in faulty]), 3) if faulty else None,
+            "false_alarms_per_entity_day_all_normal_windows": round(
+                sum(x["entity_window_flags_outside_fault"] for x in faulty + clean)
+                / max(sum(x["entity_windows"] for x in faulty + clean), 1) * 2880, 3),
+            "false_alarms_per_entity_day_fault_free": round(
+                np.mean([x["false_alarms_per_entity_day"] for x in clean]), 3) if clean else None,
+        }
+    return summary
+
+
+def cost() -> dict:
+    torch.set_num_threads(1)
+    out: dict = {}
+    big = generate(1000, 121, seed=1)
+    hist = big.select(big.window < big.window.max())
+    last = big.select(big.window == big.window.max())
+    sc = Scorer(None, W, AnomalyConfig(train_min_windows=100, epochs=2))
+    sc.fit_table(hist)
+    for _ in range(2):
+        t = time.perf_counter()
+        sc.score_table(last)
+        out["score_1000_entities_one_window_s"] = round(time.perf_counter() - t, 3)
+    day = generate(200, 2880, seed=2)
+    t = time.perf_counter()
+    sc2 = Scorer(None, W, AnomalyConfig(train_min_windows=100))
+    info = sc2.fit_table(day)
+    out["train_200_entities_24h_s"] = round(time.perf_counter() - t, 2)
+    out["train_rows"] = info["rows"]
+    out["train_epochs"] = info.get("model_epochs")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenarios", default="all")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--history", default="70m")
+    ap.add_argument("--eval-normal", type=int, default=10, help="fault-free minutes scored before the fault")
+    ap.add_argument("--cost-only", action="store_true")
+    ap.add_argument("--json", help="write all figures to this file")
+    args = ap.parse_args()
+    print(f"machine: {machine()}", flush=True)
+    report: dict = {"machine": machine(), "cost": cost()}
+    print("cost:", json.dumps(report["cost"]), flush=True)
+    if not args.cost_only:
+        names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+        seeds = [int(s) for s in args.seeds.split(",")]
+        results = []
+        with tempfile.TemporaryDirectory(prefix="otel-ai-bench-") as tmp:
+            root = Store.connect(f"chdb://{tmp}", database="default")
+            for seed in seeds:  # every scenario once before the next seed: a cut-short run still covers all
+                for name in names:
+                    r = evaluate(root, name, seed, args.history, args.eval_normal)
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
+                    if args.json:
+                        Path(args.json).write_text(json.dumps({**report, "runs": results}, indent=1))
+        report["runs"] = results
+        report["summary"] = summarise(results)
+        print("summary:", json.dumps(report["summary"], indent=1), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
