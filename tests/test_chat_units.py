@@ -27,6 +27,8 @@ def test_evidence_shows_each_query_as_sql_and_the_failure_reason():
     assert text.startswith("```sql\nSELECT 1\n```")
     assert text.count("```sql") == 2 and "` ` `x` ` `" in text
     assert "**Failed:** timeout" in text and "found 2 services" in text
+    fenced = render.evidence_markdown([], "sql: 1 row(s)\n<telemetry-data>\na | b\n</telemetry-data>", None)
+    assert "telemetry-data" not in fenced and "a | b" in fenced
 
 
 def test_waterfall_uses_offsets_and_marks_errors_and_critical_path():

@@ -167,8 +167,7 @@ async def answer_question(question: str) -> None:
     conversation: Conversation = cl.user_session.get("conversation") or Conversation(
         id=cl.context.session.thread_id)
     started = time.perf_counter()
-    async with cl.Step(name="Investigating", type="run", default_open=False) as run:
-        run.input = question
+    async with cl.Step(name="Investigating", type="run", default_open=False, show_input=False) as run:
         try:
             answer: Answer = await ask(
                 question, store=RT.store, settings=SETTINGS, conversation=conversation,
@@ -187,8 +186,10 @@ async def answer_question(question: str) -> None:
         run.output = (f"{len(answer.evidence)} tool calls, {time.perf_counter() - started:.1f} s, "
                       f"model `{answer.model}`")
         for evidence in answer.evidence:
-            async with cl.Step(name=evidence.tool, type="tool", show_input="json", default_open=False) as step:
-                step.input = json.dumps(evidence.args, default=str, indent=1)
+            sql_only = set(evidence.args) <= {"sql"}  # the query itself is shown below, highlighted
+            async with cl.Step(name=evidence.tool, type="tool", show_input=False if sql_only else "json",
+                               default_open=False) as step:
+                step.input = "" if sql_only else json.dumps(evidence.args, default=str, indent=1)
                 step.output = render.evidence_markdown(evidence.sql, evidence.summary, evidence.error)
                 step.is_error = not evidence.ok
         for i, trace in enumerate(answer.traces[:3]):

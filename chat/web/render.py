@@ -13,6 +13,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from tools.result import CLOSE_MARK, OPEN_MARK
+
 MAX_TABLE_ROWS = 50
 MAX_CELL = 80
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
@@ -64,7 +66,9 @@ def evidence_markdown(sql: Iterable[str], summary: str, error: str | None) -> st
     parts = [sql_block(q) for q in sql]
     if error:
         parts.append(f"**Failed:** {cell(error)}")
-    if summary:
+    # The telemetry fences tell a model "this is data"; people see the data without them.
+    summary = "\n".join(line for line in summary.splitlines() if line.strip() not in (OPEN_MARK, CLOSE_MARK))
+    if summary.strip():
         parts.append(text_block(summary))
     return "\n\n".join(parts) or "_no output_"
 
