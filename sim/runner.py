@@ -21,7 +21,7 @@ from sim.shop import SEC, Shop
 METRIC_INTERVAL = timedelta(seconds=15)
 LIVE_STEP = timedelta(seconds=5)
 DEFAULT_FAULT = timedelta(minutes=10)
-DEFAULT_RATE = 4.0  # user flows per second (before the diurnal swing)
+DEFAULT_RATE = 3.0  # user flows per second (before the diurnal swing)
 SIGNALS = ("spans", "logs", "metrics")
 
 

@@ -265,7 +265,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     ),
     Scenario(
         "emailMemoryLeak", "email leaks memory: its memory climbs and sending gets slower.",
-        (Memory("email", 45.0), Slow("email", "POST /send_order_confirmation", ramp_per_min=0.6)),
+        (Memory("email", 45.0), Slow("email", "POST /send_order_confirmation", ramp_per_min=2.0)),
         "email", "POST /send_order_confirmation", "saturation", "order confirmation is slow", "checkout",
         ("email", "checkout"), "emailMemoryLeak",
     ),

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             headers={"authorization": f"Bearer {token}"} if token else None,
         )
         print(f"[demo] simulator stopped: sent {result.sent}, failed {result.failed}", flush=True)
-        print(result.ground_truth.model_dump_json(indent=2), flush=True)
+        print(f"[demo] ground truth: {result.ground_truth.model_dump_json()}", flush=True)
     finally:
         if serve.poll() is None:
             serve.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -86,7 +87,7 @@ def print_progress(phase: str, at: datetime, sent: dict[str, int]) -> None:
 
 
 def run_in_thread(stop: threading.Event, **kwargs: object) -> SimResult:
-    """Run the simulator in a worker thread so Ctrl-C stops it cleanly (flushes, then reports)."""
+    """Run the simulator in a worker thread; Ctrl-C or SIGTERM stops it cleanly (flushes, then reports)."""
     box: dict[str, object] = {}
 
     def target() -> None:
@@ -95,15 +96,22 @@ def run_in_thread(stop: threading.Event, **kwargs: object) -> SimResult:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
 
+    def on_signal(signum: int, frame: object) -> None:
+        if not stop.is_set():
+            print("[sim] stopping: flushing what was generated", file=sys.stderr, flush=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     worker = threading.Thread(target=target, name="otel-ai-sim")
     worker.start()
     try:
         while worker.is_alive():
             worker.join(0.5)
-    except KeyboardInterrupt:
-        print("[sim] stopping: flushing what was generated", file=sys.stderr, flush=True)
+    finally:
         stop.set()
         worker.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["result"]  # type: ignore[return-value]
