@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.otlp_send import send_telemetry
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -114,40 +116,9 @@ def test_setup_clones_the_pinned_release(tmp_path: Path) -> None:
     assert missing.returncode != 0
 
 
-def _send_demo_like_telemetry(endpoint: str, services: list[str]) -> None:
-    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    for service in services:
-        resource = Resource.create({"service.name": service})
-        tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
-        with tracer_provider.get_tracer("demo").start_as_current_span(f"{service} GET /"):
-            pass
-        tracer_provider.shutdown()
-        logger_provider = LoggerProvider(resource=resource)
-        logger_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=endpoint,
-                                                                                          insecure=True)))
-        logger_provider.get_logger("demo").emit(body=f"{service} started", severity_text="INFO")
-        logger_provider.shutdown()
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint, insecure=True),
-                                               export_interval_millis=3_600_000)
-        meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-        meter_provider.get_meter("demo").create_counter("requests").add(3)
-        meter_provider.shutdown()
-
-
 def test_validate_checks_that_every_signal_arrived(server_factory, tmp_path: Path) -> None:
     srv = server_factory()
-    _send_demo_like_telemetry(srv.otlp_grpc_endpoint, ["frontend", "checkout"])
+    send_telemetry(srv.otlp_grpc_endpoint, ["frontend", "checkout"])
     assert srv.stop() == 0
     data = str(srv.data_dir)
     ok = _cli("validate", "--data", data, "--min-services", "2", "--expect-service", "frontend")
