@@ -207,24 +207,23 @@ class IngestService:
         assert self._writer is not None and self._pool is not None
         stats = self._counters.signals[signal.name]
         loop = asyncio.get_running_loop()
-        self._decoding += 1
-        submitted = False
+        self._decoding += 1  # the writer lingers for requests still being decoded
         try:
             if gzip:
                 body = await loop.run_in_executor(self._pool, gunzip, body, self.max_body)
             rows = await loop.run_in_executor(self._pool, to_rows, signal, body, content_type)
-            future = self._writer.submit(rows)
-            submitted = True
         except BadRequest as exc:
             raise self._refuse(IngestError("invalid", str(exc))) from None
         except TooLarge as exc:
             raise self._refuse(IngestError("too_large", str(exc))) from None
+        finally:
+            self._decoding -= 1
+        try:
+            future = self._writer.submit(rows)  # wakes the writer, which now sees an accurate count
         except WriterClosed as exc:
             raise self._refuse(IngestError("unavailable", str(exc))) from None
         finally:
-            self._decoding -= 1
-            if not submitted:
-                self._writer.wake()
+            self._writer.wake()
         with self._stats_lock:
             stats.requests += 1
             stats.accepted += rows.accepted
