@@ -210,7 +210,7 @@ def main() -> int:
         # The anomaly scorer is switched off so the figures are ingest's alone.
         srv = make_server(workdir / "data", workdir / "serve.log", {"OTEL_AI_ANOMALY_ENABLED": "false"}).start()
         try:
-            send(srv.otlp_grpc_endpoint, bodies, args.spans, args.streams, args.warmup)
+            warm_acked = send(srv.otlp_grpc_endpoint, bodies, args.spans, args.streams, args.warmup)[0]
             assert srv.proc is not None
             server_cpu, client_cpu = cpu_seconds(srv.proc.pid), time.process_time()
             acked, latencies, failed = send(srv.otlp_grpc_endpoint, bodies, args.spans, args.streams, args.seconds)
@@ -230,7 +230,9 @@ def main() -> int:
             print(f"CPU per acknowledged span: server {per_span:.1f} us ({server_cpu / args.seconds:.2f} cores busy), "
                   f"client {client_cpu / acked * 1e6:.1f} us; server CPU alone caps 2 idle cores at "
                   f"{2e6 / per_span:,.0f} spans/s")
-        print(f"stored after SIGTERM (exit {code}): {total:,} spans in otel_traces (warm-up included)")
+        verdict = "every acknowledged span is stored" if total >= warm_acked + acked else "ACKNOWLEDGED SPANS MISSING"
+        print(f"stored after SIGTERM (exit {code}): {total:,} spans for {warm_acked + acked:,} acknowledged "
+              f"(warm-up included): {verdict}")
         print(f"machine after: load average {os.getloadavg()[0]:.2f}")
         if args.profile:
             print(profile_pipeline(bodies[:20], args.spans, workdir))
