@@ -102,6 +102,11 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _cluster(settings: Any, cluster: str | None) -> str | None:  # noqa: ANN401
     return cluster if cluster is not None else getattr(settings, "cluster", None) or None
 
@@ -116,11 +121,16 @@ def _ensure_table(store: Store, cluster: str | None) -> None:
         on = f" ON CLUSTER {quote_ident(cluster)}"
     else:
         engine, on = "ReplacingMergeTree(applied_at)", ""
-    store.command(
-        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}{on} (version UInt32, name String, checksum String, "
-        f"applied_at DateTime64(3, 'UTC'), ttl_days UInt32, cluster String) "
-        f"ENGINE = {engine} ORDER BY version"
-    )
+    try:
+        store.command(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}{on} (version UInt32, name String, checksum String, "
+            f"applied_at DateTime64(3, 'UTC'), ttl_days UInt32, cluster String) "
+            f"ENGINE = {engine} ORDER BY version"
+        )
+    except Exception as exc:
+        where = f" on cluster {cluster}" if cluster else ""
+        raise MigrationError(f"cannot create the bookkeeping table {MIGRATIONS_TABLE}{where} in database "
+                             f"{store.database} at {store.url.redacted()}: {_first_line(exc)}") from exc
 
 
 def applied(store: Store) -> dict[int, dict[str, Any]]:
@@ -183,10 +193,9 @@ def migrate(
             try:
                 store.command(statement)
             except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise MigrationError(
                     f"migration {m.filename} failed at statement {i}/{len(statements)} "
-                    f"({statement[:60].strip()}...): {first}"
+                    f"({statement[:60].strip()}...): {_first_line(exc)}"
                 ) from exc
         store.insert(
             MIGRATIONS_TABLE,

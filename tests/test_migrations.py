@@ -334,6 +334,13 @@ def test_db_cli_migrate_status_reset(tmp_path: Path) -> None:
     assert "ALTER TABLE `otel_logs` MODIFY TTL TimestampTime + toIntervalDay(14)" in ret.stdout
 
 
+def test_db_cli_cluster_without_cluster_is_a_clear_error(tmp_path: Path) -> None:
+    out = _cli("migrate", "--cluster", "no_such_cluster", data=tmp_path / "data")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "cannot create the bookkeeping table otel_ai_migrations on cluster no_such_cluster" in out.stderr
+    assert "no_such_cluster' not found" in out.stderr
+
+
 def test_db_cli_reports_changed_file(tmp_path: Path) -> None:
     """The CLI against a store whose recorded checksum differs: clear error, non-zero exit."""
     data = tmp_path / "data"
