@@ -186,8 +186,9 @@ def test_exemplar_traces_and_waterfall(tstore: Store, traces: list[list[Span]]) 
         assert row["self_ms"] == pytest.approx(selfs[s.span_id], abs=0.001)
         assert row["offset_ms"] == pytest.approx((s.start - trace[0].start).total_seconds() * 1000, abs=0.001)
     assert [r["depth"] for r in wf.rows] == [0, 1, 1, 2]
-    # critical path: root -> the child ending last (billing charge) -> its db call
-    assert {r["operation"] for r in wf.rows if r["critical"]} == {"GET /buy", "charge", "SELECT orders"}
+    # critical path, walked back from the end: charge (and its db call), then reserve, which ended before
+    # charge started
+    assert {r["operation"] for r in wf.rows if r["critical"]} == {"GET /buy", "reserve", "charge", "SELECT orders"}
     assert "billing charge" in wf.summary
 
 

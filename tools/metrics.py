@@ -176,7 +176,8 @@ def resource_metrics(
 
 
 def _round(v: float | None) -> float | None:
-    return None if v is None else round(float(v), 6)
+    """Rows keep full precision (the summary shortens numbers); only NaN-free floats."""
+    return None if v is None else float(v)
 
 
 def _fmt(v: float | None) -> str:

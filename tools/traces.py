@@ -404,12 +404,19 @@ def _waterfall(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return utc(s["Timestamp"]) + dt.timedelta(microseconds=s["Duration"] / 1000)
 
     critical: set[str] = set()
-    for r in roots[:1]:
-        node: dict[str, Any] | None = r
-        while node is not None:
-            critical.add(node["SpanId"])
-            kids = children.get(node["SpanId"], [])
-            node = max(kids, key=end) if kids else None
+
+    def mark(span: dict[str, Any]) -> None:
+        """Walk back from the span's end: the child ending last (within it) is critical, then the child
+        ending before that one started, and so on; children outliving the span (async) are not."""
+        critical.add(span["SpanId"])
+        cursor = end(span)
+        for kid in sorted(children.get(span["SpanId"], []), key=end, reverse=True):
+            if end(kid) <= cursor:
+                mark(kid)
+                cursor = utc(kid["Timestamp"])
+
+    if roots:
+        mark(min(roots, key=lambda s: utc(s["Timestamp"])))
     out: list[dict[str, Any]] = []
 
     def visit(s: dict[str, Any], depth: int) -> None:
