@@ -62,6 +62,7 @@ class AnomalyConfig(BaseSettings):
     train_hours: float = 24.0  # sliding training window
     retrain_hours: float = 6.0  # retrain this often
     baseline_refit_minutes: float = 10.0  # cold start: refit the baseline this often (new entities)
+    baseline_lookback_hours: float = 2.0  # cold start: history the baseline learns from
     drift_sustain_windows: int = 60  # a shift lasting this long is a change, not an incident (30 min at 30 s)
     drift_confirm_windows: int = 60  # then this long at the new level makes it the new normal
     immediate_score: float = 2.0  # below this, an entity must be anomalous two windows running to alert
@@ -386,7 +387,8 @@ class Scorer:
         elif self.model is None and (
             self.normaliser is None or now - self.baseline_fit_at >= self.config.baseline_refit_minutes * 60
         ):
-            self.fit(first, closed_end, train_model=False, persist=False)
+            self.fit(max(first, closed_end - self.config.baseline_lookback_hours * 3600), closed_end,
+                     train_model=False, persist=False)
             self.baseline_fit_at = now
         # first step after (re)start: catch up on the last few windows (re-scored rows replace old ones)
         start = self.last_scored + w if self.last_scored is not None else 0
