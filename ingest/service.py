@@ -400,3 +400,17 @@ class IngestThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def mount(app: Any, ctx: ServerContext) -> None:  # noqa: ANN401 - a FastAPI app
+    """Also answer OTLP/HTTP on the main port (`POST /v1/traces|logs|metrics`), for single-port setups."""
+
+    async def otlp(scope: dict, receive: Callable, send: Callable) -> None:
+        service = ctx.services.get(IngestService.name)
+        if not isinstance(service, IngestService):
+            status = Status(code=Code.UNAVAILABLE, message="ingest is not running")
+            await _respond(send, 503, False, status, {"retry-after": str(RETRY_AFTER_SECONDS)})
+            return
+        await service.asgi(scope, receive, send)
+
+    app.mount("/v1", otlp)

@@ -40,11 +40,12 @@ def mounts() -> list[Mount]:
     from anomaly.api import mount as anomalies_mount
     from chat.slack.mount import mount as slack_mount
     from chat.web.mount import mount as chat_mount
+    from ingest.service import mount as otlp_mount
     from otel_ai.api_ask import mount as ask_mount
     from otel_ai.api_sql import mount as sql_mount
 
     # chat_mount stays last: it serves the chat UI at "/" and catches every path not matched before.
-    return [slack_mount, anomalies_mount, sql_mount, ask_mount, chat_mount]
+    return [slack_mount, anomalies_mount, sql_mount, ask_mount, otlp_mount, chat_mount]
 
 
 def build_app(ctx: ServerContext) -> FastAPI:

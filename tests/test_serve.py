@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.fixtures.otlp import http_export, spans_request
+
 
 def test_serve_is_healthy_and_stops_cleanly_on_sigterm(server) -> None:
     r = httpx.get(f"{server.http_url}/healthz")
@@ -14,8 +16,13 @@ def test_serve_is_healthy_and_stops_cleanly_on_sigterm(server) -> None:
     assert body["store"] == f"chdb://{server.data_dir.resolve()}"
     log = server.log()
     assert f"gRPC 127.0.0.1:{server.grpc_port}, HTTP 127.0.0.1:{server.otlp_http_port}" in log
+    # OTLP/HTTP is also answered on the main port, for single-port deployments
+    r = http_export(server.http_url, "traces", spans_request("main-port", range(4)).SerializeToString())
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
+    assert http_export(server.http_url, "traces", b"\xff", "application/json").status_code == 400
     assert server.stop() == 0
     assert "Traceback" not in server.log()
+    assert server.query("SELECT count() AS n FROM otel_traces WHERE ServiceName = 'main-port'") == [{"n": 4}]
 
 
 def test_a_second_serve_on_the_same_directory_is_refused_clearly(server_factory) -> None:
