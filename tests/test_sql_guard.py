@@ -77,6 +77,10 @@ SYSTEM_QUERIES = [
     "SELECT * FROM anomaly_model_state",
     "SELECT * FROM slack_threads",
     "SELECT * FROM default.x.y",
+    # a CTE name only covers its own query and subqueries, not the parent's FROM
+    "SELECT * FROM slack_threads, (WITH slack_threads AS (SELECT 1) SELECT * FROM slack_threads)",
+    "SELECT * FROM otel_traces WHERE TraceId IN (SELECT * FROM secret) "
+    "UNION ALL (WITH secret AS (SELECT 1) SELECT * FROM secret)",
 ]
 
 FUNCTION_QUERIES = [
@@ -265,6 +269,8 @@ ACCEPTED = [
     "SELECT ServiceName FROM otel_traces WHERE ServiceName = 'url(http://x)' OR 1 = 1 LIMIT 1",
     "SELECT count() FROM anomalies FINAL",
     "SELECT * FROM otel_traces ORDER BY Timestamp DESC LIMIT 999999",
+    "WITH a AS (SELECT TraceId FROM otel_traces), b AS (SELECT * FROM a) SELECT count() FROM b",
+    "SELECT count() FROM (WITH x AS (SELECT ServiceName FROM otel_traces) SELECT * FROM x)",
 ]
 
 

@@ -107,7 +107,18 @@ def _is_denied_function(name: str) -> bool:
     return low in DENIED_FUNCTIONS or low.startswith(DENIED_FUNCTION_PREFIXES)
 
 
-def _check_table(table: exp.Table, ctes: set[str], database: str | None) -> None:
+def _cte_in_scope(table: exp.Table) -> bool:
+    """Whether a WITH of an enclosing query defines `table`'s name (CTEs are not visible to parents)."""
+    node = table.parent
+    while node is not None:
+        with_ = node.args.get("with_") or node.args.get("with")
+        if isinstance(with_, exp.With) and any(c.alias_or_name == table.name for c in with_.expressions):
+            return True
+        node = node.parent
+    return False
+
+
+def _check_table(table: exp.Table, database: str | None) -> None:
     if not isinstance(table.this, exp.Identifier):
         fname = _function_name(table.this) if isinstance(table.this, exp.Func) else table.this.sql(DIALECT)
         raise SQLRefused(
@@ -124,7 +135,7 @@ def _check_table(table: exp.Table, ctes: set[str], database: str | None) -> None
             raise SQLRefused(
                 f"table {table.sql(DIALECT)} is in another database: use unqualified table names"
             )
-    if name in ctes and not qualifiers:
+    if not qualifiers and _cte_in_scope(table):
         return
     if ALLOWED_TABLE_RE.match(name) or name in ALLOWED_TABLES:
         return
@@ -221,14 +232,13 @@ def guard(
         kind = tree.key.upper() if isinstance(tree, exp.Expression) else type(tree).__name__
         raise SQLRefused(f"only SELECT queries are allowed (got {kind})")
 
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     for node in tree.walk():
         if isinstance(node, _FORBIDDEN_NODES):
             raise SQLRefused(f"{node.key.upper()} is not allowed: only read-only SELECT queries run here")
         if isinstance(node, (exp.Select, exp.SetOperation)):
             _check_query_node(node)
         elif isinstance(node, exp.Table):
-            _check_table(node, ctes, database)
+            _check_table(node, database)
         elif isinstance(node, exp.In):
             _check_in(node)
         elif isinstance(node, exp.Column):
@@ -266,8 +276,17 @@ def error_message(exc: Exception) -> str:
 
 
 def query(store: Store, sql: str):  # noqa: ANN201 - store.QueryResult
-    """Run the tools' own analytics SQL under the same read-only limits as guarded SQL."""
-    return store.query(sql, settings=QUERY_SETTINGS)
+    """Run the tools' own analytics SQL under the same read-only limits as guarded SQL.
+
+    A server user whose profile is already read-only may not change any setting (readonly=1 there):
+    then the query runs under that profile's own limits."""
+    try:
+        return store.query(sql, settings=QUERY_SETTINGS)
+    except Exception as exc:
+        text = str(exc)
+        if "Cannot modify" in text and "readonly" in text:
+            return store.query(sql)
+        raise
 
 
 def run_sql(
