@@ -168,7 +168,7 @@ class Store:
         client = _open_client(target, None)
         store = cls(client, target, db)
         if create:
-            store.command(f"CREATE DATABASE IF NOT EXISTS {quote_ident(db)}")
+            store._ensure_database(db)
         store._use(db)
         return store
 
@@ -184,9 +184,17 @@ class Store:
         """Another handle on the same engine bound to another database (tests, evals)."""
         other = Store(_open_client(self.url, None), self.url, database)
         if create:
-            other.command(f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)}")
+            other._ensure_database(database)
         other._use(database)
         return other
+
+    def _ensure_database(self, database: str) -> None:
+        """Create the database only when it is missing: a read-only account (SELECT grants only) may not
+        run CREATE DATABASE even with IF NOT EXISTS."""
+        exists = self.query("SELECT count() FROM system.databases WHERE name = {d:String}",
+                            parameters={"d": database}).scalar()
+        if not exists:
+            self.command(f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)}")
 
     def clone(self) -> Store:
         """A second handle on the same database, so a writer thread need not wait for readers."""

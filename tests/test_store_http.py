@@ -125,6 +125,37 @@ def test_database_from_url_unless_set_explicitly(ch: ClickHouseHTTP) -> None:
             store.close()
 
 
+def test_connecting_to_an_existing_database_needs_no_create_privilege(ch: ClickHouseHTTP) -> None:
+    Store.connect(ch.url("otel_existing")).close()
+    before = len(ch.queries())
+    store = Store.connect(ch.url("otel_existing"))
+    try:
+        assert store.query("SELECT 1").scalar() == 1
+    finally:
+        store.close()
+    issued = [q["sql"] for q in ch.queries()[before:]]
+    assert issued and not any("CREATE" in sql.upper() for sql in issued)  # a SELECT-only account can connect
+
+
+def test_agent_sql_tool_runs_read_only_over_http(ch: ClickHouseHTTP) -> None:
+    from tools.sql import QUERY_SETTINGS, run_sql
+
+    store = Store.connect(ch.url("otel_tools"))
+    try:
+        migrate(store, Settings(clickhouse_url=ch.url("otel_tools")))
+        store.insert("otel_traces", ["Timestamp", "TraceId", "ServiceName"],
+                     [[datetime.now(UTC)], ["ef" * 16], ["cart"]])
+        result = run_sql(store, "SELECT ServiceName, count() AS n FROM otel_traces GROUP BY ServiceName")
+        assert result.ok, result.error
+        assert result.rows == [{"ServiceName": "cart", "n": 1}]
+        sent = ch.queries()[-1]
+        assert sent["settings"]["readonly"] == "1" and "otel_traces" in sent["sql"]
+        with pytest.raises(Exception, match="READONLY|readonly"):  # the engine enforces it, not only the guard
+            store.command("INSERT INTO otel_traces (ServiceName) VALUES ('x')", settings=QUERY_SETTINGS)
+    finally:
+        store.close()
+
+
 def test_wrong_credentials_give_a_clear_store_error(ch: ClickHouseHTTP) -> None:
     with pytest.raises(StoreError) as err:
         Store.connect(ch.url("otel", password="wrong-password"))
