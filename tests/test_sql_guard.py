@@ -53,6 +53,10 @@ TABLE_FUNCTION_QUERIES = [
     "SELECT * FROM otel_traces WHERE TraceId IN (SELECT * FROM file('/etc/passwd', 'LineAsString'))",
     "SELECT 1 UNION ALL SELECT * FROM file('/etc/passwd', 'LineAsString')",
     "SELECT (SELECT count() FROM url('http://x', 'CSV', 'a String')) AS n",
+    "SELECT * FROM `file`('/etc/passwd', 'LineAsString')",
+    "SELECT * FROM TABLE(file('/etc/passwd'))",
+    "SELECT * FROM unnest([1, 2])",
+    "SELECT * FROM otel_traces JOIN LATERAL (SELECT 1) ON 1 = 1",
 ]
 
 SYSTEM_QUERIES = [

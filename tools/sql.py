@@ -239,6 +239,9 @@ def guard(
             _check_query_node(node)
         elif isinstance(node, exp.Table):
             _check_table(node, database)
+        elif isinstance(node, (exp.From, exp.Join)) and not isinstance(node.this, (exp.Table, exp.Subquery, exp.Final)):
+            if not (isinstance(node, exp.Join) and node.args.get("kind") == "ARRAY"):
+                raise SQLRefused(f"only tables and subqueries may follow FROM/JOIN, not {node.this.key.upper()}")
         elif isinstance(node, exp.In):
             _check_in(node)
         elif isinstance(node, exp.Column):
