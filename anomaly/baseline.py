@@ -23,6 +23,7 @@ _REL_FLOOR = np.array([f.rel_floor for f in FEATURES])
 _ERR = FEATURE_INDEX["error_ratio"]
 _REQ = FEATURE_INDEX["requests"]
 _SHIFT = FEATURE_INDEX["downstream_shift"]
+_LATENCY = np.array([i for i, f in enumerate(FEATURES) if f.unit == "s"])
 
 
 def transform(values: np.ndarray) -> np.ndarray:
@@ -101,6 +102,7 @@ class Normaliser:
     min_windows: int = 10
     hourly_min_windows: int = 20
     hourly_min_days: int = 2
+    min_latency_delta: float = 0.02  # seconds
 
     @classmethod
     def fit(cls, table: FeatureTable, min_windows: int = 10) -> Normaliser:
@@ -158,6 +160,10 @@ class Normaliser:
             n_req = np.clip(np.nan_to_num(values[:, _REQ], nan=1.0), 1.0, None)
             scale[:, _ERR] = np.maximum(scale[:, _ERR], np.sqrt((p + 0.01) * (1 - p + 0.01) / n_req))
             z = (x - center) / scale
+            # a latency change smaller than min_latency_delta is not worth a person's attention, however
+            # large relative to a sub-millisecond normal (long tails of fast calls)
+            small = np.abs(values[:, _LATENCY] - np.expm1(center[:, _LATENCY]) / 1000.0) < self.min_latency_delta
+            z[:, _LATENCY] = np.where(small, np.minimum(z[:, _LATENCY], 0.0), z[:, _LATENCY])
         mask = ~np.isnan(z)
         z = np.clip(np.nan_to_num(z, nan=0.0), -Z_CLIP, Z_CLIP)
         return z, mask, center, scale

@@ -15,7 +15,7 @@ Cost: scoring one window of 1,000 entities and training on 24 h of 30 s windows 
 (generated feature tables: anomaly/synthetic.py), on this CPU with torch limited to one thread.
 
 Usage: .venv/bin/python benchmarks/anomaly.py [--scenarios all|a,b] [--seeds 1,2,3] [--history 70m]
-       [--eval-normal 10] [--cost-only] [--json out.json]
+       [--eval-normal 10] [--rate 2.5] [--cost-only] [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def machine() -> str:
             f"{platform.python_version()}")
 
 
-def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: int) -> dict:
+def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: int, rate: float) -> dict:
     from tests.fixtures.scenario import load_scenario
 
     t0 = time.monotonic()
-    loaded = load_scenario(root, scenario, seed=seed, history=history)
+    loaded = load_scenario(root, scenario, seed=seed, history=history, rate=rate)
     load_s = time.monotonic() - t0
     store, truth = loaded.store, loaded.truth
     first = float(store.query("SELECT toUnixTimestamp64Milli(min(Timestamp)) / 1000 FROM otel_traces").scalar())
@@ -172,11 +172,12 @@ def main() -> int:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--history", default="70m")
     ap.add_argument("--eval-normal", type=int, default=10, help="fault-free minutes scored before the fault")
+    ap.add_argument("--rate", type=float, default=2.5, help="simulated user flows per second")
     ap.add_argument("--cost-only", action="store_true")
     ap.add_argument("--json", help="write all figures to this file")
     args = ap.parse_args()
     print(f"machine: {machine()}", flush=True)
-    report: dict = {"machine": machine(), "cost": cost()}
+    report: dict = {"machine": machine(), "args": vars(args), "cost": cost()}
     print("cost:", json.dumps(report["cost"]), flush=True)
     if not args.cost_only:
         names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
@@ -186,7 +187,7 @@ def main() -> int:
             root = Store.connect(f"chdb://{tmp}", database="default")
             for seed in seeds:  # every scenario once before the next seed: a cut-short run still covers all
                 for name in names:
-                    r = evaluate(root, name, seed, args.history, args.eval_normal)
+                    r = evaluate(root, name, seed, args.history, args.eval_normal, args.rate)
                     results.append(r)
                     print(json.dumps(r), flush=True)
                     if args.json:
