@@ -60,7 +60,7 @@ Entity = tuple[str, str, str]  # (service, operation, span_kind: 'service' | 'se
 
 # Metric names (regex, case-insensitive) read as CPU and memory where the telemetry has them.
 CPU_METRIC = r"(?i)cpu.*(utili[sz]ation|usage|percent|load)"
-MEMORY_METRIC = r"(?i)mem.*(usage|utili[sz]ation|rss|used|heap)"
+MEMORY_METRIC = r"(?i)mem.*(usage|utili[sz]ation|rss|used|heap|working_set)"
 
 _IN = "(SpanKind IN ('Server', 'Consumer') OR ParentSpanId = '')"
 _OUT = "SpanKind IN ('Client', 'Producer')"
