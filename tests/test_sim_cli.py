@@ -15,35 +15,21 @@ from pathlib import Path
 
 import httpx
 
-from tests.fixtures.server import free_port
+from tests.fixtures.server import free_port, query_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-COUNT_SCRIPT = """
-import json, sys
-from store import Store
-s = Store.connect("chdb://" + sys.argv[1], database="otel")
-q = lambda sql: int(s.query(sql).scalar())
-print(json.dumps({
-    "spans": q("SELECT count() FROM otel_traces"),
-    "logs": q("SELECT count() FROM otel_logs"),
-    "metrics": q("SELECT (SELECT count() FROM otel_metrics_gauge) + (SELECT count() FROM otel_metrics_sum)"
-                 " + (SELECT count() FROM otel_metrics_histogram)"),
-    "slow_charges_after": q("SELECT count() FROM otel_traces WHERE SpanName = 'oteldemo.PaymentService/Charge'"
-                            " AND SpanKind = 'Server' AND Duration > 800e6 AND Timestamp >= "
-                            "parseDateTime64BestEffort('" + sys.argv[2] + "', 9)"),
-    "slow_charges_before": q("SELECT count() FROM otel_traces WHERE SpanName = 'oteldemo.PaymentService/Charge'"
-                             " AND SpanKind = 'Server' AND Duration > 800e6 AND Timestamp < "
-                             "parseDateTime64BestEffort('" + sys.argv[2] + "', 9)"),
-}))
-"""
+CHARGE = "SpanName = 'oteldemo.PaymentService/Charge' AND SpanKind = 'Server' AND Duration > 800e6"
 
 
 def stored(data_dir: Path, since: str = "2000-01-01T00:00:00Z") -> dict[str, int]:
     """Row counts of a stopped server's data directory (read by a subprocess: one chDB dir per process)."""
-    out = subprocess.run([sys.executable, "-c", COUNT_SCRIPT, str(data_dir), since], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    at = f"parseDateTime64BestEffort('{since}', 9)"
+    sql = ("SELECT (SELECT count() FROM otel_traces) AS spans, (SELECT count() FROM otel_logs) AS logs,"
+           " (SELECT count() FROM otel_metrics_gauge) + (SELECT count() FROM otel_metrics_sum)"
+           " + (SELECT count() FROM otel_metrics_histogram) AS metrics,"
+           f" (SELECT count() FROM otel_traces WHERE {CHARGE} AND Timestamp >= {at}) AS slow_charges_after,"
+           f" (SELECT count() FROM otel_traces WHERE {CHARGE} AND Timestamp < {at}) AS slow_charges_before")
+    return {k: int(v) for k, v in query_data_dir(data_dir, sql)[0].items()}
 
 
 def otel_ai(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
