@@ -254,3 +254,24 @@ def test_otel_demo_override_adds_otel_ai_to_every_demo_pipeline() -> None:
     assert set(pipelines) == {"traces", "metrics", "logs"}
     assert all("otlp/otel-ai" in p["exporters"] for p in pipelines.values())
     assert "spanmetrics" in pipelines["traces"]["exporters"]  # the demo's span metrics keep flowing
+
+
+def test_the_wheel_the_image_installs_carries_every_package_file(tmp_path: Path) -> None:
+    """The Dockerfile runs `pip install .`: every tracked file under the packages (SQL migrations, prompts,
+    Chainlit config and assets) must be in the wheel, or the image breaks where the source tree works."""
+    import subprocess
+    import sys
+    import zipfile
+
+    packages = re.findall(r'"(\w+)\*"', re.search(r'include = \[(.*?)\]',
+                                                  (ROOT / "pyproject.toml").read_text()).group(1))
+    tracked = subprocess.run(["git", "ls-files", "--", *packages], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    expected = {f for f in tracked if "__pycache__" not in f}
+    assert any(f.startswith("schema/migrations/") for f in expected)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                          "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("otel_ai-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert sorted(expected - names) == []
