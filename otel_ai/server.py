@@ -8,6 +8,7 @@ work and commits what it acknowledged.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -46,6 +47,19 @@ def mounts() -> list[Mount]:
 
     # chat_mount stays last: it serves the chat UI at "/" and catches every path not matched before.
     return [slack_mount, anomalies_mount, sql_mount, ask_mount, otlp_mount, chat_mount]
+
+
+def tune_gc() -> None:
+    """Keep Python's cycle collector off the ingest path.
+
+    Ingest allocates many containers per span; with the default thresholds the collector runs
+    constantly and its full passes rescan every object the libraries (torch, Chainlit, ...) created at
+    start-up. py-spy found it in 16 % of serve's samples under ingest load, 5 % after freezing the
+    start-up heap and collecting the young generation less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def build_app(ctx: ServerContext) -> FastAPI:
@@ -96,6 +110,7 @@ async def run(settings: Settings, ready: Callable[[ServerContext], None] | None 
             http_task.result()
             raise RuntimeError(f"HTTP server on {settings.host}:{settings.port} did not start")
         print(f"otel-ai serving: chat and API on http://{settings.host}:{settings.port}", flush=True)
+        tune_gc()
         if ready:
             ready(ctx)
         await stop.wait()
