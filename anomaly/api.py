@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from anomaly.features import to_epoch
 from anomaly.scorer import ANOMALY_TABLE
 from store import Store
 
@@ -44,8 +45,8 @@ def list_anomalies(
         end_s = time.time() if now is None else now
         start_s = end_s - since_seconds
     else:
-        start_s = start.timestamp() if isinstance(start, datetime) else float(start)
-        end_s = (end.timestamp() if isinstance(end, datetime) else float(end)) if end is not None else time.time()
+        start_s = to_epoch(start)
+        end_s = to_epoch(end) if end is not None else time.time()
     where = [f"window_start >= toDateTime64({start_s:.3f}, 3)", f"window_start < toDateTime64({end_s:.3f}, 3)"]
     if service:
         where.append(f"service = {_lit(service)}")
