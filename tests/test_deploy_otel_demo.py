@@ -119,11 +119,14 @@ def test_setup_clones_the_pinned_release(tmp_path: Path) -> None:
 def test_validate_checks_that_every_signal_arrived(server_factory, tmp_path: Path) -> None:
     srv = server_factory()
     send_telemetry(srv.otlp_grpc_endpoint, ["frontend", "checkout"])
+    via_api = _cli("validate", "--server", srv.http_url, "--min-services", "2", "--expect-service", "frontend")
+    assert via_api.returncode == 0, via_api.stdout + via_api.stderr
     assert srv.stop() == 0
     data = str(srv.data_dir)
     ok = _cli("validate", "--data", data, "--min-services", "2", "--expect-service", "frontend")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "traces=2 logs=2 metric points=2" in ok.stdout and "checkout, frontend" in ok.stdout
+    assert via_api.stdout == ok.stdout  # the HTTP API (SQL guard) and the store agree
     short = _cli("validate", "--data", data, "--expect-service", "payment")
     assert short.returncode == 1
     assert "2 services sent traces, expected at least 5" in short.stderr and "no traces from: payment" in short.stderr
