@@ -359,3 +359,18 @@ def test_db_cli_reports_changed_file(tmp_path: Path) -> None:
     mig = _cli("migrate", data=data)
     assert mig.returncode == 1
     assert "001_otel_traces.sql was changed" in mig.stderr and "deadbeef" in mig.stderr
+
+
+def test_statement_splitting_respects_quotes_and_comments() -> None:
+    from store.ddl import render, split_statements
+
+    sql = ("-- a comment; with a semicolon\nCREATE TABLE a (s String DEFAULT 'x;y') ENGINE = MergeTree ORDER BY s;\n"
+           "/* block; comment */ CREATE TABLE `b;c` (x UInt8) ENGINE = MergeTree ORDER BY x;\n;\n-- trailing only\n")
+    assert split_statements(sql) == [
+        "CREATE TABLE a (s String DEFAULT 'x;y') ENGINE = MergeTree ORDER BY s",
+        "CREATE TABLE `b;c` (x UInt8) ENGINE = MergeTree ORDER BY x",
+    ]
+    assert render("CREATE TABLE t (x DateTime) ENGINE = MergeTree ORDER BY x {{ TTL x }} SETTINGS a = 1", 3) == [
+        "CREATE TABLE t (x DateTime) ENGINE = MergeTree ORDER BY x TTL x + toIntervalDay(3) SETTINGS a = 1"]
+    with pytest.raises(ValueError, match="unterminated"):
+        split_statements("SELECT 'oops;")
