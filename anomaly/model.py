@@ -10,6 +10,7 @@ rarest normal window we held out, with margin", and it reads like a z value (squ
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +53,11 @@ class TrainConfig:
     exclude_z: float = 12.0  # training rows this far from normal are past incidents, not "normal"
     quantile: float = 0.999
     margin: float = 1.3
+    should_stop: Callable[[], bool] | None = None  # serve shutting down: abandon training between batches
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training was abandoned because the server is stopping."""
 
 
 @dataclass
@@ -161,6 +167,8 @@ def train(table: FeatureTable, normaliser: Normaliser, config: TrainConfig | Non
         order = fit_t[torch.randperm(len(fit_t), generator=gen)]
         total, count = 0.0, 0
         for b in range(0, len(order), cfg.batch_size):
+            if cfg.should_stop is not None and cfg.should_stop():
+                raise TrainingInterrupted("training abandoned: stopping")
             batch = order[b : b + cfg.batch_size]
             out = model(zc[batch], mt[batch], it[batch])
             loss = (((out - zc[batch]) ** 2) * mt[batch]).sum() / mt[batch].sum().clamp(min=1)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -161,6 +162,7 @@ class Scorer:
     last_scored: int | None = None
     drift: DriftTracker = field(default_factory=DriftTracker)
     last_anomalous: dict[Entity, int] = field(default_factory=dict)
+    should_stop: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         self.drift = DriftTracker(self.config.drift_sustain_windows, self.config.drift_confirm_windows)
@@ -225,7 +227,7 @@ class Scorer:
                       "baseline_threshold": round(self.baseline.threshold, 3)}
         if train_model and len(table.windows()) >= self.config.train_min_windows and self.normaliser.stats:
             cfg = TrainConfig(seed=self.config.seed, epochs=self.config.epochs, threads=self.config.threads,
-                              max_seconds=self.config.max_train_seconds)
+                              max_seconds=self.config.max_train_seconds, should_stop=self.should_stop)
             try:
                 self.model = train(table, self.normaliser, cfg)
                 info.update({f"model_{k}": v for k, v in self.model.info.items()})

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from anomaly.model import TrainingInterrupted
 from anomaly.scorer import AnomalyConfig, Scorer
 from otel_ai.context import ServerContext
 
@@ -63,7 +64,7 @@ class ScorerService:
         torch.set_num_threads(max(1, self.config.threads))
         store = self.ctx.store.clone()
         try:
-            self.scorer = Scorer(store, self.window_seconds, self.config)
+            self.scorer = Scorer(store, self.window_seconds, self.config, should_stop=self._stop.is_set)
             try:
                 self.scorer.load()
             except Exception as exc:  # noqa: BLE001 - a bad saved state means a cold start, not a dead serve
@@ -77,6 +78,8 @@ class ScorerService:
                         self.windows_scored += 1
                     self.anomalies_written += len(records)
                     self.last_error = None
+                except TrainingInterrupted:
+                    break
                 except Exception as exc:  # noqa: BLE001 - keep scoring later windows
                     self.last_error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                     log.exception("anomaly scoring step failed")

@@ -171,3 +171,18 @@ def test_value_formatting_reads_like_a_person_wrote_it() -> None:
     assert fmt_value(req, 1234) == "1,234"
     assert fmt_value(mem, 3 * 2**30) == "3.0 GiB"
     assert fmt_value(p95, float("nan")) == "n/a"
+
+
+def test_training_is_abandoned_when_serve_stops() -> None:
+    from anomaly.model import TrainingInterrupted
+
+    calls = []
+
+    def stopping() -> bool:
+        calls.append(1)
+        return len(calls) > 2  # stop after two batches
+
+    scorer = Scorer(None, 30, AnomalyConfig(train_min_windows=100), should_stop=stopping)
+    with pytest.raises(TrainingInterrupted):
+        scorer.fit_table(generate(8, 400, seed=1))
+    assert scorer.model is None and len(calls) == 3
