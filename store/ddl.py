@@ -41,7 +41,9 @@ _DROP = re.compile(
     rf"^\s*DROP\s+(?P<kind>TABLE|VIEW|DICTIONARY)\s+(?P<ie>IF\s+EXISTS\s+)?(?P<name>{_IDENT})\s*(?P<rest>.*)$",
     re.S | re.I,
 )
-_ENGINE = re.compile(r"\bENGINE\s*=?\s*(?P<engine>[A-Za-z]*MergeTree)\s*(?:\((?P<args>[^()]*)\))?", re.I)
+_ENGINE = re.compile(
+    r"\bENGINE\s*=?\s*(?P<engine>[A-Za-z]*MergeTree)\s*(?:\((?P<args>(?:[^()]|\([^()]*\))*)\))?", re.I
+)
 _COLUMN_ALTER = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR)\s+COLUMN\b", re.I)
 
 

@@ -93,6 +93,10 @@ def test_engine_arguments_are_kept() -> None:
     )
     assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/otel/a_local', '{replica}', v)" in out[0]
     assert out[1].endswith("Distributed('otel_cluster', 'otel', 'a_local', rand())")
+    nested = cluster_statements("CREATE TABLE b (v DateTime, k String) ENGINE = ReplacingMergeTree(toUInt32(v)) "
+                                "ORDER BY k", CLUSTER, DB)[0]
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/otel/b_local', '{replica}', toUInt32(v)) " \
+           "ORDER BY k" in nested
 
 
 def test_alter_and_drop_reach_both_tables() -> None:
