@@ -144,6 +144,28 @@ def summarise(results: list[dict]) -> dict:
     return summary
 
 
+def markdown(results: list[dict]) -> str:
+    """Per-scenario rows (summed over seeds) and the overall summary, as markdown tables."""
+    lines = ["| scenario | seeds | AE P / R / F1 | AE delay (windows) | AE root cause top-1 / top-3 | "
+             "baseline P / R / F1 | baseline delay | baseline top-1 / top-3 |",
+             "| --- | ---: | --- | --- | --- | --- | --- | --- |"]
+    for name in dict.fromkeys(r["scenario"] for r in results):
+        runs = [r for r in results if r["scenario"] == name]
+        cells = [name, str(len(runs))]
+        for det in ("autoencoder", "baseline"):
+            s = summarise(runs)[det]
+            if name == "none":
+                cells += [f"false alarms/entity-day {s['false_alarms_per_entity_day_fault_free']}", "", ""]
+                continue
+            delays = [r[det].get("delay_windows") for r in runs]
+            cells += [f"{s['precision']:.2f} / {s['recall']:.2f} / {s['f1']:.2f}",
+                      ", ".join("-" if d is None else str(d) for d in delays),
+                      f"{sum(r[det]['rc_top1'] for r in runs)}/{len(runs)} / {sum(r[det]['rc_top3'] for r in runs)}/"
+                      f"{len(runs)} ({', '.join(r[det]['rc_top'][0] if r[det]['rc_top'] else '-' for r in runs)})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def cost() -> dict:
     torch.set_num_threads(1)
     out: dict = {}
@@ -175,7 +197,13 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2.5, help="simulated user flows per second")
     ap.add_argument("--cost-only", action="store_true")
     ap.add_argument("--json", help="write all figures to this file")
+    ap.add_argument("--report", help="print the summary and markdown tables of a (partial) --json file, run nothing")
     args = ap.parse_args()
+    if args.report:
+        runs = json.loads(Path(args.report).read_text())["runs"]
+        print(json.dumps(summarise(runs), indent=1))
+        print(markdown(runs))
+        return 0
     print(f"machine: {machine()}", flush=True)
     report: dict = {"machine": machine(), "args": vars(args), "cost": cost()}
     print("cost:", json.dumps(report["cost"]), flush=True)
