@@ -221,3 +221,19 @@ def test_db_cli_against_http_endpoint(ch: ClickHouseHTTP, tmp_path: Path) -> Non
     bad = subprocess.run([*base, "status", "--clickhouse-url", ch.url("otel_cli", password="nope")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "Authentication failed" in bad.stderr and "nope" not in bad.stderr
+
+
+def test_replicas_migrating_at_once_agree(ch: ClickHouseHTTP, tmp_path: Path) -> None:
+    """`docker compose up --scale otel-ai=3` starts three serves that migrate the same server together."""
+    env = {**os.environ, "OTEL_AI_CONFIG": str(tmp_path / "none.toml")}
+    url = ch.url("otel_scaled")
+    procs = [subprocess.Popen([sys.executable, "-m", "otel_ai", "db", "migrate", "--clickhouse-url", url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    results = [(p.wait(180), p.stderr.read() if p.stderr else "") for p in procs]
+    assert [code for code, _ in results] == [0, 0, 0], results
+    store = Store.connect(url, create=False)
+    try:
+        assert [s.state for s in status(store)] == ["applied"] * len(discover())
+        assert migrate(store, Settings(clickhouse_url=url)) == []
+    finally:
+        store.close()
