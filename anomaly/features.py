@@ -135,6 +135,21 @@ class FeatureTable:
             out[self.entities[int(e)]] = order[bounds[k] : bounds[k + 1]]
         return out
 
+    def concat(self, other: FeatureTable) -> FeatureTable:
+        """Rows of both tables (entity lists merged)."""
+        entities = sorted(set(self.entities) | set(other.entities))
+        index = {e: i for i, e in enumerate(entities)}
+        remap = [np.array([index[e] for e in t.entities], dtype=np.int64) for t in (self, other)]
+        return FeatureTable(
+            window_seconds=self.window_seconds,
+            entities=entities,
+            entity_idx=np.concatenate([remap[0][self.entity_idx] if len(self) else np.zeros(0, dtype=np.int64),
+                                       remap[1][other.entity_idx] if len(other) else np.zeros(0, dtype=np.int64)]),
+            window=np.concatenate([self.window, other.window]),
+            values=np.concatenate([self.values, other.values]),
+            calls=self.calls + other.calls,
+        )
+
     @classmethod
     def from_records(
         cls, window_seconds: int, records: dict[tuple[Entity, int], dict[str, float]],

@@ -20,11 +20,11 @@ from anomaly.features import call_graph, to_epoch
 from store import Store
 
 # which anomaly kinds of a callee can explain which kinds of its caller
-_EXPLAINS = {
-    "latency": {"latency", "saturation", "change", "dependency"},
-    "errors": {"errors", "change", "dependency"},
+_EXPLAINS = {  # a callee that went silent ('traffic': crashed, unreachable) explains its callers' failures
+    "latency": {"latency", "saturation", "change", "dependency", "traffic"},
+    "errors": {"errors", "change", "dependency", "traffic"},
     "traffic": {"errors", "latency", "traffic"},
-    "dependency": {"latency", "errors", "saturation", "change", "dependency"},
+    "dependency": {"latency", "errors", "saturation", "change", "dependency", "traffic"},
     "saturation": set(),
     "change": {"latency", "errors", "saturation", "change"},
 }

@@ -66,6 +66,7 @@ class AnomalyConfig(BaseSettings):
     baseline_lookback_hours: float = 2.0  # cold start: history the baseline learns from
     drift_sustain_windows: int = 60  # a shift lasting this long is a change, not an incident (30 min at 30 s)
     drift_confirm_windows: int = 60  # then this long at the new level makes it the new normal
+    silent_min_requests: float = 5.0  # entities normally this busy per window are expected in every window
     immediate_score: float = 2.0  # below this, an entity must be anomalous two windows running to alert
     grace_seconds: float = 10.0  # a window is closed this long after its end (late spans)
     max_catchup_windows: int = 20
@@ -349,9 +350,24 @@ class Scorer:
             contributions=contributions, explanation=explanation,
         )
 
+    def with_silent_entities(self, table: FeatureTable) -> FeatureTable:
+        """Entities that normally serve steady traffic but sent nothing in a window (crashed, unreachable) get a
+        row with 0 requests there, so silence is scored too. Only windows where other entities reported."""
+        if self.normaliser is None or not len(table):
+            return table
+        i = FEATURE_NAMES.index("requests")
+        expected = [e for e, st in self.normaliser.stats.items()
+                    if e[2] != "client" and math.expm1(st.center[i]) >= self.config.silent_min_requests]
+        present = {(int(table.window[r]), table.entity_of(r)) for r in range(len(table))}
+        missing = {(e, int(ws)): {"requests": 0.0} for ws in table.windows() for e in expected
+                   if (int(ws), e) not in present}
+        if not missing:
+            return table
+        return table.concat(FeatureTable.from_records(table.window_seconds, missing))
+
     def score_range(self, start: datetime | float, end: datetime | float, write: bool = True) -> list[AnomalyRecord]:
         """Score the closed windows in [start, end) from the store (and write the anomalies)."""
-        table = self.features(to_epoch(start), to_epoch(end))
+        table = self.with_silent_entities(self.features(to_epoch(start), to_epoch(end)))
         records = self.score_table(table)
         if write and self.store is not None:
             write_records(self.store, records)

@@ -73,7 +73,7 @@ def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: i
     info = scorer.fit(first, eval_start, persist=False)
     out["train_s"] = round(time.monotonic() - t1, 2)
     out["train_windows"] = info["windows"]
-    table = scorer.features(eval_start, eval_end)
+    table = scorer.with_silent_entities(scorer.features(eval_start, eval_end))
     windows = np.arange(eval_start, eval_end, W)
     model = scorer.model
     for detector in ("autoencoder", "baseline"):

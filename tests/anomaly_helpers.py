@@ -21,7 +21,8 @@ def shop_spans(start: float, windows: int, per_window: int = 30, seed: int = 0, 
     """Traces GET /checkout (frontend) → PlaceOrder (checkout) → Charge (payment) → SELECT (payment → db).
 
     fault='payment_latency' makes payment's own work 8x slower in windows [fault_from, fault_to);
-    fault='checkout_errors' makes checkout fail 60% of requests there."""
+    fault='checkout_errors' makes checkout fail 60% of requests there; fault='payment_down' makes payment
+    unreachable (checkout's calls fail, payment reports nothing)."""
     rng = random.Random(seed)
     rows: list[tuple] = []
     for w in range(windows):
@@ -35,16 +36,22 @@ def shop_spans(start: float, windows: int, per_window: int = 30, seed: int = 0, 
             pay_d = pay_self + db
             co_d = pay_d + int(rng.lognormvariate(-4.5, 0.2) * 1e9)
             fe_d = co_d + int(rng.lognormvariate(-5.0, 0.2) * 1e9)
-            co_err = faulty and fault == "checkout_errors" and rng.random() < 0.6
+            down = faulty and fault == "payment_down"
+            co_err = down or (faulty and fault == "checkout_errors" and rng.random() < 0.6)
             status = "Error" if co_err else "Unset"
             rows += [
                 (t, tid, fe, "", "GET /checkout", "Server", "frontend", fe_d, status, {"http.route": "/checkout"}),
                 (t, tid, fe_c, fe, "PlaceOrder", "Client", "frontend", co_d + 500_000, status, {}),
                 (t, tid, co, fe_c, "PlaceOrder", "Server", "checkout", co_d, status, {}),
-                (t, tid, co_c, co, "Charge", "Client", "checkout", pay_d + 300_000, "Unset", {}),
-                (t, tid, pay, co_c, "Charge", "Server", "payment", pay_d, "Unset", {}),
-                (t, tid, pay_db, pay, "SELECT payments", "Client", "payment", db, "Unset", {"db.system": "postgresql"}),
+                (t, tid, co_c, co, "Charge", "Client", "checkout", pay_d + 300_000, "Error" if down else "Unset",
+                 {"server.address": "payment"}),
             ]
+            if not down:  # payment_down: connection refused, payment sees nothing
+                rows += [
+                    (t, tid, pay, co_c, "Charge", "Server", "payment", pay_d, "Unset", {}),
+                    (t, tid, pay_db, pay, "SELECT payments", "Client", "payment", db, "Unset",
+                     {"db.system": "postgresql"}),
+                ]
     return rows
 
 

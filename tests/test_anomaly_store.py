@@ -157,3 +157,21 @@ def test_cli_train_score_list(faulty_shop) -> None:
     code, out = cli("anomalies", "list", "--since", "10m", "--service", "payment", *data)
     assert code == 0 and out.strip() and all(" payment" in line for line in out.strip().splitlines())
     assert cli("anomalies", "list", "--since", "ten minutes", *data)[0] == 2
+
+
+def test_silent_service_is_flagged_and_ranked_as_root_cause(store) -> None:
+    """payment stops answering: it sends no spans at all, checkout's calls to it fail."""
+    t0 = aligned_start(HISTORY + FAULT)
+    insert_spans(store, shop_spans(t0, HISTORY + FAULT, per_window=20, seed=4, fault="payment_down",
+                                   fault_from=HISTORY, fault_to=HISTORY + FAULT))
+    fault_start, end = t0 + HISTORY * W, t0 + (HISTORY + FAULT) * W
+    scorer = Scorer(store, W, AnomalyConfig(train_min_windows=100))
+    scorer.fit(t0, fault_start)
+    records = scorer.score_range(fault_start, end)
+    silent = [r for r in records if r.service == "payment" and r.operation == ""]
+    assert len(silent) >= FAULT - 1
+    assert silent[-1].kind == "traffic" and silent[-1].explanation.startswith("request count of payment 0 vs ")
+    assert {r.kind for r in records if r.service == "checkout"} & {"errors", "dependency"}
+    causes = rank_root_causes(store, fault_start, end)
+    assert causes[0].service == "payment" and causes[0].kind == "traffic", causes[:3]
+    assert "symptom of anomalous downstream payment" in next(c.reason for c in causes if c.service == "checkout")
