@@ -8,7 +8,7 @@ and everything sent must be stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -20,6 +20,8 @@ from tools.timewindow import TimeWindow
 HISTORY = "12m"
 FAULT = "6m"
 RATE = 1.5
+# Same time of day on every run (yesterday 15:00 UTC, inside the 7-day TTL): the same telemetry each time.
+ANCHOR = (datetime.now(UTC) - timedelta(days=1)).replace(hour=15, minute=0, second=0, microsecond=0)
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Stat:
 
 
 def load(root_store: Store, name: str) -> LoadedScenario:
-    return load_scenario(root_store, name, seed=1, history=HISTORY, rate=RATE, fault_duration=FAULT)
+    return load_scenario(root_store, name, seed=1, history=HISTORY, rate=RATE, fault_duration=FAULT, anchor=ANCHOR)
 
 
 def windows(loaded: LoadedScenario) -> tuple[TimeWindow, TimeWindow]:
