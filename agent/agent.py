@@ -321,9 +321,9 @@ def choose_window(
         notes.append("Same window as the previous question.")
     else:
         length = since or DEFAULT_WINDOW
-        anchor = now
+        # end at the newest data: the last seconds of a live stream, or backdated history
+        anchor = min(now, latest) if latest is not None else now
         if latest is not None and now - latest > STALE_AFTER:
-            anchor = latest
             notes.append(f"The latest data is from {latest:%Y-%m-%d %H:%M:%S} UTC: the window ends there.")
         if since is None and latest is not None and earliest is not None and 2 * length > latest - earliest:
             length = max((latest - earliest) / 2, timedelta(minutes=1))

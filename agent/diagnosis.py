@@ -12,6 +12,7 @@ corroborate. Nothing significant changed -> it says so and names no root cause.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
@@ -74,6 +75,7 @@ class Op:
     own_errors_base: int
     leaf_n: int
     error_example: str = ""
+    destination: str = ""  # messaging topic/queue (links producers to their consumers)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Op:
@@ -86,6 +88,7 @@ class Op:
             self_base_ms=float(num["self_base_ms"]), errors=int(num["errors"]), errors_base=int(num["errors_base"]),
             own_errors=int(num["own_errors"]), own_errors_base=int(num["own_errors_base"]),
             leaf_n=int(num["leaf_n"]), error_example=str(row.get("error_example") or ""),
+            destination=str(row.get("destination") or ""),
         )
 
     @property
@@ -120,6 +123,7 @@ class Signal:
     strength: float  # 0..1, how much of the symptom it explains / how clear the change is
     evidence: str
     score: float = 0.0  # absolute size, for ranking candidates of one kind
+    op: Op | None = None  # the operation the signal was read from
 
 
 @dataclass
@@ -216,6 +220,11 @@ def analyze(deps: AgentDeps) -> Analysis:
     known = sorted({o.service for o in ops})
     symptom = next((s for s in services if s in known), None)
     scope = downstream(edges, symptom) if symptom else known
+    # a caller whose calls into the scope surged (a producer flooding its consumers) is in scope too
+    scope += [c for c in surging_callers(edges, scope, traffic_scale(ops)) if c not in scope]
+    # consumers are linked to producers by topic, not by parent span: producers to the scope's topics count
+    topics = {o.destination for o in ops if o.service in scope and o.kind == "Consumer" and o.destination}
+    scope += sorted({o.service for o in ops if o.kind == "Producer" and o.destination in topics} - set(scope))
     # outbound leaf calls may target services that no longer show up (unreachable): keep them in scope
     in_scope = [o for o in ops if o.service in scope]
     analysis = Analysis(symptom=symptom, symptom_text=symptom or "the system")
@@ -247,6 +256,7 @@ def analyze(deps: AgentDeps) -> Analysis:
     analysis.signals.extend(_traffic_signals(in_scope, ops))
     _apply_resources(analysis, rows_of(sql_result(deps, "resource_gauges")), scope)
     _apply_logs(analysis, rows_of(sql_result(deps, "log_stats")), scope)
+    _promote_floods(analysis, edges)
 
     want = "errors" if "errors" in intents and "slow" not in intents else "slow" if "slow" in intents else None
     analysis.signals.sort(key=lambda s: -_rank(s, want))
@@ -306,7 +316,7 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
         what += f" (p95 {_fmt_ms(o.p95_base_ms)} -> {_fmt_ms(o.p95_ms)}, {o.n} calls)"
         if symptom and sym_extra > 0:
             what += f"; it accounts for ~{_pct(share)} of {symptom}'s extra latency"
-        out.append(Signal(service, operation, kind, 0.35 + 0.6 * share, what, score=extra))
+        out.append(Signal(service, operation, kind, 0.35 + 0.6 * share, what, score=extra, op=o))
     return out
 
 
@@ -353,20 +363,48 @@ def _error_signals(ops: list[Op], services: list[str], symptom: str | None) -> l
 
 def _traffic_signals(scope_ops: list[Op], ops: list[Op]) -> list[Signal]:
     """An outbound operation whose rate jumped while entry traffic stayed flat (floods downstream)."""
-    entry_n = sum(o.n for o in ops if o.is_entry)
-    entry_base = sum(o.n_base for o in ops if o.is_entry)
-    if not entry_n or not entry_base:
+    scale = traffic_scale(ops)
+    if not scale:
         return []
     out = []
     for o in scope_ops:
         if o.kind not in ("Producer", "Client") or o.n < 50 or not o.n_base:
             continue
-        ratio = (o.n / o.n_base) / (entry_n / entry_base)
+        ratio = (o.n / o.n_base) / scale
         if ratio >= MIN_RATE_RATIO:
-            out.append(Signal(o.service, o.operation, "saturation", min(0.9, 0.4 + ratio / 40),
+            out.append(Signal(o.service, o.operation, "saturation", 0.45,
                               f"{o.service} sends {ratio:.1f}x more {o.operation} per request than before "
-                              f"({o.n} in the window vs {o.n_base} in the baseline)", score=o.n))
+                              f"({o.n} in the window vs {o.n_base} in the baseline)", score=o.n, op=o))
     return out
+
+
+def surging_callers(edges: list[dict[str, Any]], scope: list[str], scale: float) -> list[str]:
+    """Callers outside `scope` whose calls into it rose MIN_RATE_RATIO-fold or more relative to the
+    overall traffic (`scale` = entry calls in the window / in the baseline)."""
+    return [row["caller"] for row in edges
+            if row["callee"] in scope and row["caller"] not in scope and row["n"] >= 50
+            and row["n"] >= MIN_RATE_RATIO * scale * max(int(row["n_base"]), 1)]
+
+
+def traffic_scale(ops: list[Op]) -> float:
+    """Entry calls in the window per entry call in the baseline (how the plain traffic compares)."""
+    entry_n = sum(o.n for o in ops if o.is_entry)
+    entry_base = sum(o.n_base for o in ops if o.is_entry)
+    return entry_n / entry_base if entry_n and entry_base else 0.0
+
+
+def _promote_floods(analysis: Analysis, edges: list[dict[str, Any]]) -> None:
+    """A traffic surge whose downstream services show symptoms is their cause, not a side effect."""
+    for flood in [s for s in analysis.signals if s.evidence.startswith(f"{s.service} sends ")]:
+        below = downstream(edges, flood.service)[1:]
+        topic = flood.op.destination if flood.op else ""
+        victims = [s for s in analysis.signals if s is not flood and s.service != flood.service and (
+            s.service in below or (topic and s.op is not None and s.op.kind == "Consumer"
+                                   and s.op.destination == topic))]
+        if victims:
+            flood.strength = min(0.98, max(v.strength for v in victims) + 0.02)
+            flood.evidence += "; downstream: " + ", ".join(
+                sorted({v.service for v in victims})) + " fell behind (" + _clip(victims[0].evidence, 160) + ")"
 
 
 def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[str]) -> None:
@@ -374,8 +412,11 @@ def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iter
     scope = set(scope)
     by_service: dict[str, list[str]] = {}
     strength: dict[str, float] = {}
+    nodes: dict[str, set[str]] = {}
+    pinned: set[str] = set()
     for r in rows:
         svc, metric = r["service"], r["metric"]
+        nodes.setdefault(svc, set()).update(n for n in r.get("nodes") or [] if n)
         avg, base, last, first = (float(r.get(k) or 0) for k in ("avg", "avg_base", "last", "first"))
         if not r.get("n") or not r.get("n_base"):
             continue
@@ -383,6 +424,8 @@ def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iter
         msg, s = "", 0.0
         if ("cpu" in name or "utilization" in name) and base < 0.7 * avg and avg >= 0.8 and avg <= 1.5:
             msg, s = f"{metric} {base:.2f} -> {avg:.2f} (peak {float(r.get('max') or 0):.2f})", avg
+            if avg >= 0.85 and base < 0.6:
+                pinned.add(svc)
         elif ("memory" in name or "heap" in name or "mem." in name) and base > 0 and last >= 1.3 * base \
                 and last > first * 1.1:
             msg, s = f"{metric} grew {_bytes(base)} -> {_bytes(last)} and still climbing", min(1.0, last / base / 3)
@@ -396,6 +439,7 @@ def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iter
             signal.kind = "saturation"
             signal.evidence += "; resources: " + ", ".join(by_service[signal.service])
             signal.strength = min(0.97, signal.strength + 0.05)
+    _noisy_neighbours(analysis, pinned, nodes, by_service)
     named = {s.service for s in analysis.signals}
     for svc, msgs in by_service.items():
         if svc in named or (analysis.symptom and svc not in scope and not any(
@@ -404,6 +448,21 @@ def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iter
         # metrics alone: weaker than a traced cause unless the resource is pinned
         analysis.signals.append(Signal(svc, None, "saturation", 0.3 + 0.4 * min(strength[svc], 1.0),
                                        "resources: " + ", ".join(msgs), score=strength[svc]))
+
+
+def _noisy_neighbours(analysis: Analysis, pinned: set[str], nodes: dict[str, set[str]],
+                      resources: dict[str, list[str]]) -> None:
+    """A service pinning its CPU slows the other services on its node: it, not they, is the cause."""
+    for hog in pinned:
+        victims = [s for s in analysis.signals if s.kind == "latency" and s.service != hog
+                   and nodes.get(s.service, set()) & nodes.get(hog, set())]
+        if not victims:
+            continue
+        shared = sorted(set.union(*(nodes[v.service] & nodes[hog] for v in victims)))
+        analysis.signals.append(Signal(
+            hog, None, "saturation", min(0.97, max(v.strength for v in victims) + 0.05),
+            "resources: " + ", ".join(resources[hog]) + f"; it shares node {', '.join(shared)} with "
+            + ", ".join(sorted({v.service for v in victims})) + ", which slowed down at the same time"))
 
 
 def _bytes(v: float) -> str:
@@ -576,6 +635,7 @@ def _conclude_diagnosis(deps: AgentDeps) -> Finding:
 
 TRIVIAL_ATTRIBUTES = {"service.name", "span.name", "span.kind", "status"}
 # Resource attributes worth naming (a version, a pod or a node); the rest describe the whole system.
+ID_VALUE_RE = re.compile(r"^[0-9a-fA-F-]{16,}$")
 DEPLOYMENT_ATTRIBUTES = {"service.version", "k8s.pod.name", "k8s.node.name", "host.name", "k8s.deployment.name"}
 
 
@@ -583,12 +643,15 @@ def _attribute_line(deps: AgentDeps) -> str:
     """The attribute value the slow/failing spans share far more than the others, when there is one."""
     for call in deps.results("attribute_comparison"):
         label = "failing" if call.args.get("target") == "error" else "slow"
+        if int(call.result.details.get("other_spans") or 0) < MIN_CALLS * 2:
+            continue  # too few spans to compare with: any attribute would look decisive
         for row in call.result.rows if call.result.ok else []:
-            key = str(row.get("key", ""))
-            if key in TRIVIAL_ATTRIBUTES or key.endswith("id") or (
-                    row.get("scope") == "resource" and key not in DEPLOYMENT_ATTRIBUTES):
-                continue
+            key, value = str(row.get("key", "")), str(row.get("value", ""))
             target, other = float(row.get("target_pct") or 0), float(row.get("other_pct") or 0)
+            if key in TRIVIAL_ATTRIBUTES or key.endswith(("id", ".key")) or ID_VALUE_RE.match(value):
+                continue  # identifiers single out requests, not causes
+            if row.get("scope") == "resource" and (key not in DEPLOYMENT_ATTRIBUTES or other <= 0):
+                continue  # a resource value no other span has describes where the service runs, not a cause
             if target >= 50 and target >= 2 * other:
                 return (f"{target:.0f}% of {label} spans have {row['key']}={row['value']!r} "
                         f"(vs {other:.0f}% of the others).")

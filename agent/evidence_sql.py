@@ -31,7 +31,8 @@ def span_stats_sql(w: Window) -> str:
     return f"""
 WITH spans AS (
     SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, SpanKind, Duration, StatusCode, StatusMessage,
-           Timestamp >= {_t(w.start)} AS cur, {PEER_EXPR} AS peer
+           Timestamp >= {_t(w.start)} AS cur, {PEER_EXPR} AS peer,
+           SpanAttributes['messaging.destination.name'] AS destination
     FROM otel_traces
     WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
 ), children AS (
@@ -40,6 +41,7 @@ WITH spans AS (
     FROM spans WHERE ParentSpanId != '' GROUP BY TraceId, ParentSpanId
 )
 SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, any(s.peer) AS peer,
+    any(s.destination) AS destination,
     countIf(s.cur) AS n, countIf(NOT s.cur) AS n_base,
     round(avgIf(s.Duration, s.cur) / 1e6, 3) AS avg_ms, round(avgIf(s.Duration, NOT s.cur) / 1e6, 3) AS avg_base_ms,
     round(quantileIf(0.95)(s.Duration, s.cur) / 1e6, 3) AS p95_ms,
@@ -108,7 +110,9 @@ SELECT ServiceName AS service, MetricName AS metric, any(MetricUnit) AS unit,
     maxIf(Value, TimeUnix >= {_t(w.start)}) AS max, maxIf(Value, TimeUnix < {_t(w.start)}) AS max_base,
     argMinIf(Value, TimeUnix, TimeUnix >= {_t(w.start)}) AS first,
     argMaxIf(Value, TimeUnix, TimeUnix >= {_t(w.start)}) AS last,
-    countIf(TimeUnix >= {_t(w.start)}) AS n, countIf(TimeUnix < {_t(w.start)}) AS n_base
+    countIf(TimeUnix >= {_t(w.start)}) AS n, countIf(TimeUnix < {_t(w.start)}) AS n_base,
+    groupUniqArray(coalesce(nullIf(ResourceAttributes['k8s.node.name'], ''), ResourceAttributes['host.name']))
+        AS nodes
 FROM otel_metrics_gauge
 WHERE TimeUnix >= {_t(w.baseline_start)} AND TimeUnix < {_t(w.end)} AND ServiceName != ''
     AND match(MetricName, '{RESOURCE_METRIC_RE}')

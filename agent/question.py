@@ -119,6 +119,11 @@ def match_services(text: str, services: Iterable[str]) -> list[str]:
         if best > 0:
             pos = flat.find(normalize(name_parts(service)[0])) if name_parts(service) else -1
             scored.append((best, pos if pos >= 0 else 10_000, service))
+    # a name quoted in full hides the shorter names inside it ("frontend-proxy" is not "frontend")
+    exact = [normalize(s) for score, _, s in scored if score >= 1.0]
+    scored = [x for x in scored if not any(normalize(x[2]) in e and normalize(x[2]) != e for e in exact)]
+    # ... and a name matched only through a part that is another service's full name is not meant
+    scored = [x for x in scored if x[0] >= 1.0 or not any(e in name_parts(x[2]) for e in exact)]
     # the best score per service; ties broken by position in the text, so "a calls b" keeps order
     scored.sort(key=lambda s: (-s[0], s[1]))
     top = scored[0][0] if scored else 0
