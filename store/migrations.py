@@ -175,16 +175,16 @@ def migrate(
     cluster = _cluster(settings, cluster)
     ttl_days = int(getattr(settings, "ttl_days", 7))
     migrations = discover(directory)
-    _ensure_table(store, cluster)
     records = applied(store)
     for m in migrations:
         rec = records.get(m.version)
         if rec and rec["checksum"] != m.checksum:
             raise MigrationChecksumError(m.filename, rec["checksum"], m.checksum)
+    pending = [m for m in migrations if m.version not in records]
+    if pending:  # an up-to-date store gets no DDL at all (no ON CLUSTER round on every start)
+        _ensure_table(store, cluster)
     done: list[str] = []
-    for m in migrations:
-        if m.version in records:
-            continue
+    for m in pending:
         try:
             statements = render(m.sql, ttl_days, cluster, store.database)
         except ValueError as exc:

@@ -102,7 +102,9 @@ def test_migrations_over_http_create_the_schema(ch: ClickHouseHTTP) -> None:
     try:
         settings = Settings(clickhouse_url=url)
         assert migrate(store, settings) == [f"{m.version:03d}" for m in discover()]
+        before = len(ch.queries())
         assert migrate(store, settings) == []
+        assert not [q["sql"] for q in ch.queries()[before:] if not q["sql"].lstrip().upper().startswith("SELECT")]
         assert {s.state for s in status(store)} == {"applied"}
         assert {"otel_traces", "otel_logs", "otel_metrics_sum", "otel_traces_trace_id_ts_mv"} <= set(store.tables())
         now = datetime.now(UTC)
