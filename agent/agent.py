@@ -477,7 +477,8 @@ async def ask(
             follow_ups=finding.follow_ups,
             model=label,
             usage={"requests": usage.requests, "tool_calls": usage.tool_calls,
-                   "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+                   "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                   "total_tokens": usage.input_tokens + usage.output_tokens},
         )
         if conversation is not None:
             conversation.messages = trim_history(list(result.all_messages()))
