@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.sql import server_for_data
 from otel_ai.settings import Settings
 
 
@@ -27,19 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--role", default="sre", help="audience of the answer (default sre)")
     add_data_option(p)
     p.set_defaults(func=run)
-
-
-def server_holding_data(settings: Settings) -> str | None:
-    """The URL of a local serve whose store is our embedded data directory, if one is running."""
-    data_dir = settings.data_dir()
-    if data_dir is None:
-        return None
-    url = f"http://{settings.host}:{settings.port}"
-    try:
-        health = httpx.get(f"{url}/healthz", timeout=1.0).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    return url if health.get("store") == f"chdb://{data_dir}" else None
 
 
 def ask_server(url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -98,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    url = args.server or server_holding_data(settings)
+    url = args.server or server_for_data(settings)
     try:
         answer = ask_server(url, args) if url else ask_local(settings, args)
     except SystemExit as exc:
