@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -129,8 +130,12 @@ class IngestService:
         )
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="otel-ai-ingest-decode")
         self._accepting = True
-        await self._start_grpc()
-        await self._start_http()
+        try:
+            await self._start_grpc()
+            await self._start_http()
+        except BaseException:
+            await self.stop()  # e.g. the HTTP port is taken: release the gRPC port and the writer
+            raise
         log.info("OTLP receivers: gRPC %s:%d, HTTP %s:%d", self.host, self.grpc_port, self.host, self.http_port)
 
     async def stop(self) -> None:
@@ -278,10 +283,18 @@ class IngestService:
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def _start_http(self) -> None:
+        # Bind here, not in uvicorn: a taken port must be a clear OSError, not uvicorn's sys.exit().
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.http_port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot bind OTLP/HTTP on {self.host}:{self.http_port}: {exc.strerror}") from None
+        self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.asgi,
-            host=self.host,
-            port=self.http_port,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -289,14 +302,13 @@ class IngestService:
             timeout_graceful_shutdown=int(COMMIT_TIMEOUT_SECONDS / 2),
         )
         server = QuietUvicorn(config)
-        self._http_task = asyncio.create_task(server.serve())
+        self._http = server
+        self._http_task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             if self._http_task.done():
                 self._http_task.result()
-                raise RuntimeError(f"cannot bind OTLP/HTTP on {self.host}:{self.http_port}")
+                raise RuntimeError(f"OTLP/HTTP server on {self.host}:{self.http_port} did not start")
             await asyncio.sleep(0.01)
-        self.http_port = server.servers[0].sockets[0].getsockname()[1]
-        self._http = server
 
     async def asgi(self, scope: dict, receive: Callable, send: Callable) -> None:
         """The OTLP/HTTP app: POST /v1/traces|logs|metrics."""
