@@ -164,6 +164,7 @@ class Scorer:
     drift: DriftTracker = field(default_factory=DriftTracker)
     last_anomalous: dict[Entity, int] = field(default_factory=dict)
     should_stop: Callable[[], bool] | None = None
+    first_seen: float | None = None
 
     def __post_init__(self) -> None:
         self.drift = DriftTracker(self.config.drift_sustain_windows, self.config.drift_confirm_windows)
@@ -248,7 +249,8 @@ class Scorer:
         table = self.features(s, e)
         table = table.select(~self._flagged(table))
         info = self.fit_table(table, train_model=train_model)
-        self.trained_at = time.time()
+        if train_model:  # a training attempt, successful or not: the next one waits (see step)
+            self.trained_at = time.time()
         if persist and self.normaliser and self.normaliser.stats:
             self.save(info["windows"], info)
             info["version"] = self.model_version
@@ -392,13 +394,22 @@ class Scorer:
         now = time.time() if now is None else now
         w = self.window_seconds
         closed_end = math.floor((now - self.config.grace_seconds) / w) * w
-        first = self.history_start(closed_end)
-        if first is None:
-            return []
+        # first step after (re)start: catch up on the last few windows (re-scored rows replace old ones)
+        start = self.last_scored + w if self.last_scored is not None else 0
+        start = max(start, closed_end - self.config.max_catchup_windows * w)
+        if start >= closed_end:
+            return []  # no window closed since the last step
+        if self.first_seen is None:
+            self.first_seen = self.history_start(closed_end)
+            if self.first_seen is None:
+                return []  # no telemetry yet
+        first = max(self.first_seen, closed_end - self.config.train_hours * 3600)
         history_windows = (closed_end - first) / w
-        if self.model is None and history_windows >= self.config.train_min_windows:
+        retry = now - self.trained_at >= self.config.baseline_refit_minutes * 60
+        if self.model is None and history_windows >= self.config.train_min_windows and retry:
             log.info("anomaly: training the autoencoder on %.0f windows of history", history_windows)
-            self.fit(max(first, closed_end - self.config.train_hours * 3600), closed_end)
+            self.fit(first, closed_end)
+            self.baseline_fit_at = now
         elif self.model is not None and now - self.trained_at >= self.config.retrain_hours * 3600:
             log.info("anomaly: scheduled retraining on the last %.1f h", self.config.train_hours)
             self.fit(closed_end - self.config.train_hours * 3600, closed_end)
@@ -408,11 +419,6 @@ class Scorer:
             self.fit(max(first, closed_end - self.config.baseline_lookback_hours * 3600), closed_end,
                      train_model=False, persist=False)
             self.baseline_fit_at = now
-        # first step after (re)start: catch up on the last few windows (re-scored rows replace old ones)
-        start = self.last_scored + w if self.last_scored is not None else 0
-        start = max(start, closed_end - self.config.max_catchup_windows * w)
-        if start >= closed_end:
-            return []
         records = self.score_range(start, closed_end)
         self.last_scored = closed_end - w
         return records
