@@ -65,3 +65,22 @@ def test_short_answer_needs_no_attachment() -> None:
     assert rendered.files == []
     assert rendered.text == "All services look healthy."
     assert "```SELECT 1```" in message_text({"blocks": rendered.blocks})
+
+
+def test_evidence_shows_analyses_first_without_model_markers() -> None:
+    answer = Answer(answer="payment is slow.", evidence=[
+        Evidence(tool="run_sql", args={"sql": "SELECT 1"}, sql=["SELECT 1"], summary="1 row"),
+        Evidence(tool="latency_breakdown", args={"service": "checkout"}, sql=["SELECT a", "SELECT b", "SELECT c"],
+                 summary="<telemetry-data>\npayment self time 10 ms -> 1.4 s\n</telemetry-data>"),
+        Evidence(tool="log_patterns", ok=False, error="timeout"),
+    ])
+    rendered = blocks.answer_blocks(answer)
+    evidence = [b["text"]["text"] for b in rendered.blocks if b["type"] == "section"][1:]
+    assert [e.split("(")[0] for e in evidence] == ["*log_patterns*", "*latency_breakdown*", "*run_sql*"]
+    assert "failed: timeout" in evidence[0]
+    assert "payment self time 10 ms -&gt; 1.4 s" in evidence[1] and "telemetry-data" not in evidence[1]
+    assert "```SELECT a```" in evidence[1] and "SELECT b" not in evidence[1] and "+2 more queries" in evidence[1]
+    assert evidence[2].startswith("*run_sql*()")  # the SQL is in the code block, not repeated as an argument
+    full = rendered.files[0].content.decode()
+    assert "SELECT b" in full and "SELECT c" in full and "<telemetry-data>" in full
+    assert rendered.text == "payment is slow."

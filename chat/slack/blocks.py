@@ -81,7 +81,8 @@ def mrkdwn(markdown: str) -> str:
 def plain(markdown: str) -> str:
     """Notification text (no markup): what phones and screen readers show."""
     text = re.sub(r"```.*?```", "[code]", markdown, flags=re.DOTALL)
-    text = re.sub(r"[*_`#>]", "", text)
+    text = re.sub(r"^\s*(#+|>)\s*", "", text, flags=re.MULTILINE)
+    text = re.sub(r"[*_`]", "", text)
     return escape(re.sub(r"\s+", " ", text).strip())
 
 
@@ -128,19 +129,33 @@ def root_cause_lines(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+_MARKER_LINE = re.compile(r"^\s*</?[a-z][a-z-]*>\s*$", re.MULTILINE)
+
+
 def evidence_text(ev: Evidence, sql_limit: int | None, summary_limit: int | None) -> str:
-    """One tool call as mrkdwn; limits of None mean in full (for the attached file)."""
-    args = ", ".join(f"{k}={v}" for k, v in ev.args.items() if v not in (None, "", [], {}))
+    """One tool call as mrkdwn: what it was asked, what it saw, the SQL it ran (the first query when
+    limited; limits of None mean everything, in full)."""
+    args = ", ".join(f"{k}={v}" for k, v in ev.args.items() if k != "sql" and v not in (None, "", [], {}))
     status = "" if ev.ok else f" — failed: {escape(ev.error or 'error')}"
     lines = [f"*{escape(ev.tool)}*({escape(clip(args, 200))}){status}"]
-    if ev.summary:
-        summary = ev.summary if summary_limit is None else clip(ev.summary, summary_limit)
-        lines.append(escape(summary))
-    for sql in ev.sql:
+    summary = _MARKER_LINE.sub("", ev.summary).strip()  # the untrusted-data markers are for models
+    if summary:
+        lines.append(escape(summary if summary_limit is None else clip(summary, summary_limit)))
+    queries = ev.sql if sql_limit is None else ev.sql[:1]
+    for sql in queries:
         body = sql if sql_limit is None else clip(sql, sql_limit)
         fenced = escape(body.replace("```", "'''"))
         lines.append(f"```{fenced}```")
+    if len(queries) < len(ev.sql):
+        lines.append(f"_+{len(ev.sql) - len(queries)} more quer{'y' if len(ev.sql) - len(queries) == 1 else 'ies'}"
+                     " in the attached evidence_")
     return "\n".join(lines)
+
+
+def notable_evidence(evidence: list[Evidence], limit: int = INLINE_EVIDENCE) -> list[Evidence]:
+    """The tool calls worth showing first: named analyses before raw SQL lookups, failures included."""
+    ranked = sorted(evidence, key=lambda ev: (ev.tool == "run_sql", ev.ok))
+    return ranked[:limit]
 
 
 def evidence_file(answer: Answer) -> Attachment:
@@ -173,7 +188,7 @@ def answer_blocks(answer: Answer, link: str | None = None) -> Rendered:
     if answer.evidence:
         blocks.append({"type": "divider"})
         blocks.append(context(f"*Evidence*: {len(answer.evidence)} tool call(s)"))
-        for ev in answer.evidence[:INLINE_EVIDENCE]:
+        for ev in notable_evidence(answer.evidence):
             full = evidence_text(ev, None, None)
             short = evidence_text(ev, SQL_INLINE_LIMIT, SUMMARY_INLINE_LIMIT)
             truncated |= short != full
