@@ -41,6 +41,7 @@ class StoreURL:
     ca_cert: str | None = None
     client_cert: str | None = None
     client_cert_key: str | None = None
+    tls_mode: str | None = None  # with client_cert: "mutual" (certificate login, default) or "proxy" (password)
     settings: dict[str, str] = field(default_factory=dict)
 
     def redacted(self) -> str:
@@ -52,7 +53,8 @@ class StoreURL:
 
 
 _TRUE = {"1", "true", "yes", "on"}
-_URL_OPTIONS = {"secure", "verify", "ca_cert", "client_cert", "client_cert_key", "database"}
+_URL_OPTIONS = {"secure", "verify", "ca_cert", "client_cert", "client_cert_key", "tls_mode", "database"}
+_TLS_MODES = {"mutual", "proxy", "strict"}
 
 
 def parse_url(url: str) -> StoreURL:
@@ -87,8 +89,15 @@ def parse_url(url: str) -> StoreURL:
         ca_cert=query.get("ca_cert"),
         client_cert=query.get("client_cert"),
         client_cert_key=query.get("client_cert_key"),
+        tls_mode=_tls_mode(query.get("tls_mode")),
         settings={k: v for k, v in query.items() if k not in _URL_OPTIONS},
     )
+
+
+def _tls_mode(value: str | None) -> str | None:
+    if value is not None and value not in _TLS_MODES:
+        raise StoreError(f"tls_mode must be one of {', '.join(sorted(_TLS_MODES))}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -132,7 +141,7 @@ def _open_client(target: StoreURL, database: str | None) -> Client:
             settings=dict(target.settings),
             connect_timeout=10,
         )
-        for key in ("ca_cert", "client_cert", "client_cert_key"):
+        for key in ("ca_cert", "client_cert", "client_cert_key", "tls_mode"):
             if getattr(target, key):
                 kwargs[key] = getattr(target, key)
         if database:

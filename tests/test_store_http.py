@@ -17,7 +17,12 @@ import pytest
 from otel_ai.settings import Settings
 from store import Store, StoreError, parse_url
 from store.migrations import discover, migrate, status
-from tests.fixtures.clickhouse_http import ClickHouseHTTP, make_self_signed, start_clickhouse_http
+from tests.fixtures.clickhouse_http import (
+    ClickHouseHTTP,
+    make_client_cert,
+    make_self_signed,
+    start_clickhouse_http,
+)
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +212,30 @@ def test_tls_without_trust_is_refused_unless_verify_false(ch_tls: tuple[ClickHou
         store.close()
     with pytest.raises(StoreError, match="cannot open ClickHouse"):
         Store.connect(server.url("otel_tls").replace("https://", "http://"))
+
+
+def test_mutual_tls_certificate_login_and_proxy_mode(tmp_path: Path) -> None:
+    cert, key = make_self_signed(tmp_path)
+    client_cert, client_key = make_client_cert(cert, key, tmp_path)  # CN otel-ai
+    server = start_clickhouse_http(tmp_path / "data", tls=(cert, key), client_ca=cert, cert_cn="otel-ai")
+    tls = f"ca_cert={cert}&client_cert={client_cert}&client_cert_key={client_key}"
+    try:
+        with pytest.raises(StoreError, match="cannot open ClickHouse at https://"):  # no client certificate
+            Store.connect(server.url("otel_mtls", query=f"ca_cert={cert}"))
+        # default (tls_mode=mutual): ClickHouse certificate login, the password is not used
+        for query in (tls, f"{tls}&tls_mode=proxy"):  # proxy: mutual TLS transport, password login
+            store = Store.connect(server.url("otel_mtls", password="" if "proxy" not in query else None,
+                                             query=query))
+            try:
+                assert store.query("SELECT 9").scalar() == 9
+            finally:
+                store.close()
+        with pytest.raises(StoreError, match="Authentication failed"):  # the certificate is not this user's
+            Store.connect(server.url("otel_mtls", user="someone_else", password="", query=tls))
+        with pytest.raises(StoreError, match="tls_mode must be one of mutual, proxy, strict"):
+            Store.connect(server.url("otel_mtls", query=f"{tls}&tls_mode=bogus"))
+    finally:
+        server.stop()
 
 
 def test_db_cli_against_http_endpoint(ch: ClickHouseHTTP, tmp_path: Path) -> None:
