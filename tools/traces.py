@@ -60,15 +60,16 @@ OVERVIEW_UNITS = {
 }
 
 
-def _overview_select(window: TimeWindow, group: str) -> str:
-    return f"""
-    countIf(w) AS calls, countIf(w AND err) AS errors, quantilesIf(0.5, 0.95, 0.99)(Duration, w) AS q,
-    countIf(NOT w) AS base_calls, countIf(NOT w AND err) AS base_errors,
-    quantilesIf(0.5, 0.95, 0.99)(Duration, NOT w) AS bq
-    FROM (SELECT ServiceName, SpanName, Duration, {ENTRY} AS entry, {ERROR} AS err,
-                 Timestamp >= {ch_time(window.start)} AND Timestamp < {ch_time(window.end)} AS w
-          FROM otel_traces WHERE {{where}})
-    GROUP BY {group}"""
+def _overview_sql(window: TimeWindow, baseline: TimeWindow) -> str:
+    """One scan: per (service, operation), and per (service, entry-or-not) for the service rows."""
+    return f"""SELECT ServiceName AS service, SpanName AS operation, entry, grouping(SpanName) AS service_level,
+        countIf(w) AS calls, countIf(w AND err) AS errors, quantilesIf(0.5, 0.95, 0.99)(Duration, w) AS q,
+        countIf(NOT w) AS base_calls, countIf(NOT w AND err) AS base_errors,
+        quantilesIf(0.5, 0.95, 0.99)(Duration, NOT w) AS bq
+    FROM (SELECT ServiceName, SpanName, Duration, {ENTRY} AS entry, {ERROR} AS err, {in_window(window)} AS w
+          FROM otel_traces WHERE {in_either(window, baseline)})
+    GROUP BY GROUPING SETS ((ServiceName, SpanName), (ServiceName, entry))
+    ORDER BY calls DESC LIMIT {4 * MAX_GROUPS}"""
 
 
 def _overview_row(r: dict[str, Any], window: TimeWindow, baseline: TimeWindow) -> dict[str, Any]:
@@ -125,12 +126,9 @@ def service_overview(store: Store, window: TimeWindow, baseline: TimeWindow | No
     args = tool_args(window=window, baseline=baseline)
 
     def body(sql: list[str]) -> ToolResult:
-        where = in_either(window, baseline)
-        ops = logged_query(sql, store, f"SELECT ServiceName AS service, SpanName AS operation, "
-                             f"{_overview_select(window, 'service, operation')} ORDER BY calls DESC "
-                             f"LIMIT {MAX_GROUPS}".replace("{where}", where)).dicts()
-        svcs = logged_query(sql, store, f"SELECT ServiceName AS service, entry, "
-                              f"{_overview_select(window, 'service, entry')}".replace("{where}", where)).dicts()
+        both = logged_query(sql, store, _overview_sql(window, baseline)).dicts()
+        ops = [r for r in both if not r["service_level"]][:MAX_GROUPS]
+        svcs = [r for r in both if r["service_level"]]
         by_service: dict[str, dict[str, Any]] = {}
         for r in sorted(svcs, key=lambda r: not r["entry"]):  # entry spans first
             by_service.setdefault(r["service"], r)
