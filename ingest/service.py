@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,7 @@ from google.rpc.status_pb2 import Status
 from ingest.mapping import Rows
 from ingest.otlp import SIGNALS, BadRequest, Signal, TooLarge, gunzip, to_rows
 from ingest.writer import BatchWriter, WriterClosed
-from otel_ai.context import QuietUvicorn, ServerContext
+from otel_ai.context import QuietUvicorn, ServerContext, bind_socket
 
 log = logging.getLogger("otel_ai.ingest")
 
@@ -255,9 +254,12 @@ class IngestService:
             handler = grpc.unary_unary_rpc_method_handler(self._grpc_handler(signal))
             generic = grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": handler})
             server.add_generic_rpc_handlers((generic,))
-        port = server.add_insecure_port(f"{self.host}:{self.grpc_port}")
+        try:
+            port = server.add_insecure_port(f"{self.host}:{self.grpc_port}")
+        except RuntimeError:
+            port = 0
         if port == 0:
-            raise RuntimeError(f"cannot bind OTLP/gRPC on {self.host}:{self.grpc_port}")
+            raise OSError(f"cannot bind OTLP/gRPC on {self.host}:{self.grpc_port}: address in use or unavailable")
         self.grpc_port = port
         await server.start()
         self._grpc = server
@@ -283,15 +285,7 @@ class IngestService:
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def _start_http(self) -> None:
-        # Bind here, not in uvicorn: a taken port must be a clear OSError, not uvicorn's sys.exit().
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.http_port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(f"cannot bind OTLP/HTTP on {self.host}:{self.http_port}: {exc.strerror}") from None
+        sock = bind_socket(self.host, self.http_port, "OTLP/HTTP")
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.asgi,

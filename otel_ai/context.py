@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,3 +39,16 @@ class QuietUvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def bind_socket(host: str, port: int, what: str) -> socket.socket:
+    """A bound TCP socket for uvicorn (`serve(sockets=[...])`): a taken port becomes a clear OSError
+    naming the listener, instead of uvicorn's log line and sys.exit() inside a task."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot bind {what} on {host}:{port}: {exc.strerror}") from None
+    return sock

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from otel_ai.context import QuietUvicorn, ServerContext, Service
+from otel_ai.context import QuietUvicorn, ServerContext, Service, bind_socket
 from otel_ai.settings import Settings
 from store import Store
 from store.migrations import migrate
@@ -89,7 +89,8 @@ async def run(settings: Settings, ready: Callable[[ServerContext], None] | None 
         log.info("applied migrations: %s", ", ".join(applied))
     ctx = ServerContext(settings=settings, store=store)
     app = build_app(ctx)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    sock = bind_socket(settings.host, settings.port, "the HTTP API")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     http = QuietUvicorn(config)
 
     started: list[Service] = []
@@ -103,13 +104,14 @@ async def run(settings: Settings, ready: Callable[[ServerContext], None] | None 
             await service.start()
             ctx.services[service.name] = service
             started.append(service)
-        http_task = asyncio.create_task(http.serve())
+        http_task = asyncio.create_task(http.serve(sockets=[sock]))
         while not http.started and not http_task.done():
             await asyncio.sleep(0.05)
         if http_task.done():
             http_task.result()
             raise RuntimeError(f"HTTP server on {settings.host}:{settings.port} did not start")
-        print(f"otel-ai serving: chat and API on http://{settings.host}:{settings.port}", flush=True)
+        port = sock.getsockname()[1]
+        print(f"otel-ai serving: chat and API on http://{settings.host}:{port}", flush=True)
         tune_gc()
         if ready:
             ready(ctx)

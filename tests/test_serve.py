@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 
@@ -35,3 +37,16 @@ def test_a_second_serve_on_the_same_directory_is_refused_clearly(server_factory)
     assert "Another server instance in same directory is already running" in message
     assert f"error: cannot open ClickHouse at chdb://{first.data_dir.resolve()}" in message
     assert httpx.get(f"{first.http_url}/healthz").status_code == 200
+
+
+def test_a_taken_otlp_port_is_reported_by_name(server_factory) -> None:
+    srv = server_factory(start=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", srv.grpc_port))
+        taken.listen()
+        with pytest.raises(RuntimeError) as info:
+            srv.start(timeout=120)
+    message = str(info.value)
+    assert message.startswith("serve exited with 1")
+    assert f"error: cannot bind OTLP/gRPC on 127.0.0.1:{srv.grpc_port}" in message
+    assert "Traceback" not in message

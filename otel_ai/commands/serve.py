@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from otel_ai.commands.common import add_data_option, settings_from_args
 
@@ -35,5 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from otel_ai.server import run as run_server
 
-    asyncio.run(run_server(serve_settings(args)))
+    try:
+        asyncio.run(run_server(serve_settings(args)))
+    except OSError as exc:  # a port in use: say which, without a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
