@@ -16,7 +16,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
 
 DEFAULT_DATABASE = "otel"
 
@@ -147,17 +146,31 @@ def _open_client(target: StoreURL, database: str | None) -> Client:
         if database:
             kwargs["database"] = database
         return clickhouse_connect.get_client(**kwargs)
-    except ClickHouseError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Cannot lock file" in str(exc) or "status" in str(exc) and target.engine == "chdb":
+    except Exception as exc:  # connection refused, DNS, TLS, auth, a chDB directory held by another process
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if target.engine == "chdb" and target.path and _directory_locked(Path(target.path)):
             message = (
                 f"the data directory {target.path} is in use by another otel-ai process "
                 f"(chDB allows one process per directory): talk to that server with --server, "
                 f"or stop it ({message})"
             )
         raise StoreError(f"cannot open ClickHouse at {target.redacted()}: {message}") from exc
-    except Exception as exc:  # connection refused, DNS, TLS
-        raise StoreError(f"cannot open ClickHouse at {target.redacted()}: {exc}") from exc
+
+
+def _directory_locked(path: Path) -> bool:
+    """Whether another process holds the embedded engine's lock on `<dir>/status` (ClickHouse flocks it)."""
+    import fcntl
+
+    status = path / "status"
+    if not status.exists():
+        return False
+    try:
+        with open(status, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
 
 
 class Store:
