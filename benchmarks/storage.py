@@ -27,7 +27,7 @@ OPS = ["GET /api/products", "POST /api/cart", "grpc.oteldemo.CartService/GetCart
 
 
 def _hex(rng: random.Random, n: int) -> str:
-    return "%0*x" % (n, rng.getrandbits(4 * n))
+    return f"{rng.getrandbits(4 * n):0{n}x}"
 
 
 def spans(rng: random.Random, n: int, start: datetime) -> tuple[list[str], list[list]]:
