@@ -8,20 +8,14 @@ and everything sent must be stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from sim.scenarios import SCENARIOS, GroundTruth
 from store import Store
-from tests.fixtures.scenario import LoadedScenario, load_scenario, stored_counts
+from tests.fixtures.scenario import SHORT_FAULT_MINUTES, SHORT_RUN, LoadedScenario, load_scenario, stored_counts
 from tools.timewindow import TimeWindow
-
-HISTORY = "12m"
-FAULT = "6m"
-RATE = 1.5
-# Same time of day on every run (yesterday 15:00 UTC, inside the 7-day TTL): the same telemetry each time.
-ANCHOR = (datetime.now(UTC) - timedelta(days=1)).replace(hour=15, minute=0, second=0, microsecond=0)
 
 
 @dataclass
@@ -32,12 +26,13 @@ class Stat:
 
 
 def load(root_store: Store, name: str) -> LoadedScenario:
-    return load_scenario(root_store, name, seed=1, history=HISTORY, rate=RATE, fault_duration=FAULT, anchor=ANCHOR)
+    # the same arguments as other suites' short runs, so the session cache shares the databases
+    return load_scenario(root_store, name, **SHORT_RUN)
 
 
 def windows(loaded: LoadedScenario) -> tuple[TimeWindow, TimeWindow]:
     """(baseline, fault): the history before the fault, and the fault."""
-    fault_start = loaded.result.end - timedelta(minutes=6)
+    fault_start = loaded.result.end - timedelta(minutes=SHORT_FAULT_MINUTES)
     return (TimeWindow(start=loaded.result.start, end=fault_start),
             TimeWindow(start=fault_start, end=loaded.result.end))
 
@@ -136,7 +131,7 @@ def test_root_cause_and_symptom_visible_in_stored_data(root_store, name):
     loaded = load(root_store, name)
     truth = loaded.truth
     assert truth.scenario == name and truth.start and truth.end
-    assert timedelta(minutes=5) < truth.end - truth.start <= timedelta(minutes=6)
+    assert truth.end - truth.start == timedelta(minutes=SHORT_FAULT_MINUTES)
     base_w, fault_w = windows(loaded)
     evidence = root_cause_evidence(loaded.store, truth, base_w, fault_w)
     assert evidence, f"{name}: nothing in the data points at {truth.root_cause_service} ({truth.kind})"
