@@ -75,6 +75,9 @@ def build_app(ctx: ServerContext) -> FastAPI:
             "database": ctx.store.database,
             "services": sorted(ctx.services),
         }
+        ingest = ctx.services.get("ingest")
+        if ingest is not None and hasattr(ingest, "stats"):
+            body["ingest"] = ingest.stats()  # per signal: requests, accepted, rejected, stored, failures
         return JSONResponse(body, status_code=200 if ok else 503)
 
     for mount in mounts():

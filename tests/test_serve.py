@@ -22,6 +22,8 @@ def test_serve_is_healthy_and_stops_cleanly_on_sigterm(server) -> None:
     r = http_export(server.http_url, "traces", spans_request("main-port", range(4)).SerializeToString())
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
     assert http_export(server.http_url, "traces", b"\xff", "application/json").status_code == 400
+    stats = httpx.get(f"{server.http_url}/healthz").json()["ingest"]
+    assert stats["traces"]["stored"] == 4 and stats["refused"] == {"invalid": 1}
     assert server.stop() == 0
     assert "Traceback" not in server.log()
     assert server.query("SELECT count() AS n FROM otel_traces WHERE ServiceName = 'main-port'") == [{"n": 4}]
