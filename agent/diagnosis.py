@@ -254,7 +254,7 @@ def analyze(deps: AgentDeps) -> Analysis:
     analysis.signals.extend(_latency_signals(in_scope, known, sym_extra, symptom))
     analysis.signals.extend(_error_signals(in_scope, known, symptom))
     analysis.signals.extend(_traffic_signals(in_scope, ops))
-    _apply_resources(analysis, rows_of(sql_result(deps, "resource_gauges")), scope)
+    _apply_resources(analysis, metric_rows(rows_of(sql_result(deps, "resource_gauges")), known), scope)
     _apply_logs(analysis, rows_of(sql_result(deps, "log_stats")), scope)
     _promote_floods(analysis, edges)
 
@@ -407,6 +407,17 @@ def _promote_floods(analysis: Analysis, edges: list[dict[str, Any]]) -> None:
                 sorted({v.service for v in victims})) + " fell behind (" + _clip(victims[0].evidence, 160) + ")"
 
 
+def metric_rows(rows: list[dict[str, Any]], known: list[str]) -> list[dict[str, Any]]:
+    """Gauge rows named by deployment/pod (no service.name) renamed to the trace service they match."""
+    out = []
+    for r in rows:
+        if r["service"] not in known:
+            found = match_services(r["service"], known)
+            r = {**r, "service": found[0]} if found else r
+        out.append(r)
+    return out
+
+
 def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[str]) -> None:
     """Saturated resources: promote a latency signal to saturation, or add one when only metrics show it."""
     scope = set(scope)
@@ -422,16 +433,21 @@ def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iter
             continue
         name = metric.lower()
         msg, s = "", 0.0
-        if ("cpu" in name or "utilization" in name) and base < 0.7 * avg and avg >= 0.8 and avg <= 1.5:
-            msg, s = f"{metric} {base:.2f} -> {avg:.2f} (peak {float(r.get('max') or 0):.2f})", avg
-            if avg >= 0.85 and base < 0.6:
+        if ("cpu" in name or "utilization" in name) and (str(r.get("unit")) == "%" or 1.5 < avg <= 100):
+            avg, base = avg / 100, base / 100  # percent -> fraction
+        # the level now: the window's mean, or its last value when the fault began inside the window
+        level = max(avg, last if avg >= 0.5 else 0.0)
+        if ("cpu" in name or "utilization" in name) and base < 0.7 * level and 0.8 <= level <= 1.5:
+            msg, s = (f"{metric} {base:.2f} -> {avg:.2f} (last {last:.2f}, peak {float(r.get('max') or 0):.2f})",
+                      level)
+            if level >= 0.85 and base < 0.6:
                 pinned.add(svc)
         elif ("memory" in name or "heap" in name or "mem." in name) and base > 0 and last >= 1.3 * base \
                 and last > first * 1.1:
             msg, s = f"{metric} grew {_bytes(base)} -> {_bytes(last)} and still climbing", min(1.0, last / base / 3)
         elif "lag" in name and avg > 3 * max(base, 1) and avg >= 10:
             msg, s = f"{metric} {base:.0f} -> {avg:.0f} (peak {float(r.get('max') or 0):.0f})", 0.7
-        if msg:
+        if msg and msg not in by_service.get(svc, []):
             by_service.setdefault(svc, []).append(msg)
             strength[svc] = max(strength.get(svc, 0), s)
     for signal in analysis.signals:
@@ -473,6 +489,7 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
     """New or growing error/warning logs corroborate a signal, or point at a service on their own."""
     scope = set(scope)
     notes: dict[str, str] = {}
+    surge: dict[str, float] = {}  # how clearly the logs alone point at a service
     for r in rows:
         svc = r["service"]
         errors, errors_base, warns, warns_base = (int(r.get(k) or 0) for k in
@@ -482,6 +499,8 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
         if errors >= MIN_ERRORS and errors > 2 * errors_base * scale + 2:
             notes[svc] = (f"{errors} error logs in the window vs {errors_base} before, "
                           f"e.g. \"{_clip(r['error_example'])}\"")
+            if errors >= 4 * MIN_ERRORS and errors > 5 * errors_base * scale:
+                surge[svc] = 0.6
         elif warns >= MIN_ERRORS and warns > 2 * warns_base * scale + 2:
             notes[svc] = f"{warns} warning logs vs {warns_base} before, e.g. \"{_clip(r['warning_example'])}\""
     for signal in analysis.signals:
@@ -491,7 +510,10 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
     for svc, note in notes.items():
         if analysis.symptom and svc not in scope:
             continue
-        analysis.signals.append(Signal(svc, None, "errors", 0.35, "logs: " + note))
+        # logs alone: a clear surge of errors when nothing else changed names the service
+        alone = not any(sig.strength >= 0.5 for sig in analysis.signals)
+        strength = surge.get(svc, 0.35) if alone else 0.35
+        analysis.signals.append(Signal(svc, None, "errors", strength, "logs: " + note))
 
 
 def _clip(text: str, n: int = 100) -> str:

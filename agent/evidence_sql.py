@@ -102,10 +102,19 @@ LIMIT 500
 RESOURCE_METRIC_RE = "(?i)(cpu|memory|mem\\\\.|heap|gc|lag|queue|pool|thread|saturation|utilization|load)"
 
 
+# Infrastructure receivers (kubeletstats, docker) often leave service.name empty: name the service
+# by its deployment, container or pod instead (matched to trace service names by the analyst).
+METRIC_SERVICE = (
+    "if(ServiceName != '', ServiceName, coalesce(nullIf(ResourceAttributes['k8s.deployment.name'], ''), "
+    "nullIf(ResourceAttributes['k8s.container.name'], ''), nullIf(ResourceAttributes['container.name'], ''), "
+    "ResourceAttributes['k8s.pod.name']))"
+)
+
+
 def resource_gauges_sql(w: Window) -> str:
     """Resource gauges per service and metric: window vs baseline average, peak, first/last value."""
     return f"""
-SELECT ServiceName AS service, MetricName AS metric, any(MetricUnit) AS unit,
+SELECT {METRIC_SERVICE} AS service, MetricName AS metric, any(MetricUnit) AS unit,
     avgIf(Value, TimeUnix >= {_t(w.start)}) AS avg, avgIf(Value, TimeUnix < {_t(w.start)}) AS avg_base,
     maxIf(Value, TimeUnix >= {_t(w.start)}) AS max, maxIf(Value, TimeUnix < {_t(w.start)}) AS max_base,
     argMinIf(Value, TimeUnix, TimeUnix >= {_t(w.start)}) AS first,
@@ -114,7 +123,7 @@ SELECT ServiceName AS service, MetricName AS metric, any(MetricUnit) AS unit,
     groupUniqArray(coalesce(nullIf(ResourceAttributes['k8s.node.name'], ''), ResourceAttributes['host.name']))
         AS nodes
 FROM otel_metrics_gauge
-WHERE TimeUnix >= {_t(w.baseline_start)} AND TimeUnix < {_t(w.end)} AND ServiceName != ''
+WHERE TimeUnix >= {_t(w.baseline_start)} AND TimeUnix < {_t(w.end)} AND service != ''
     AND match(MetricName, '{RESOURCE_METRIC_RE}')
 GROUP BY service, metric
 ORDER BY service, metric

@@ -65,6 +65,23 @@ def test_errors_from_a_leaf_service_with_error_logs(root_store):
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("fault", "question", "quoted"),
+    [
+        ("billing_logs_only", "what is wrong?", "ledger write failed: disk quota exceeded"),
+        ("orders_cpu_only", "is anything saturated?", "k8s.pod.cpu.utilization 0.2"),
+    ],
+)
+def test_a_fault_seen_only_in_logs_or_only_in_a_pods_cpu(root_store, fault, question, quoted):
+    store = new_database(root_store, "agent")
+    truth = synth_incident(store, fault, seed=13)
+    answer = ask_sync(question, store=store, settings=settings_for(store))
+    top = answer.root_causes[0]
+    assert (top.service, top.kind) == (truth["service"], truth["kind"]), answer.answer
+    assert top.confidence >= 0.5 and quoted in answer.answer
+    store.close()
+
+
 def test_fault_free_run_gives_no_confident_root_cause(root_store):
     store = new_database(root_store, "agent")
     synth_incident(store, None, seed=11)
