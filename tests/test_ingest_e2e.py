@@ -75,7 +75,8 @@ def _send_logs(srv: ServerProcess) -> None:
     provider.shutdown()
 
 
-def _send_metrics(srv: ServerProcess) -> None:
+def _send_metrics(srv: ServerProcess) -> SpanContext:
+    """Every metric type through the SDK (HTTP) plus a summary by hand; returns the exemplar's span."""
     reader = PeriodicExportingMetricReader(HttpMetricExporter(endpoint=f"{srv.otlp_http_url}/v1/metrics"),
                                            export_interval_millis=3_600_000)
     provider = MeterProvider(
@@ -96,7 +97,6 @@ def _send_metrics(srv: ServerProcess) -> None:
     for v in (1, 2, 4, 8):
         exp.record(v)
     provider.shutdown()
-    _send_metrics.exemplar = exemplar_span  # type: ignore[attr-defined]
 
     summary = ExportMetricsServiceRequest()
     rm = summary.resource_metrics.add()
@@ -109,6 +109,7 @@ def _send_metrics(srv: ServerProcess) -> None:
                    headers={"content-type": "application/x-protobuf"})
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
     assert not ExportMetricsServiceResponse.FromString(r.content).HasField("partial_success")
+    return exemplar_span
 
 
 JSON_TRACE_ID = "5b8efff798038103d269b633813fc60c"
@@ -153,7 +154,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict:
         }
         _send_json(srv)
         _send_logs(srv)
-        _send_metrics(srv)
+        sent["exemplar"] = _send_metrics(srv)
     finally:
         code = srv.stop()
     assert code == 0, srv.log()
@@ -236,7 +237,7 @@ def test_sdk_metrics_of_every_type_are_stored(ingested: dict) -> None:
     bounds = hist["ExplicitBounds"]
     assert bounds[:3] == [0.0, 5.0, 10.0] and len(hist["BucketCounts"]) == len(bounds) + 1
     assert sum(hist["BucketCounts"]) == 3
-    exemplar = _send_metrics.exemplar  # type: ignore[attr-defined]
+    exemplar = ingested["sent"]["exemplar"]
     assert hist["Exemplars.TraceId"] and set(hist["Exemplars.TraceId"]) == {f"{exemplar.trace_id:032x}"}
     assert set(hist["Exemplars.SpanId"]) == {f"{exemplar.span_id:016x}"}
     (exp,) = m["exponential_histogram"]
