@@ -136,7 +136,7 @@ class BatchWriter:
                     continue
                 merged = tables.get(table)
                 if merged is None:
-                    tables[table] = {k: list(v) for k, v in cols.items()} if len(batch) > 1 else cols
+                    tables[table] = cols  # extended in place: requests only read their counts afterwards
                 else:
                     for k, v in cols.items():
                         merged[k].extend(v)
