@@ -156,8 +156,10 @@ class Sender:
     exporters: Exporters
     max_pending: int = 4
     retries: int = 3
+    max_failed_batches: int = 3  # in a row: the receiver is gone or refuses us; stop the run
     sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    broken: str | None = None  # why the run should stop, once batches keep failing
 
     def __post_init__(self) -> None:
         self._queue: queue.Queue[tuple[str, Any, int] | None] = queue.Queue(self.max_pending)
@@ -176,10 +178,11 @@ class Sender:
         return self.exporters.metrics.export(payload, timeout_millis=30_000) == MetricExportResult.SUCCESS
 
     def _run(self) -> None:
+        failed_in_a_row = 0
         while (item := self._queue.get()) is not None:
             signal, payload, count = item
             ok = False
-            for attempt in range(self.retries):
+            for attempt in range(0 if self.broken else self.retries):  # once broken, drop the backlog
                 try:
                     ok = self._export(signal, payload)
                 except Exception:  # noqa: BLE001 - an exporter bug must not kill the run
@@ -189,9 +192,14 @@ class Sender:
                 time.sleep(0.5 * (attempt + 1))
             if ok:
                 self.sent[signal] += count
+                failed_in_a_row = 0
             else:
                 self.failed[signal] += count
-                log.warning("dropped %d %s after %d failed exports", count, signal, self.retries)
+                failed_in_a_row += 1
+                if not self.broken:
+                    log.warning("dropped %d %s after %d failed exports", count, signal, self.retries)
+                if failed_in_a_row >= self.max_failed_batches or not any(self.sent.values()):
+                    self.broken = f"{failed_in_a_row} export(s) of {signal} failed in a row (see the log above)"
             self._queue.task_done()
         self._queue.task_done()
 

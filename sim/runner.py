@@ -8,11 +8,13 @@ live phase ends; without one (`live=0`) it covers the last 10 minutes of history
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from sim.emit import Emitter, Exporters, Sender, otlp_exporters
 from sim.scenarios import GroundTruth, get_scenario
@@ -38,6 +40,22 @@ class SimResult:
 
 
 Progress = Callable[[str, datetime, dict[str, int]], None]
+
+
+class SimulationError(RuntimeError):
+    """The run cannot deliver its telemetry (nothing listening, credentials refused)."""
+
+
+def check_endpoint(endpoint: str, protocol: str) -> None:
+    """Fail fast with a clear message when nothing listens at the OTLP endpoint."""
+    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    port = url.port or (4317 if protocol == "grpc" else 4318)
+    try:
+        socket.create_connection((url.hostname or "127.0.0.1", port), timeout=5).close()
+    except OSError as exc:
+        raise SimulationError(
+            f"cannot reach the OTLP endpoint {url.hostname}:{port} ({protocol}): {exc.strerror or exc}; "
+            "is otel-ai serve (or a Collector) running there?") from None
 
 
 def _ns(dt: datetime) -> int:
@@ -97,6 +115,8 @@ def run_simulation(
     start = anchor - history
     f_start, f_end = fault_window(anchor, history, live, fault_start, fault_duration)
     owned = exporters is None
+    if owned:
+        check_endpoint(endpoint, protocol)
     exporters = exporters or otlp_exporters(endpoint, protocol, headers)
     sender = Sender(exporters)
     emitter = Emitter(sender)
@@ -108,7 +128,7 @@ def run_simulation(
     t = last_metrics = _ns(start)
     end_ns = _ns(anchor)
     live_end = None if live is None else _ns(anchor + live)
-    last_report = 0.0
+    last_report, last_phase = 0.0, ""
     try:
         while not stop.is_set():
             if t < end_ns:  # history: as fast as the receiver takes it
@@ -125,6 +145,8 @@ def run_simulation(
                     if stop.wait(min(wait, 1.0)):
                         break
                     continue
+            if sender.broken:
+                raise SimulationError(f"giving up on {endpoint} ({protocol}): {sender.broken}")
             roots = shop.advance(nxt)
             traces += len(roots)
             emitter.emit_traces(roots)
@@ -134,8 +156,9 @@ def run_simulation(
             t = nxt
             if phase == "live":
                 emitter.flush()
-            if progress and (time.monotonic() - last_report > 2.0 or phase == "live"):
-                last_report = time.monotonic()
+            every = 2.0 if phase == "history" else 30.0
+            if progress and (time.monotonic() - last_report > every or phase != last_phase):
+                last_report, last_phase = time.monotonic(), phase
                 progress(phase, _dt(t), dict(sender.sent))
         emitter.flush()
     finally:

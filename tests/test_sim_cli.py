@@ -38,9 +38,12 @@ def otel_ai(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
 
 
 def test_sim_cli_sends_to_serve_over_http_and_everything_is_stored(server_factory):
-    srv = server_factory()
-    run = otel_ai("sim", "--scenario", "cartFailure", "--endpoint", srv.otlp_http_url, "--protocol", "http/protobuf",
-                  "--history", "3m", "--live", "0", "--seed", "3", "--rate", "1.5")
+    srv = server_factory(env={"OTEL_AI_INGEST_TOKEN": "s3cret"})
+    args = ["sim", "--scenario", "cartFailure", "--endpoint", srv.otlp_http_url, "--protocol", "http/protobuf",
+            "--history", "3m", "--live", "0", "--seed", "3", "--rate", "1.5"]
+    refused = otel_ai(*args, "--token", "wrong", timeout=120)
+    assert refused.returncode == 1 and "error: giving up on" in refused.stderr, refused.stderr
+    run = otel_ai(*args, env={"OTEL_AI_INGEST_TOKEN": "s3cret"})
     assert run.returncode == 0, run.stderr
     assert "[sim] history: at" in run.stderr and "[sim] done in" in run.stderr
     report = json.loads(run.stdout)
@@ -53,6 +56,12 @@ def test_sim_cli_sends_to_serve_over_http_and_everything_is_stored(server_factor
     counts = stored(srv.data_dir)
     assert {k: counts[k] for k in ("spans", "logs", "metrics")} == report["sent"]
     assert report["sent"]["spans"] > 2000
+
+
+def test_sim_cli_says_when_nothing_listens():
+    run = otel_ai("sim", "--endpoint", f"127.0.0.1:{free_port()}", "--history", "1m", "--live", "0", timeout=60)
+    assert run.returncode == 1 and "error: cannot reach the OTLP endpoint 127.0.0.1:" in run.stderr, run.stderr
+    assert "is otel-ai serve (or a Collector) running there?" in run.stderr and run.stdout == ""
 
 
 def test_sim_cli_refuses_bad_arguments():

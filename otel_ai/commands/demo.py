@@ -13,12 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import httpx
 
 from otel_ai.commands.serve import add_serve_options, serve_settings
 from otel_ai.commands.sim import add_sim_options, print_progress, run_in_thread
+from otel_ai.settings import Settings
+from sim.runner import SimulationError
 from sim.scenarios import DEFAULT_DEMO_SCENARIO, SCENARIOS
 
 QUESTIONS: dict[str, str] = {
@@ -86,11 +89,39 @@ def run(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     scenario = args.scenario if args.scenario in SCENARIOS else DEFAULT_DEMO_SCENARIO
     url = f"http://{settings.host}:{settings.port}"
-    chat_url = settings.public_url or url
     print(f"[demo] starting otel-ai serve ({url}, OTLP gRPC {settings.host}:{settings.otlp_grpc_port})", flush=True)
     # own session: Ctrl-C reaches the simulator first; serve gets SIGTERM after the last flush
     serve = subprocess.Popen(_serve_command(args), env=os.environ.copy(), start_new_session=True)
-    stop = threading.Event()
+    try:
+        _wait_healthy(url, serve)
+        result = run_in_thread(
+            threading.Event(), scenario=scenario, endpoint=f"http://{settings.host}:{settings.otlp_grpc_port}",
+            protocol="grpc", history=args.history, live=None, seed=args.seed, fault_start=args.fault_start,
+            fault_duration=args.fault_duration, rate=args.rate,
+            progress=_banner(scenario, settings.public_url or url), headers=_auth(settings),
+        )
+        print(f"[demo] simulator stopped: sent {result.sent}, failed {result.failed}", flush=True)
+        print(f"[demo] ground truth: {result.ground_truth.model_dump_json()}", flush=True)
+        return 0
+    except SimulationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(60)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+
+
+def _auth(settings: Settings) -> dict[str, str] | None:
+    token = settings.ingest_token.get_secret_value() if settings.ingest_token else None
+    return {"authorization": f"Bearer {token}"} if token else None
+
+
+def _banner(scenario: str, chat_url: str) -> Callable[[str, datetime, dict[str, int]], None]:
+    """Progress during history; once live, the chat URL and questions to ask."""
     shown = threading.Event()
 
     def progress(phase: str, at: datetime, sent: dict[str, int]) -> None:
@@ -104,22 +135,4 @@ def run(args: argparse.Namespace) -> int:
                   f"[demo] open the chat: {chat_url}\n[demo] give it a minute or two, then ask:\n{questions}\n"
                   f"[demo] Ctrl-C stops the simulator and the server.\n", flush=True)
 
-    try:
-        _wait_healthy(url, serve)
-        token = settings.ingest_token.get_secret_value() if settings.ingest_token else None
-        result = run_in_thread(
-            stop, scenario=scenario, endpoint=f"http://{settings.host}:{settings.otlp_grpc_port}", protocol="grpc",
-            history=args.history, live=None, seed=args.seed, fault_start=args.fault_start,
-            fault_duration=args.fault_duration, rate=args.rate, progress=progress,
-            headers={"authorization": f"Bearer {token}"} if token else None,
-        )
-        print(f"[demo] simulator stopped: sent {result.sent}, failed {result.failed}", flush=True)
-        print(f"[demo] ground truth: {result.ground_truth.model_dump_json()}", flush=True)
-    finally:
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                serve.wait(60)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-    return 0
+    return progress

@@ -10,7 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from otel_ai.settings import load_settings
-from sim.runner import DEFAULT_RATE, SimResult, run_simulation
+from sim.runner import DEFAULT_RATE, SimResult, SimulationError, run_simulation
 from sim.scenarios import SCENARIOS
 from tools.timewindow import parse_duration
 
@@ -130,11 +130,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"[sim] scenario {scenario} -> {endpoint} ({args.protocol}), history {args.history}, live "
               f"{'until stopped' if args.live is None else args.live}", file=sys.stderr, flush=True)
-    result = run_in_thread(
-        threading.Event(), scenario=scenario, endpoint=endpoint, protocol=args.protocol, history=args.history,
-        live=args.live, seed=args.seed, fault_start=args.fault_start, fault_duration=args.fault_duration,
-        headers=export_headers(args, token), rate=args.rate, progress=None if args.quiet else print_progress,
-    )
+    try:
+        result = run_in_thread(
+            threading.Event(), scenario=scenario, endpoint=endpoint, protocol=args.protocol, history=args.history,
+            live=args.live, seed=args.seed, fault_start=args.fault_start, fault_duration=args.fault_duration,
+            headers=export_headers(args, token), rate=args.rate, progress=None if args.quiet else print_progress,
+        )
+    except SimulationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print(f"[sim] done in {result.seconds:.1f}s: {result.traces} traces; sent {result.sent}; "
               f"failed {result.failed}", file=sys.stderr, flush=True)
