@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from sim.scenarios import SCENARIOS
 from tests.fixtures.server import free_port, query_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +63,14 @@ def test_sim_cli_says_when_nothing_listens():
     run = otel_ai("sim", "--endpoint", f"127.0.0.1:{free_port()}", "--history", "1m", "--live", "0", timeout=60)
     assert run.returncode == 1 and "error: cannot reach the OTLP endpoint 127.0.0.1:" in run.stderr, run.stderr
     assert "is otel-ai serve (or a Collector) running there?" in run.stderr and run.stdout == ""
+
+
+def test_sim_cli_lists_scenarios():
+    run = otel_ai("sim", "--list", timeout=60)
+    assert run.returncode == 0
+    rows = {line.split()[0]: line for line in run.stdout.splitlines()}
+    assert set(rows) == set(SCENARIOS)
+    assert "latency" in rows["paymentSlow"] and "payment oteldemo.PaymentService/Charge" in rows["paymentSlow"]
 
 
 def test_sim_cli_refuses_bad_arguments():

@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="extra export header")
     p.add_argument("--token", help="bearer token for otel-ai's ingest (default: OTEL_AI_INGEST_TOKEN)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--list", action="store_true", help="list the scenarios and their root causes, then exit")
     p.set_defaults(func=run)
 
 
@@ -117,7 +118,16 @@ def run_in_thread(stop: threading.Event, **kwargs: object) -> SimResult:
     return box["result"]  # type: ignore[return-value]
 
 
+def list_scenarios() -> int:
+    for sc in SCENARIOS.values():
+        cause = f"{sc.root_cause_service} {sc.root_cause_operation or ''}".strip() if sc.root_cause_service else "-"
+        print(f"{sc.name:28} {sc.kind or '-':11} {cause:60} {sc.symptom or sc.description}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return list_scenarios()
     settings = load_settings()
     scenario = args.scenario or "none"
     if args.endpoint:
