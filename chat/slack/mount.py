@@ -21,6 +21,9 @@ EVENTS_PATH = "/slack/events"
 def mount(app: FastAPI, ctx: ServerContext) -> None:
     settings = ctx.settings
     if not (settings.slack_signing_secret and settings.slack_bot_token):
+        if settings.slack_signing_secret or settings.slack_bot_token:
+            missing = "SLACK_BOT_TOKEN" if settings.slack_signing_secret else "SLACK_SIGNING_SECRET"
+            log.warning("Slack HTTP mode off: %s is not set (both it and the other one are needed)", missing)
         log.debug("Slack HTTP mode off: set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN to enable %s", EVENTS_PATH)
         return
     from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler

@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.sql import server_for_data
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +33,6 @@ def run(args: argparse.Namespace) -> int:
     except SlackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from otel_ai.commands.ask import server_holding_data  # after the token check: imports the agent
-
-    server = args.server or server_holding_data(settings)
+    server = args.server or server_for_data(settings)
     asyncio.run(run_socket_mode(settings, server))
     return 0
