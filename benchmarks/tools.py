@@ -80,13 +80,16 @@ def generate(store: Store, total: int, end: dt.datetime, chunk: int = 1_000_000)
     return time.perf_counter() - t0
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    times, out = [], None
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
+    """Median wall seconds and median CPU seconds of the whole process (chDB runs in-process, so its
+    threads count): CPU time barely depends on what else the machine runs, wall time does."""
+    walls, cpus, out = [], [], None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), out
 
 
 def bare_scan(store: Store, columns: list[str], where: str) -> Callable[[], object]:
@@ -148,20 +151,20 @@ def main() -> int:
           f"python {platform.python_version()}, chDB {store.query('SELECT version()').scalar()}")
     print(f"data: {args.spans:,} spans ({args.spans // SPANS_PER_TRACE:,} traces, 1 h); window 15 min = "
           f"{in_window:,} spans, baseline 15 min before; median of {args.repeat} runs")
-    print("| tool | time (s) | bare scan of its columns (s) | ratio | rows |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| tool | wall (s) | CPU (s) | bare scan wall (s) | bare scan CPU (s) | CPU ratio | rows |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     failures = 0
     for name, fn, columns, where in cases:
         fn()  # warm-up (marks caches, first-use costs)
-        took, result = timed(fn, args.repeat)
-        scan, _ = timed(bare_scan(store, columns, where), args.repeat)
+        took, cpu, result = timed(fn, args.repeat)
+        scan, scan_cpu, _ = timed(bare_scan(store, columns, where), args.repeat)
         assert isinstance(result, ToolResult)
         if not result.ok:
             failures += 1
-            print(f"| {name} | FAILED: {result.error} | | | |")
+            print(f"| {name} | FAILED: {result.error} | | | | | |")
             continue
-        print(f"| {name} | {took:.3f} | {scan:.3f} | {took / scan if scan else float('nan'):.1f}x | "
-              f"{len(result.rows)} |")
+        ratio = cpu / scan_cpu if scan_cpu else float("nan")
+        print(f"| {name} | {took:.3f} | {cpu:.3f} | {scan:.3f} | {scan_cpu:.3f} | {ratio:.1f}x | {len(result.rows)} |")
     store.close()
     if not args.data:
         shutil.rmtree(data, ignore_errors=True)
