@@ -221,3 +221,15 @@ def test_tools_report_empty_windows(tstore: Store) -> None:
                    exemplar_traces(tstore, empty), attribute_comparison(tstore, empty)):
         assert result.ok and result.rows == [], result.name
         assert result.summary
+
+
+def test_attribute_comparison_samples_only_the_others(tstore: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    full = attribute_comparison(tstore, WINDOW, target="slow")
+    monkeypatch.setattr("tools.traces.SAMPLE_OTHER_SPANS", 40)
+    sampled = attribute_comparison(tstore, WINDOW, target="slow")
+    assert sampled.ok and sampled.details["sample_1_in"] == 6  # 240 spans in the window / 40
+    assert sampled.details["target_spans"] == full.details["target_spans"]  # every slow span kept
+    assert 0 < sampled.details["other_spans"] < full.details["other_spans"]
+    top = sampled.rows[0]
+    assert (top["key"], top["value"], top["target_spans"]) == ("app.version", "v2", 10)
+    assert "1 in 6 sampled" in sampled.summary

@@ -280,7 +280,9 @@ def latency_breakdown(
 # ---------------------------------------------------------------- attribute comparison
 
 MAX_VALUES_PER_KEY = 50
-SAMPLE_TARGET_SPANS = 400_000
+# The spans compared against (not slow / not failing) are hash-sampled down to about this many; the
+# target spans are always all kept, so rare causes are not sampled away. Proportions stay unbiased.
+SAMPLE_OTHER_SPANS = 100_000
 
 
 def attribute_comparison(
@@ -303,11 +305,12 @@ def attribute_comparison(
         flt = _filters(service, operation)
         count_sql = f"SELECT count() FROM otel_traces WHERE {window.sql_filter()}{flt}"
         total = logged_query(sql, store, count_sql).scalar() or 0
-        modulus = max(1, math.ceil(total / SAMPLE_TARGET_SPANS))
-        sample = f" AND cityHash64(SpanId) % {modulus} = 0" if modulus > 1 else ""
+        modulus = max(1, math.ceil(total / SAMPLE_OTHER_SPANS))
+        sample = f"cityHash64(SpanId) % {modulus} = 0" if modulus > 1 else "1"
         cols = "ServiceName, SpanName, SpanKind, StatusCode, SpanAttributes, ResourceAttributes"
         if target == "error":
-            source = f"SELECT {cols}, {ERROR} AS hit FROM otel_traces WHERE {window.sql_filter()}{flt}{sample}"
+            source = (f"SELECT {cols}, {ERROR} AS hit FROM otel_traces "
+                      f"WHERE {window.sql_filter()}{flt} AND ({ERROR} OR {sample})")
         else:
             w = in_window(window)
             s_cols = ", ".join(f"s.{c} AS {c}" for c in cols.split(", "))
@@ -316,8 +319,8 @@ def attribute_comparison(
                         quantileIf(0.95)(Duration, NOT {w}), quantileIf(0.9)(Duration, {w})) AS threshold
                     FROM otel_traces WHERE {in_either(window, baseline)}{flt} GROUP BY ServiceName, SpanName) AS t
                 ON s.ServiceName = t.ServiceName AND s.SpanName = t.SpanName
-                WHERE {window.sql_filter('s.Timestamp')}{_filters(service, operation, 's.')}{
-                    sample.replace('SpanId', 's.SpanId')}"""
+                WHERE {window.sql_filter('s.Timestamp')}{_filters(service, operation, 's.')}
+                  AND (s.Duration > t.threshold OR {sample.replace('SpanId', 's.SpanId')})"""
         pairs = """arrayConcat(
                 [('', '*', '*'), ('span', 'service.name', toString(ServiceName)),
                  ('span', 'span.name', toString(SpanName)),
@@ -355,7 +358,7 @@ def attribute_comparison(
         rows.sort(key=lambda r: (r["diff_pct"], r["target_spans"]), reverse=True)
         rows = rows[:100]
         findings = [f"{t_all} {label} spans vs {r_all} others in {window.label()}"
-                    + (f" (1 in {modulus} sampled)" if modulus > 1 else "")]
+                    + (f" (others: 1 in {modulus} sampled)" if modulus > 1 else "")]
         findings += [
             f"{r['key']}={r['value']!r}: {r['target_pct']:.3g}% of {label} spans vs {r['other_pct']:.3g}% of others"
             for r in rows[:8]
