@@ -94,18 +94,17 @@ def _go_json(obj: Any, depth: int = 0) -> str:  # noqa: ANN401
 
 def as_string(value: AnyValue) -> str:
     """`pcommon.Value.AsString()` for an OTLP AnyValue."""
-    text = value.string_value
-    if text:
-        return text
     kind = value.WhichOneof("value")
-    if kind == "string_value" or kind is None:
-        return text
+    if kind == "string_value":
+        return value.string_value
     if kind == "int_value":
         return str(value.int_value)
     if kind == "bool_value":
         return "true" if value.bool_value else "false"
     if kind == "double_value":
         return go_float(value.double_value)
+    if kind is None:
+        return ""
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode("ascii")
     try:
