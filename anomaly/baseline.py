@@ -24,6 +24,7 @@ _ERR = FEATURE_INDEX["error_ratio"]
 _REQ = FEATURE_INDEX["requests"]
 _SHIFT = FEATURE_INDEX["downstream_shift"]
 _LATENCY = np.array([i for i, f in enumerate(FEATURES) if f.unit == "s"])
+_MIN_DELTA = np.array([f.min_delta for f in FEATURES])
 
 
 def transform(values: np.ndarray) -> np.ndarray:
@@ -102,7 +103,6 @@ class Normaliser:
     min_windows: int = 10
     hourly_min_windows: int = 20
     hourly_min_days: int = 2
-    min_latency_delta: float = 0.02  # seconds
 
     @classmethod
     def fit(cls, table: FeatureTable, min_windows: int = 10) -> Normaliser:
@@ -160,9 +160,9 @@ class Normaliser:
             n_req = np.clip(np.nan_to_num(values[:, _REQ], nan=1.0), 1.0, None)
             scale[:, _ERR] = np.maximum(scale[:, _ERR], np.sqrt((p + 0.01) * (1 - p + 0.01) / n_req))
             z = (x - center) / scale
-            # a latency change smaller than min_latency_delta is not worth a person's attention, however
-            # large relative to a sub-millisecond normal (long tails of fast calls)
-            small = np.abs(values[:, _LATENCY] - np.expm1(center[:, _LATENCY]) / 1000.0) < self.min_latency_delta
+            # a latency change smaller than the feature's min_delta (20 ms for p50, 50 ms for tails) is not
+            # worth a person's attention, however large relative to a sub-millisecond normal
+            small = np.abs(values[:, _LATENCY] - np.expm1(center[:, _LATENCY]) / 1000.0) < _MIN_DELTA[_LATENCY]
             z[:, _LATENCY] = np.where(small, np.minimum(z[:, _LATENCY], 0.0), z[:, _LATENCY])
         mask = ~np.isnan(z)
         z = np.clip(np.nan_to_num(z, nan=0.0), -Z_CLIP, Z_CLIP)
@@ -222,32 +222,41 @@ class Scores:
 
 @dataclass
 class BaselineDetector:
-    """Max robust z over features, divided by a threshold calibrated on normal windows."""
+    """Max over features of robust z divided by that feature's threshold, calibrated on normal windows
+    (a noisy feature such as the p99 of a fast call needs a larger z than an error ratio)."""
 
     normaliser: Normaliser
-    threshold: float = 6.0
+    threshold: float = 6.0  # the default per-feature threshold (cold start, uncalibrated features)
+    feature_thresholds: np.ndarray | None = None
 
     def raw(self, table: FeatureTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         z, mask, center, _ = self.normaliser.z(table)
         d = np.abs(directional(z)) * mask
-        return d, center, self.normaliser.known(table), z
+        return d, center, self.normaliser.known(table), mask
+
+    def thresholds(self) -> np.ndarray:
+        if self.feature_thresholds is None:
+            return np.full(N_FEATURES, self.threshold)
+        return self.feature_thresholds
 
     def calibrate(self, table: FeatureTable, quantile: float = 0.999, margin: float = 1.3,
-                  minimum: float = 5.0, exclude_z: float = 12.0) -> float:
-        d, _, known, _ = self.raw(table)
-        peak = d.max(axis=1, initial=0.0)
-        usable = known & (peak < exclude_z)  # leave out past incidents in the history
-        if usable.sum() >= 50:
-            self.threshold = max(minimum, float(np.quantile(peak[usable], quantile)) * margin)
-        return self.threshold
+                  minimum: float = 4.5, exclude_z: float = 12.0) -> np.ndarray:
+        d, _, known, mask = self.raw(table)
+        thr = np.full(N_FEATURES, self.threshold)
+        for f in range(N_FEATURES):
+            usable = known & mask[:, f] & (d[:, f] < exclude_z)  # leave out past incidents in the history
+            if usable.sum() >= 50:
+                thr[f] = max(minimum, float(np.quantile(d[usable, f], quantile)) * margin)
+        self.feature_thresholds = thr
+        return thr
 
     def score(self, table: FeatureTable) -> Scores:
         d, center, known, _ = self.raw(table)
-        total = (d**2).sum(axis=1, keepdims=True)
+        ratio = d / self.thresholds()
+        total = (ratio**2).sum(axis=1, keepdims=True)
         with np.errstate(all="ignore"):
-            contrib = np.where(total > 0, d**2 / total, 0.0)
-        return Scores(score=d.max(axis=1, initial=0.0) / self.threshold, contrib=contrib, expected=center,
-                      scored=known)
+            contrib = np.where(total > 0, ratio**2 / total, 0.0)
+        return Scores(score=ratio.max(axis=1, initial=0.0), contrib=contrib, expected=center, scored=known)
 
 
 def severity(score: float) -> str:

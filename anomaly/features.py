@@ -35,15 +35,16 @@ class Feature:
     upward_only: bool = True  # only increases are anomalous (latency, errors); False: both directions
     floor: float = 0.05  # minimal scale (in transformed units) so a constant history is not infinitely sharp
     rel_floor: float = 0.0  # minimal scale relative to |center|
+    min_delta: float = 0.0  # raw changes smaller than this are never anomalous (latency: seconds)
 
 
 FEATURES: list[Feature] = [
     Feature("requests", "request count", "count", "log1p", upward_only=False, floor=0.25),
     Feature("error_ratio", "error ratio", "ratio", floor=0.02),
-    Feature("p50", "p50", "s", "logms", floor=0.12),
-    Feature("p95", "p95", "s", "logms", floor=0.15),
-    Feature("p99", "p99", "s", "logms", floor=0.2),
-    Feature("self_p95", "self time p95", "s", "logms", floor=0.15),
+    Feature("p50", "p50", "s", "logms", floor=0.12, min_delta=0.02),
+    Feature("p95", "p95", "s", "logms", floor=0.15, min_delta=0.05),
+    Feature("p99", "p99", "s", "logms", floor=0.2, min_delta=0.05),
+    Feature("self_p95", "self time p95", "s", "logms", floor=0.15, min_delta=0.05),
     Feature("calls_per_request", "downstream calls per request", "per_request", upward_only=False,
             floor=0.1, rel_floor=0.1),
     Feature("downstream_shift", "downstream call mix shift", "share", floor=0.05),

@@ -70,6 +70,7 @@ class AutoencoderDetector:
     entity_median: np.ndarray  # per vocabulary entity: median held-out error
     threshold: float  # global quantile of error / entity median on held-out windows
     info: dict = field(default_factory=dict)
+    feature_scale: np.ndarray = field(default_factory=lambda: np.ones(N_FEATURES))  # typical residual per feature
 
     def _index(self, table: FeatureTable) -> np.ndarray:
         vocab = {e: i for i, e in enumerate(self.entities)}
@@ -84,7 +85,7 @@ class AutoencoderDetector:
         recon = np.zeros_like(z)
         if known.any():
             recon[known] = predict(self.model, z[known], mask[known], idx[known])
-        resid = np.abs(directional(z - recon)) * mask
+        resid = np.abs(directional(z - recon)) * mask / self.feature_scale
         err = (resid**2).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
         med = np.where(known, self.entity_median[np.clip(idx, 0, None)], 1.0)
         score = np.sqrt(err / (med * self.threshold)) if n else np.zeros(0)
@@ -100,6 +101,7 @@ class AutoencoderDetector:
             "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "entity_median": torch.tensor(self.entity_median, dtype=torch.float64),
             "threshold": float(self.threshold),
+            "feature_scale": [float(x) for x in self.feature_scale],
             "dims": [int(self.model.embedding.embedding_dim), int(self.model.encoder[0].out_features),
                      int(self.model.encoder[2].out_features)],
             "info": {k: v for k, v in self.info.items() if isinstance(v, int | float | str)},
@@ -119,6 +121,7 @@ class AutoencoderDetector:
             entity_median=state["entity_median"].numpy().astype(np.float64),
             threshold=float(state["threshold"]),
             info=dict(state.get("info", {})),
+            feature_scale=np.array(state.get("feature_scale", [1.0] * N_FEATURES), dtype=np.float64),
         )
 
 
@@ -182,9 +185,16 @@ def train(table: FeatureTable, normaliser: Normaliser, config: TrainConfig | Non
         if time.monotonic() - t0 > cfg.max_seconds:
             break
 
-    # calibration on held-out normal windows
+    # calibration on held-out normal windows: first each feature's typical residual (noisy features such as
+    # the p99 of a fast call must not drown a clean one such as an error ratio), then the error quantile
     recon = predict(model, z[hold], mask[hold], idx[hold])
     resid = np.abs(directional(z[hold] - recon)) * mask[hold]
+    feature_scale = np.ones(N_FEATURES)
+    for f in range(N_FEATURES):
+        present = mask[hold][:, f]
+        if present.sum() >= 20:
+            feature_scale[f] = max(float(np.quantile(resid[present, f], 0.99)), 0.5)
+    resid = resid / feature_scale
     err = (resid**2).sum(axis=1) / np.maximum(mask[hold].sum(axis=1), 1)
     global_med = float(np.median(err)) if len(err) else 1.0
     entity_median = np.full(len(known_entities), max(global_med, 1e-6))
@@ -212,4 +222,5 @@ def train(table: FeatureTable, normaliser: Normaliser, config: TrainConfig | Non
         entity_median=entity_median,
         threshold=threshold,
         info=info,
+        feature_scale=feature_scale,
     )

@@ -185,6 +185,8 @@ class Scorer:
             return False
         self.normaliser = Normaliser.from_state(saved.payload["normaliser"])
         self.baseline = BaselineDetector(self.normaliser, float(saved.payload.get("baseline_threshold", 6.0)))
+        if "baseline_feature_thresholds" in saved.payload:
+            self.baseline.feature_thresholds = np.array(saved.payload["baseline_feature_thresholds"], dtype=float)
         self.model = (
             AutoencoderDetector.from_state(saved.payload["model"], self.normaliser)
             if "model" in saved.payload else None
@@ -203,6 +205,8 @@ class Scorer:
             self.version = state_store.next_version(self.store)
         payload: dict = {"normaliser": self.normaliser.to_state(),
                          "baseline_threshold": float(self.baseline.threshold if self.baseline else 6.0)}
+        if self.baseline is not None and self.baseline.feature_thresholds is not None:
+            payload["baseline_feature_thresholds"] = [float(x) for x in self.baseline.feature_thresholds]
         if self.model is not None:
             payload["model"] = self.model.to_state()
         state_store.save(self.store, state_store.StoredState(
@@ -226,7 +230,8 @@ class Scorer:
         if train_model:  # a cold-start fit keeps the fixed threshold: its history may hold the incident itself
             self.baseline.calibrate(table)
         info: dict = {"rows": len(table), "windows": int(len(table.windows())), "entities": len(self.normaliser.stats),
-                      "baseline_threshold": round(self.baseline.threshold, 3)}
+                      "baseline_thresholds": {n: round(float(t), 2)
+                                              for n, t in zip(FEATURE_NAMES, self.baseline.thresholds(), strict=True)}}
         if train_model and len(table.windows()) >= self.config.train_min_windows and self.normaliser.stats:
             cfg = TrainConfig(seed=self.config.seed, epochs=self.config.epochs, threads=self.config.threads,
                               max_seconds=self.config.max_train_seconds, should_stop=self.should_stop)
@@ -302,8 +307,8 @@ class Scorer:
                 level = self.drift.level(entity)
                 new_ok = True
                 if level is not None:
-                    dev = np.abs(directional(np.nan_to_num((x_all[r] - level) / scale[r]))).max()
-                    new_ok = bool(dev < self.baseline.threshold)
+                    dev = np.abs(directional(np.nan_to_num((x_all[r] - level) / scale[r])))
+                    new_ok = bool((dev < self.baseline.thresholds()).all())
                 decision = self.drift.update(entity, int(table.window[r]), anomalous, x_all[r],
                                              int(np.argmax(scores.contrib[r])), st.center, new_ok)
             if decision.action == "rebase" and decision.recent is not None:
@@ -315,8 +320,10 @@ class Scorer:
             if anomalous:
                 previous = self.last_anomalous.get(entity)
                 self.last_anomalous[entity] = ws
-                # a lone marginal window is noise (long tails): alert when it persists or is strong
-                if (decision.action == "alert" and score < self.config.immediate_score
+                # a lone marginal window is noise (long tails), so is one silent window of a quiet entity:
+                # alert when it persists or is strong
+                silent = table.values[r, 0] == 0 and np.isnan(table.values[r, 1:]).all()
+                if (decision.action == "alert" and (score < self.config.immediate_score or silent)
                         and previous != ws - table.window_seconds):
                     continue
             if decision.action == "suppress" or (decision.action == "alert" and not anomalous):
