@@ -69,6 +69,8 @@ def system_prompt(ctx: RunContext[AgentDeps]) -> str:
 
 
 # ---- tools ---------------------------------------------------------------------------------
+# Sequential: every query goes through the one Store (a lock), so overlapping calls only wait on
+# each other; one at a time, each call's timing is its own.
 
 
 def _windows(deps: AgentDeps) -> tuple[Any, Any]:
@@ -104,7 +106,7 @@ def record(ctx: RunContext[AgentDeps], tool: str, args: dict[str, Any], fn: Call
     return result.summary
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def service_overview(ctx: RunContext[AgentDeps]) -> str:
     """Per service: request rate, error rate and latency percentiles in the window versus the baseline."""
     from tools.traces import service_overview as fn
@@ -113,7 +115,7 @@ def service_overview(ctx: RunContext[AgentDeps]) -> str:
     return record(ctx, "service_overview", {}, lambda: fn(ctx.deps.store, window, baseline=baseline))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def service_map(ctx: RunContext[AgentDeps]) -> str:
     """The call graph (caller -> callee service edges) with call counts, latency and errors."""
     from tools.traces import service_map as fn
@@ -122,7 +124,7 @@ def service_map(ctx: RunContext[AgentDeps]) -> str:
     return record(ctx, "service_map", {}, lambda: fn(ctx.deps.store, window))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def latency_breakdown(ctx: RunContext[AgentDeps], service: str, operation: str | None = None) -> str:
     """Where a service's time goes: per operation and downstream call, self time, versus the baseline."""
     from tools.traces import latency_breakdown as fn
@@ -134,7 +136,7 @@ def latency_breakdown(ctx: RunContext[AgentDeps], service: str, operation: str |
                   lambda: fn(ctx.deps.store, window, svc, operation=operation, baseline=baseline))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def attribute_comparison(
     ctx: RunContext[AgentDeps],
     service: str | None = None,
@@ -151,7 +153,7 @@ def attribute_comparison(
                   lambda: fn(ctx.deps.store, window, service=svc, operation=operation, target=target))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def exemplar_traces(
     ctx: RunContext[AgentDeps],
     service: str | None = None,
@@ -170,7 +172,7 @@ def exemplar_traces(
                   lambda: fn(ctx.deps.store, window, service=svc, operation=operation, kind=kind, limit=limit))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def trace_waterfall(ctx: RunContext[AgentDeps], trace_id: str) -> str:
     """All spans of one trace as a waterfall (service, operation, start offset, duration, status)."""
     from tools.traces import trace_waterfall as fn
@@ -178,7 +180,7 @@ def trace_waterfall(ctx: RunContext[AgentDeps], trace_id: str) -> str:
     return record(ctx, "trace_waterfall", {"trace_id": trace_id}, lambda: fn(ctx.deps.store, trace_id))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def log_patterns(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
     """Log message patterns (templated) by service and severity, new or growing versus the baseline."""
     from tools.logs import log_patterns as fn
@@ -189,7 +191,7 @@ def log_patterns(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
                   lambda: fn(ctx.deps.store, window, baseline=baseline, service=svc))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def resource_metrics(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
     """Resource metrics (CPU, memory, pools, queues) per service and pod versus the baseline."""
     from tools.metrics import resource_metrics as fn
@@ -200,7 +202,7 @@ def resource_metrics(ctx: RunContext[AgentDeps], service: str | None = None) -> 
                   lambda: fn(ctx.deps.store, window, baseline=baseline, service=svc))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def find_anomalies(ctx: RunContext[AgentDeps], service: str | None = None, operation: str | None = None) -> str:
     """Anomalies the scorer found in the window (service, operation, score, severity, explanation)."""
     from tools.anomalies import find_anomalies as fn
@@ -212,7 +214,7 @@ def find_anomalies(ctx: RunContext[AgentDeps], service: str | None = None, opera
                   lambda: fn(ctx.deps.store, window, service=svc, operation=operation))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def root_cause_candidates(ctx: RunContext[AgentDeps]) -> str:
     """Ranked root-cause candidates from the anomaly scorer and the call graph."""
     from tools.anomalies import root_cause_candidates as fn
@@ -221,7 +223,7 @@ def root_cause_candidates(ctx: RunContext[AgentDeps]) -> str:
     return record(ctx, "root_cause_candidates", {}, lambda: fn(ctx.deps.store, window))
 
 
-@agent.tool
+@agent.tool(sequential=True)
 def run_sql(ctx: RunContext[AgentDeps], sql: str) -> str:
     """Run one read-only ClickHouse SELECT through the SQL guard (refused queries return the reason)."""
     from tools.sql import run_sql as fn
