@@ -20,7 +20,7 @@ ENV = {
 }
 
 
-def wait_for(predicate, timeout: float = 180.0, every: float = 2.0):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float = 420.0, every: float = 2.0):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
