@@ -102,6 +102,7 @@ def main() -> int:
     parser.add_argument("--spans", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--data", help="chDB directory to use (default: a temporary one, removed after)")
+    parser.add_argument("--only", help="run only the tools whose name contains this text")
     args = parser.parse_args()
 
     data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="otel-ai-bench-"))
@@ -155,6 +156,8 @@ def main() -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     failures = 0
     for name, fn, columns, where in cases:
+        if args.only and args.only not in name:
+            continue
         fn()  # warm-up (marks caches, first-use costs)
         took, cpu, result = timed(fn, args.repeat)
         scan, scan_cpu, _ = timed(bare_scan(store, columns, where), args.repeat)
