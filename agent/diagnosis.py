@@ -640,6 +640,7 @@ def _conclude_diagnosis(deps: AgentDeps) -> Finding:
         if analysis.biggest_change:
             lines.append(f"For reference, {analysis.biggest_change}.")
     lines.extend(analysis.notes)
+    lines.append(_evidence_line(deps))
     lines.append(_window_line(deps))
     for s in analysis.signals[:4]:
         causes.append(RootCause(service=s.service, operation=s.operation, kind=s.kind,  # type: ignore[arg-type]
@@ -659,6 +660,26 @@ TRIVIAL_ATTRIBUTES = {"service.name", "span.name", "span.kind", "status"}
 # Resource attributes worth naming (a version, a pod or a node); the rest describe the whole system.
 ID_VALUE_RE = re.compile(r"^[0-9a-fA-F-]{16,}$")
 DEPLOYMENT_ATTRIBUTES = {"service.version", "k8s.pod.name", "k8s.node.name", "host.name", "k8s.deployment.name"}
+
+
+SQL_LABELS = {"span_stats": "span statistics", "call_graph": "call graph", "log_stats": "log counts",
+              "resource_gauges": "resource gauges"}
+
+
+def _evidence_line(deps: AgentDeps) -> str:
+    """Which evidence entries (numbered as in the answer's evidence list) back the answer."""
+    by_sql = {sql: SQL_LABELS[key] for key, sql in analyst_sql(deps).items()}
+    parts = []
+    for i, call in enumerate(deps.calls, 1):
+        if call.call_id == "discover":
+            continue
+        if call.tool == "run_sql":
+            label = by_sql.get(call.args.get("sql", ""), "SQL")
+        else:
+            arg = next((str(v) for k, v in call.args.items() if v and k in ("service", "trace_id")), "")
+            label = f"{call.tool}({arg})" if arg else call.tool
+        parts.append(f"[{i}] {label}" + ("" if call.result.ok else " (failed)"))
+    return "Evidence: " + ", ".join(parts) + "." if parts else ""
 
 
 def _attribute_line(deps: AgentDeps) -> str:
