@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from opentelemetry import trace
@@ -63,8 +64,8 @@ def _send_spans(exporter: object, service: str) -> dict[str, int]:
 
 def _send_logs(srv: ServerProcess) -> None:
     provider = LoggerProvider(resource=Resource.create({"service.name": "logsvc"}))
-    provider.add_log_record_processor(SimpleLogRecordProcessor(GrpcLogExporter(endpoint=srv.otlp_grpc_endpoint,
-                                                                                 insecure=True)))
+    exporter = GrpcLogExporter(endpoint=srv.otlp_grpc_endpoint, insecure=True, compression=grpc.Compression.Gzip)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = provider.get_logger("app.logger", "0.3")
     ctx = trace.set_span_in_context(trace.NonRecordingSpan(SpanContext(0x1234, 0x5678, False, TraceFlags(1))))
     from opentelemetry._logs import SeverityNumber
