@@ -224,6 +224,13 @@ def test_direct_message_answered_in_a_thread(slack_serve: SlackServe, fake_slack
     body = direct_message(question_for(truth), DM_CHANNEL, ALICE, ts)
     update = ask_in_thread(slack_serve, fake_slack, body, ts, 1, channel=DM_CHANNEL)
     assert truth["root_cause_service"] in message_text(update)
+    # Slack delivers an event again when it thinks the ack was late: the same event_id is answered once
+    retry = post_signed(slack_serve.server.http_url, body, headers={"X-Slack-Retry-Num": "1",
+                                                                    "X-Slack-Retry-Reason": "http_timeout"})
+    assert retry.status_code == 200
+    fake_slack.wait_for(lambda f: in_thread(f, "files.completeUploadExternal", ts, DM_CHANNEL), 120)
+    time.sleep(1.0)
+    assert len(in_thread(fake_slack, "chat.postMessage", ts, DM_CHANNEL)) == 1
 
 
 def test_slash_command_answered_through_response_url(slack_serve: SlackServe, fake_slack: FakeSlack) -> None:
@@ -237,6 +244,9 @@ def test_slash_command_answered_through_response_url(slack_serve: SlackServe, fa
                                     240)
     assert responses[0]["response_type"] == "in_channel"
     assert truth["root_cause_service"] in message_text(responses[0])
+    # a command has no thread: its charts go to the channel itself
+    fake_slack.wait_for(lambda f: [c for c in f.calls_to("files.completeUploadExternal")
+                                   if c.args.get("channel_id") == CHANNEL and not c.args.get("thread_ts")], 120)
 
 
 # -- allow-lists ------------------------------------------------------------------------------------------
