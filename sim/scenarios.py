@@ -284,7 +284,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(
         "checkoutBadDeploy", "checkout 2.2.0 rolls out with a regression: PlaceOrder is slower and fails more.",
         (Rollout("checkout", "2.2.0"), Slow("checkout", CHECKOUT_PLACE_ORDER, factor=8.0, add_ms=(150.0, 450.0)),
-         Fail("checkout", CHECKOUT_PLACE_ORDER, 0.05, "failed to prepare order: context deadline exceeded")),
+         Fail("checkout", CHECKOUT_PLACE_ORDER, 0.05, "failed to prepare order: context deadline exceeded",
+              grpc_code=4)),
         "checkout", CHECKOUT_PLACE_ORDER, "latency", "checkout is slow", "frontend",
         ("checkout", "frontend", "frontend-proxy"), evidence_attributes={"service.version": "2.2.0"},
     ),

@@ -692,9 +692,7 @@ class Shop:
                 sp.end = t + int(0.2 * MS)
                 return
         prep.end = t
-        if self.fx.fail(rng, t, "checkout", sp.name, sp.attrs) is not None or self.check_fail(tr, sp, t):
-            if not sp.error:
-                self.fail(sp, t, "failed to prepare order: context deadline exceeded", "Error", 13)
+        if self.check_fail(tr, sp, t):  # a bad rollout's own failures
             sp.end = t + int(0.2 * MS)
             return
         pay = self.grpc(tr, sp, "payment", "Charge", t, self._payment,
