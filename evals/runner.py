@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ THRESHOLDS: dict[str, float] = {
     "*.SQLSafety": 1.0,
     "*.NoError": 1.0,
 }
+FAULT_FREE_WINDOW = timedelta(minutes=10)
 INTACT_TABLES = ("otel_traces", "otel_logs", "otel_metrics_gauge", "otel_metrics_sum", "otel_metrics_histogram")
 
 
@@ -130,7 +131,11 @@ class EvalRun:
             store, inputs.scenario, inputs.seed, parse_duration(inputs.history), rate=self.rate,
             plant=_plant_sender(inputs.plant) if inputs.plant else None,
         )
-        return LoadedData(store, result.ground_truth.model_dump(mode="json"), *_names(store))
+        truth = result.ground_truth.model_dump(mode="json")
+        # The window questions name: the fault's, or on a fault-free run the last 10 minutes of history.
+        truth["window_start"] = truth.get("start") or (result.end - FAULT_FREE_WINDOW).isoformat()
+        truth["window_end"] = truth.get("end") or result.end.isoformat()
+        return LoadedData(store, truth, *_names(store))
 
 
 def _names(store: Store) -> tuple[list[str], list[str]]:
@@ -151,10 +156,10 @@ def _template_values(truth: dict[str, Any]) -> dict[str, Any]:
 
     return {
         **{k: v for k, v in truth.items() if isinstance(v, str)},
-        "fault_start": clock(truth.get("start")),
-        "fault_end": clock(truth.get("end")),
-        "start": literal(truth.get("start")),
-        "end": literal(truth.get("end")),
+        "fault_start": clock(truth.get("window_start")),
+        "fault_end": clock(truth.get("window_end")),
+        "start": literal(truth.get("window_start")),
+        "end": literal(truth.get("window_end")),
         "root_cause": truth.get("root_cause_service") or "",
     }
 
