@@ -22,6 +22,7 @@ def long_answer() -> Answer:
         evidence=[Evidence(tool=f"tool{i}", args={"service": "payments"}, sql=[sql], summary="s" * 900)
                   for i in range(5)],
         follow_ups=["Show slow traces for payments"],
+        traces=[{"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "spans": []}],
         model="builtin",
         timings={"total": 1.25},
     )
@@ -51,6 +52,7 @@ def test_answer_fits_slack_limits_and_attaches_full_evidence() -> None:
     assert "```SELECT ServiceName" in shown
     assert "<http://chat.example:8000/?conversation=slack-C1-1.2|Open this conversation in the chat UI>" in shown
     assert "Show slow traces for payments" in shown
+    assert "Exemplar trace: `4bf92f3577b34da6a3ce929d0e0e4736`" in shown
     # what did not fit is attached whole: every tool call and its complete SQL
     assert [f.filename for f in rendered.files] == ["otel-ai-evidence.md"]
     full = rendered.files[0].content.decode()

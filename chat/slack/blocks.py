@@ -195,6 +195,10 @@ def answer_blocks(answer: Answer, link: str | None = None) -> Rendered:
             blocks.append(section(clip(short, SECTION_LIMIT)))
         if len(answer.evidence) > INLINE_EVIDENCE:
             truncated = True
+    trace_ids = [str(t["trace_id"]) for t in answer.traces if t.get("trace_id")]
+    if trace_ids:
+        blocks.append(context("Exemplar trace: " + ", ".join(f"`{escape(t)}`" for t in trace_ids[:3])
+                              + " (ask `@otel-ai show trace <id>` for its waterfall)"))
     if truncated:
         blocks.append(context("Long parts are cut short here; the full answer and evidence are attached below."))
     if answer.follow_ups:
