@@ -12,11 +12,13 @@ The same app serves HTTP mode (mount.py, signatures verified by bolt) and Socket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import re
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -76,7 +78,7 @@ class SlackBot:
         self.allowed_channels = parse_list(settings.slack_allowed_channels)
         self.allowed_users = parse_list(settings.slack_allowed_users)
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # per thread: lock, questions holding it
 
     def refusal(self, channel: str | None, user: str | None) -> str | None:
         """Why this channel/user may not ask, or None when allowed."""
@@ -96,6 +98,22 @@ class SlackBot:
         while len(self._seen) > 1000:
             self._seen.popitem(last=False)
         return True
+
+    @contextlib.asynccontextmanager
+    async def thread_turn(self, key: str) -> AsyncIterator[None]:
+        """One question at a time per thread, so a follow-up sees the previous turn; the lock is
+        dropped when no question of that thread is waiting, so the table stays small."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     async def run_agent(self, question: str, channel: str, thread_ts: str) -> Answer | blocks.Rendered:
         """The agent's answer in the thread's conversation (saved after), or a short message when it failed."""
@@ -130,9 +148,7 @@ class SlackBot:
         placeholder = await client.chat_postMessage(
             channel=channel, thread_ts=thread_ts, text=looking.text, blocks=looking.blocks
         )
-        # One question at a time per thread, so follow-ups see the previous turn.
-        lock = self._locks.setdefault(thread_key(channel, thread_ts), asyncio.Lock())
-        async with lock:
+        async with self.thread_turn(thread_key(channel, thread_ts)):
             answer = await self.run_agent(question, channel, thread_ts)
         if isinstance(answer, blocks.Rendered):
             await client.chat_update(channel=channel, ts=placeholder["ts"], text=answer.text, blocks=answer.blocks)
