@@ -44,8 +44,9 @@ def test_sim_cli_sends_to_serve_over_http_and_everything_is_stored(server_factor
             "--history", "3m", "--live", "0", "--seed", "3", "--rate", "1.5"]
     refused = otel_ai(*args, "--token", "wrong", timeout=120)
     assert refused.returncode == 1 and "error: giving up on" in refused.stderr, refused.stderr
-    run = otel_ai(*args, env={"OTEL_AI_INGEST_TOKEN": "s3cret"})
+    run = otel_ai(*args, "--check", srv.http_url, env={"OTEL_AI_INGEST_TOKEN": "s3cret"})
     assert run.returncode == 0, run.stderr
+    assert "[sim] self-check: stored == sent" in run.stderr
     assert "[sim] history: at" in run.stderr and "[sim] done in" in run.stderr
     report = json.loads(run.stdout)
     truth = report["ground_truth"]
@@ -53,6 +54,7 @@ def test_sim_cli_sends_to_serve_over_http_and_everything_is_stored(server_factor
     start, end = datetime.fromisoformat(truth["start"]), datetime.fromisoformat(truth["end"])
     assert end - start == timedelta(minutes=3)  # --live 0: the last 10 minutes, clamped to the 3 of history
     assert report["failed"] == {"spans": 0, "logs": 0, "metrics": 0}
+    assert report["self_check"] == {"ok": True, "sent": report["sent"], "stored": report["sent"]}
     assert srv.stop() == 0
     counts = stored(srv.data_dir)
     assert {k: counts[k] for k in ("spans", "logs", "metrics")} == report["sent"]
@@ -132,6 +134,7 @@ def test_demo_serves_history_then_live_fault_and_stops_cleanly(tmp_path):
             proc.wait()
     assert proc.returncode == 0, text + rest
     assert "[demo] ground truth: " in rest, text + rest
+    assert "[demo] self-check: stored == sent" in rest, rest
     line = next(x for x in rest.splitlines() if x.startswith("[demo] ground truth: "))
     truth = json.loads(line.removeprefix("[demo] ground truth: "))
     assert truth["scenario"] == "paymentSlow" and truth["root_cause_service"] == "payment"

@@ -21,6 +21,7 @@ import httpx
 from otel_ai.commands.serve import add_serve_options, serve_settings
 from otel_ai.commands.sim import add_sim_options, print_progress, run_in_thread
 from otel_ai.settings import Settings
+from sim.check import self_check, stored_counts
 from sim.runner import SimulationError
 from sim.scenarios import DEFAULT_DEMO_SCENARIO, SCENARIOS
 
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     serve = subprocess.Popen(_serve_command(args), env=os.environ.copy(), start_new_session=True)
     try:
         _wait_healthy(url, serve)
+        before = stored_counts(url)
         result = run_in_thread(
             threading.Event(), scenario=scenario, endpoint=f"http://{settings.host}:{settings.otlp_grpc_port}",
             protocol="grpc", history=args.history, live=None, seed=args.seed, fault_start=args.fault_start,
@@ -101,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
             progress=_banner(scenario, settings.public_url or url), headers=_auth(settings),
         )
         print(f"[demo] simulator stopped: sent {result.sent}, failed {result.failed}", flush=True)
+        check = self_check(url, before, result.sent)
+        print(f"[demo] self-check: {'stored == sent' if check['ok'] else 'MISMATCH'} (stored {check['stored']})",
+              flush=True)
         print(f"[demo] ground truth: {result.ground_truth.model_dump_json()}", flush=True)
         return 0
     except SimulationError as exc:

@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from otel_ai.settings import load_settings
+from sim.check import self_check, stored_counts
 from sim.runner import DEFAULT_RATE, SimResult, SimulationError, run_simulation
 from sim.scenarios import SCENARIOS
 from tools.timewindow import parse_duration
@@ -67,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", help="bearer token for otel-ai's ingest (default: OTEL_AI_INGEST_TOKEN)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--list", action="store_true", help="list the scenarios and their root causes, then exit")
+    p.add_argument("--check", metavar="URL",
+                   help="otel-ai HTTP URL (e.g. http://127.0.0.1:8000): check that it stored exactly what was sent")
     p.set_defaults(func=run)
 
 
@@ -140,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"[sim] scenario {scenario} -> {endpoint} ({args.protocol}), history {args.history}, live "
               f"{'until stopped' if args.live is None else args.live}", file=sys.stderr, flush=True)
+    before = stored_counts(args.check) if args.check else None
     try:
         result = run_in_thread(
             threading.Event(), scenario=scenario, endpoint=endpoint, protocol=args.protocol, history=args.history,
@@ -152,7 +156,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"[sim] done in {result.seconds:.1f}s: {result.traces} traces; sent {result.sent}; "
               f"failed {result.failed}", file=sys.stderr, flush=True)
-    print(json.dumps({"ground_truth": result.ground_truth.model_dump(mode="json"), "sent": result.sent,
-                      "failed": result.failed, "start": result.start.isoformat(), "end": result.end.isoformat()},
-                     indent=2))
-    return 1 if any(result.failed.values()) else 0
+    report = {"ground_truth": result.ground_truth.model_dump(mode="json"), "sent": result.sent,
+              "failed": result.failed, "start": result.start.isoformat(), "end": result.end.isoformat()}
+    checked_ok = True
+    if before is not None:
+        check = self_check(args.check, before, result.sent)
+        report["self_check"] = check
+        checked_ok = check["ok"]
+        print(f"[sim] self-check: {'stored == sent' if checked_ok else 'MISMATCH'} (sent {check['sent']}, "
+              f"stored {check['stored']})", file=sys.stderr, flush=True)
+    print(json.dumps(report, indent=2))
+    return 1 if any(result.failed.values()) or not checked_ok else 0
