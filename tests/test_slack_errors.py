@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from chat.slack.answerers import LocalAgent
+from chat.slack.answerers import LocalAgent, RemoteAgent
 from chat.slack.bolt_app import SlackBot, web_client
 from otel_ai.settings import Settings
 from store import Store
@@ -63,3 +63,13 @@ def test_unreachable_model_is_explained_in_one_line(store: Store, fake_slack: Fa
     text = answer_update(fake_slack, "C0NOMODEL")
     assert text.startswith("Sorry, I could not answer that:") and "gpt-4o-mini" in text
     assert "sk-test-not-a-real-key" not in text and "Traceback" not in text
+
+
+def test_unreachable_server_in_remote_mode_is_explained(fake_slack: FakeSlack) -> None:
+    """`otel-ai slack --server URL` with nothing listening there."""
+    url = closed_port_url("")
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_api_url=fake_slack.api_url)
+    bot = SlackBot(settings, RemoteAgent(url, timeout=5))
+    asyncio.run(bot.on_message(mention_event("C0NOSERVER", new_ts()), web_client(settings), "Ev-noserver"))
+    expected = f"Sorry, I could not answer that: cannot reach otel-ai at {url} (ConnectError)"
+    assert answer_update(fake_slack, "C0NOSERVER") == f"{expected}\n{expected}"  # text, then the section
