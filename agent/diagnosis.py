@@ -213,12 +213,34 @@ def mode(deps: AgentDeps) -> str:
 
 
 def analyze(deps: AgentDeps) -> Analysis:
-    """Rank root-cause signals from the span statistics, call graph, logs and resource gauges."""
-    intents, services, operations = _effective(deps)
+    """Rank root-cause signals from the span statistics, call graph, logs and resource gauges.
+
+    When the service the question names shows nothing, the whole system is searched: "product
+    images load slowly" may name a service that is fine while the proxy serving images is not."""
+    key = ("analysis", len(deps.calls))
+    cached = deps.context.get("_analysis")
+    if cached and cached[0] == key:
+        return cached[1]
+    _, services, _ = _effective(deps)
     ops = [Op.from_row(r) for r in rows_of(sql_result(deps, "span_stats"))]
-    edges = rows_of(sql_result(deps, "call_graph"))
     known = sorted({o.service for o in ops})
     symptom = next((s for s in services if s in known), None)
+    analysis = _analyze(deps, ops, symptom)
+    if symptom and not any(s.strength >= 0.5 for s in analysis.signals):
+        wider = _analyze(deps, ops, None)
+        if any(s.strength >= 0.5 for s in wider.signals):
+            wider.notes = [f"{symptom} itself shows no significant change: " + "; ".join(analysis.notes)
+                           if analysis.notes else f"{symptom} itself shows no significant change."]
+            wider.symptom_text = f"the system (not {symptom})"
+            analysis = wider
+    deps.context["_analysis"] = (key, analysis)
+    return analysis
+
+
+def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
+    intents, _, operations = _effective(deps)
+    edges = rows_of(sql_result(deps, "call_graph"))
+    known = sorted({o.service for o in ops})
     scope = downstream(edges, symptom) if symptom else known
     # a caller whose calls into the scope surged (a producer flooding its consumers) is in scope too
     scope += [c for c in surging_callers(edges, scope, traffic_scale(ops)) if c not in scope]
