@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -222,3 +223,23 @@ def test_catalogue_ground_truth():
     assert truth.model_dump(mode="json")["start"] == "2026-11-27T15:00:00Z" and truth.end is None
     with pytest.raises(ValueError, match="unknown scenario 'nope'; known: none, paymentSlow"):
         get_scenario("nope")
+
+
+def test_history_then_live_in_real_time_with_the_fault_from_live_start():
+    ex = Exporters(InMemorySpanExporter(), InMemoryLogRecordExporter(), MemoryMetrics())
+    phases: list[str] = []
+    began = time.time()
+    result = run_simulation("paymentSlow", history=timedelta(minutes=1), live=timedelta(seconds=8), rate=25.0,
+                            exporters=ex, progress=lambda phase, at, sent: phases.append(phase))
+    took = time.time() - began
+    truth = result.ground_truth
+    anchor = result.end - timedelta(seconds=8)
+    assert truth.start == anchor and truth.end == result.end  # fault = the live phase
+    assert 7 <= took < 60 and phases[0] == "history" and "live" in phases  # anchor: start, second-truncated
+    assert abs(result.end.timestamp() - time.time()) < 5  # live ends at about the wall clock
+    charges = [s for s in ex.spans.get_finished_spans()
+               if s.name == "oteldemo.PaymentService/Charge" and s.kind == SpanKind.SERVER]
+    fault_ns = anchor.timestamp() * 1e9
+    before = [s.end_time - s.start_time for s in charges if s.start_time < fault_ns]
+    during = [s.end_time - s.start_time for s in charges if s.start_time >= fault_ns]
+    assert before and during and max(before) < 800e6 < min(during)
