@@ -25,6 +25,8 @@ _REQ = FEATURE_INDEX["requests"]
 _SHIFT = FEATURE_INDEX["downstream_shift"]
 _LATENCY = np.array([i for i, f in enumerate(FEATURES) if f.unit == "s"])
 _MIN_DELTA = np.array([f.min_delta for f in FEATURES])
+_P95, _P99 = FEATURE_INDEX["p95"], FEATURE_INDEX["p99"]
+MIN_REQUESTS_P95, MIN_REQUESTS_P99 = 10, 50
 
 
 def transform(values: np.ndarray) -> np.ndarray:
@@ -46,6 +48,13 @@ def inverse(i: int, value: float) -> float:
     if f.transform == "logms":
         return float(np.expm1(value) / 1000.0)
     return float(value)
+
+
+def mask_thin_quantiles(values: np.ndarray) -> None:
+    """A tail quantile of a handful of requests is just their maximum: not a statistic to learn or alert on."""
+    few = np.nan_to_num(values[:, _REQ], nan=0.0)
+    values[few < MIN_REQUESTS_P95, _P95] = np.nan
+    values[few < MIN_REQUESTS_P99, _P99] = np.nan
 
 
 def hour_of_day(window: np.ndarray) -> np.ndarray:
@@ -117,6 +126,7 @@ class Normaliser:
         shares = _mean_shares([table.calls[r] for r in rows])
         values = table.values[rows].copy()
         values[:, _SHIFT] = [downstream_shift(table.calls[r], shares) for r in rows]
+        mask_thin_quantiles(values)
         x = transform(values)
         center, scale = _robust(x)
         hourly: dict[int, np.ndarray] = {}
@@ -153,6 +163,7 @@ class Normaliser:
                 values[r, _SHIFT] = downstream_shift(table.calls[r], st.shares) if st is not None else np.nan
         center = ent_center[table.entity_idx, hour_of_day(table.window)]
         scale = ent_scale[table.entity_idx]
+        mask_thin_quantiles(values)
         x = transform(values)
         # error ratios of a handful of requests are noisy: never sharper than binomial noise
         with np.errstate(all="ignore"):
