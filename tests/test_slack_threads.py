@@ -49,3 +49,13 @@ def test_questions_in_one_thread_take_turns() -> None:
     assert order.index("a out") < order.index("b in")  # same thread: b waits for a
     assert order.index("c in") < order.index("a out")  # another thread does not wait
     assert bot._locks == {}
+
+
+def test_chat_links_use_the_public_url_else_a_browsable_address() -> None:
+    remote = RemoteAgent("http://127.0.0.1:9")
+    assert SlackBot(Settings(public_url="https://otel.example.com/"), remote).link("C1", "1.2") == \
+        "https://otel.example.com/?conversation=slack-C1-1.2"
+    assert SlackBot(Settings(host="0.0.0.0", port=8000, public_url=None), remote).link("C1", "1.2") == \
+        "http://localhost:8000/?conversation=slack-C1-1.2"
+    assert SlackBot(Settings(host="10.0.0.5", port=9000, public_url=None), remote).link("D1", "cmd-ab") == \
+        "http://10.0.0.5:9000/?conversation=slack-D1-cmd-ab"

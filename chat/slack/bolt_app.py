@@ -74,7 +74,9 @@ class SlackBot:
     def __init__(self, settings: Settings, answerer: Answerer, chat_base: str | None = None) -> None:
         self.settings = settings
         self.answerer = answerer
-        self.chat_base = settings.public_url or chat_base or f"http://{settings.host}:{settings.port}"
+        # a wildcard bind address is no place to browse to: say localhost (set OTEL_AI_PUBLIC_URL for others)
+        host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        self.chat_base = settings.public_url or chat_base or f"http://{host}:{settings.port}"
         self.allowed_channels = parse_list(settings.slack_allowed_channels)
         self.allowed_users = parse_list(settings.slack_allowed_users)
         self._seen: OrderedDict[str, None] = OrderedDict()
