@@ -14,16 +14,36 @@ from chat.versioned import latest
 from store import Store
 
 
-def _question_before(store: Store, thread_id: str, step: dict[str, Any]) -> str:
-    """The last user message of the thread before an answer (when the answer did not record it)."""
-    before = step.get("createdAt") or ""
-    question = ""
-    for row in latest(store, "chat_steps", ["id", "doc", "created_at", "version"], "thread_id = {t:String}",
-                      tail="ORDER BY created_at, version", t=thread_id):
-        doc = json.loads(row["doc"])
-        if doc.get("type") == "user_message" and (not before or (doc.get("createdAt") or "") <= before):
-            question = doc.get("output") or question
-    return question
+def _thread_steps(store: Store, thread_id: str) -> list[dict[str, Any]]:
+    rows = latest(store, "chat_steps", ["id", "doc", "created_at", "version"], "thread_id = {t:String}",
+                  tail="ORDER BY created_at, version", t=thread_id)
+    return [json.loads(r["doc"]) for r in rows]
+
+
+def _rated_answer(steps: list[dict[str, Any]], step_id: str) -> tuple[dict[str, Any], str]:
+    """The answer a thumb is about, and its question.
+
+    Chainlit puts the thumbs on the `on_message` run step, whose parent is the user's message and whose
+    children include the answer message (the one carrying our metadata); a thumb may also target the
+    answer message itself."""
+    by_id = {s.get("id"): s for s in steps}
+    target = by_id.get(step_id, {})
+    answer = target
+    if target.get("type") == "run":
+        children = [s for s in steps if s.get("parentId") == step_id and s.get("type") == "assistant_message"]
+        answer = next((s for s in reversed(children) if (s.get("metadata") or {}).get("answer")),
+                      children[-1] if children else {})
+    question = (answer.get("metadata") or {}).get("question") or ""
+    if not question:
+        asker = by_id.get(target.get("parentId") or "", {})
+        if asker.get("type") == "user_message":
+            question = asker.get("output") or ""
+    if not question:  # the last user message before the rated step
+        before = target.get("createdAt") or ""
+        for s in steps:
+            if s.get("type") == "user_message" and (not before or (s.get("createdAt") or "") <= before):
+                question = s.get("output") or question
+    return answer, question
 
 
 def export_feedback_cases(store: Store) -> list[dict[str, Any]]:
@@ -33,13 +53,11 @@ def export_feedback_cases(store: Store) -> list[dict[str, Any]]:
                       ["id", "thread_id", "step_id", "created_at", "value", "comment", "user_identifier"],
                       tail="ORDER BY created_at, id")
     for fb in feedback:
-        steps = latest(store, "chat_steps", ["id", "doc"], "id = {id:String}", id=fb["step_id"])
-        step = json.loads(steps[0]["doc"]) if steps else {}
-        meta = step.get("metadata") or {}
-        answer = meta.get("answer") or {}
-        question = meta.get("question") or _question_before(store, fb["thread_id"], step)
+        step, question = _rated_answer(_thread_steps(store, fb["thread_id"]), fb["step_id"])
         if not question:
             continue
+        meta = step.get("metadata") or {}
+        answer = meta.get("answer") or {}
         prefs = meta.get("settings") or {}
         root_causes = answer.get("root_causes") or []
         expected = None
@@ -49,7 +67,7 @@ def export_feedback_cases(store: Store) -> list[dict[str, Any]]:
                         "kind": top.get("kind")}
         inputs = {"question": question}
         for key in ("since", "role", "model"):
-            if prefs.get(key):
+            if prefs.get(key) and prefs[key] != "auto":
                 inputs[key] = prefs[key]
         cases.append({
             "name": f"chat-feedback-{fb['id'][:8]}",

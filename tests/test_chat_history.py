@@ -135,3 +135,17 @@ def test_feedback_is_stored_once_per_answer_and_exported_as_eval_cases(store):
 
     assert run(layer.delete_feedback(down))
     assert {c["metadata"]["step_id"] for c in export_feedback_cases(store)} == {"a1"}
+
+    # What the UI does: the thumbs sit on Chainlit's `on_message` run step (child of the question,
+    # parent of the answer message that carries the metadata).
+    run(layer.create_step(_step("th", "q3", "user_message", "Why is cart slow?", "2026-01-01T00:00:05Z")))
+    run(layer.create_step(_step("th", "r3", "run", "", "2026-01-01T00:00:05.5Z", parentId="q3")))
+    run(layer.create_step(_step("th", "a3", "assistant_message", "cart is slow", "2026-01-01T00:00:06Z",
+                                parentId="r3", metadata={"question": "Why is cart slow?", "answer": {
+                                    **answer, "answer": "cart is slow", "root_causes": [
+                                        {**answer["root_causes"][0], "service": "cart"}]}})))
+    run(layer.upsert_feedback(Feedback(forId="r3", value=1, threadId="th")))
+    run_case = next(c for c in export_feedback_cases(store) if c["metadata"]["step_id"] == "r3")
+    assert run_case["inputs"] == {"question": "Why is cart slow?"}
+    assert run_case["expected_output"]["root_cause_service"] == "cart"
+    assert run_case["metadata"]["answer"] == "cart is slow"

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import chainlit as cl
 from chainlit.input_widget import Select
@@ -104,6 +105,35 @@ async def start() -> None:
     settings = chat_settings()
     cl.user_session.set("prefs", await settings.send())
     cl.user_session.set("conversation", Conversation(id=cl.context.session.thread_id))
+    if key := requested_conversation():
+        await continue_slack_thread(key)
+
+
+def requested_conversation() -> str | None:
+    """`?conversation=slack-<channel>-<ts>` on the page URL (links from Slack answers)."""
+    referer = (cl.context.session.environ or {}).get("HTTP_REFERER") or ""
+    values = parse_qs(urlsplit(referer).query).get("conversation") or []
+    return values[0][:200] if values else None
+
+
+async def continue_slack_thread(key: str) -> None:
+    """Show a Slack thread's questions and answers here and keep its memory for follow-ups."""
+    if not key.startswith("slack-"):
+        return
+    rows = await asyncio.to_thread(
+        RT.store.query,
+        "SELECT argMax(conversation, updated) AS conversation FROM slack_threads WHERE key = {key:String} "
+        "GROUP BY key", {"key": key})
+    stored = rows.scalar() if len(rows) else None
+    if not stored:
+        await cl.Message(content=f"No Slack thread `{render.cell(key)}` is stored here (yet).").send()
+        return
+    conversation = Conversation.from_json(stored)
+    cl.user_session.set("conversation", conversation)
+    lines = [f"**Continuing the Slack thread** `{render.cell(key)}`: ask a follow-up below."]
+    for turn in conversation.turns[-5:]:
+        lines += [f"> **Q:** {render.cell(turn.get('question') or '')}", "", str(turn.get("answer") or ""), ""]
+    await cl.Message(content="\n".join(lines)).send()
 
 
 @cl.on_chat_resume
@@ -290,12 +320,15 @@ async def render_dashboard(board: dashboards.Dashboard) -> None:
     window, results = await asyncio.to_thread(dashboards.run_dashboard, RT.store, board)
     elements: list[cl.Element] = []
     tables: list[str] = []
+    async with cl.Step(name=f"Dashboard panels ({len(results)})", type="run", show_input=False) as run:
+        for pr in results:
+            async with cl.Step(name=pr.panel.title, type="tool", show_input="sql", default_open=False) as step:
+                step.input = "\n".join(pr.result.sql) or pr.panel.tool or ""
+                step.output = (render.markdown_table(pr.result.columns, pr.result.rows, max_rows=15)
+                               if pr.result.ok else f"**{pr.result.error}**")
+                step.is_error = not pr.result.ok
+        run.output = f"{sum(pr.result.ok for pr in results)} of {len(results)} panels ran"
     for i, pr in enumerate(results):
-        async with cl.Step(name=pr.panel.title, type="tool", show_input="sql", default_open=False) as step:
-            step.input = "\n".join(pr.result.sql) or pr.panel.tool or ""
-            step.output = (render.markdown_table(pr.result.columns, pr.result.rows, max_rows=15) if pr.result.ok
-                           else f"**{pr.result.error}**")
-            step.is_error = not pr.result.ok
         if pr.figure is not None:
             elements.append(plotly(pr.figure, f"panel-{i + 1}"))
         elif pr.result.ok:
