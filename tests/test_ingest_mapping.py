@@ -166,3 +166,28 @@ def test_gzip_bombs_stop_at_the_limit() -> None:
     assert gunzip(gzip.compress(b"abc"), 10) == b"abc"
     with pytest.raises(BadRequest):
         gunzip(b"not gzip", 10)
+
+
+def test_otlp_json_logs_and_metric_exemplars_use_hex_ids() -> None:
+    logs = (
+        b'{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},'
+        b'"scopeLogs":[{"scope":{"name":"lg"},"logRecords":[{"timeUnixNano":"7","severityNumber":"SEVERITY_NUMBER_ERROR",'
+        b'"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"a1a2a3a4a5a6a7a8","body":{"intValue":"42"},'
+        b'"attributes":[{"key":"n","value":{"doubleValue":2.5}}]}]}]}]}'
+    )
+    rows = SIGNALS["logs"].to_rows(parse(SIGNALS["logs"], logs, "json"))
+    cols = rows.tables["otel_logs"]
+    assert (cols["TraceId"], cols["SpanId"]) == (["0102030405060708090a0b0c0d0e0f10"], ["a1a2a3a4a5a6a7a8"])
+    assert (cols["Timestamp"], cols["SeverityNumber"], cols["Body"]) == ([7], [17], ["42"])
+    assert cols["LogAttributes"] == [{"n": "2.5"}] and cols["ServiceName"] == ["api"]
+    metrics = (
+        b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"lat","histogram":{"aggregationTemporality":2,'
+        b'"dataPoints":[{"count":"2","sum":3.0,"bucketCounts":["1","1"],"explicitBounds":[1.0],"timeUnixNano":"9",'
+        b'"exemplars":[{"asInt":"5","timeUnixNano":"8","traceId":"0102030405060708090a0b0c0d0e0f10",'
+        b'"spanId":"a1a2a3a4a5a6a7a8"}]}]}}]}]}]}'
+    )
+    rows = SIGNALS["metrics"].to_rows(parse(SIGNALS["metrics"], metrics, "json"))
+    hist = rows.tables["otel_metrics_histogram"]
+    assert hist["Exemplars.TraceId"] == [["0102030405060708090a0b0c0d0e0f10"]]
+    assert hist["Exemplars.SpanId"] == [["a1a2a3a4a5a6a7a8"]] and hist["Exemplars.Value"] == [[5.0]]
+    assert (hist["Count"], hist["BucketCounts"], hist["AggregationTemporality"]) == ([2], [[1, 1]], [2])
