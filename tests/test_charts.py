@@ -82,3 +82,20 @@ def test_render_png_offline() -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     again = render_png(fig, width=400, height=300)  # reuses the running browser
     assert again[:8] == b"\x89PNG\r\n\x1a\n" and again != png
+
+
+def test_waterfall_is_a_gantt_of_offsets_and_durations() -> None:
+    rows = [
+        {"depth": 0, "service": "gw", "operation": "GET /", "offset_ms": 0.0, "duration_ms": 100.0,
+         "status": "Unset", "critical": True},
+        {"depth": 1, "service": "db", "operation": "query", "offset_ms": 10.0, "duration_ms": 80.0,
+         "status": "Error", "critical": True},
+    ]
+    r = result(list(rows[0]), rows, units={"offset_ms": "ms", "duration_ms": "ms"},
+               details={"chart": {"kind": "gantt"}})
+    fig = chart_for(r)
+    bar = fig.data[0]
+    assert bar.type == "bar" and bar.orientation == "h"
+    assert list(bar.base) == [0.0, 10.0] and list(bar.x) == [100.0, 80.0]
+    assert bar.y[1].strip().startswith("db query") and bar.marker.color[1] == "#c0392b"
+    assert fig.layout.xaxis.title.text == "time since trace start (ms)"

@@ -20,6 +20,7 @@ from tools.result import ToolResult
 
 MAX_BARS = 40
 MAX_SERIES = 12
+MAX_GANTT_SPANS = 200
 _SUFFIX_UNITS = [
     ("_ms", "ms"), ("_ns", "ns"), ("_seconds", "s"), ("_s", "s"), ("_pct", "%"), ("_percent", "%"),
     ("_per_s", "/s"), ("_per_min", "/min"), ("_bytes", "bytes"), ("_ratio", "x"),
@@ -126,6 +127,30 @@ def _heatmap(result: ToolResult, x: str, y: str, z: str) -> go.Figure:
     return go.Figure(go.Heatmap(x=xs, y=ys, z=grid, colorbar={"title": {"text": axis_label(z, result.units)}}))
 
 
+def _gantt(result: ToolResult, title: str | None) -> go.Figure | None:
+    """A trace waterfall: one horizontal bar per span from its start offset, critical path darker."""
+    needed = {"offset_ms", "duration_ms", "service", "operation"}
+    if not needed <= set(result.columns):
+        return None
+    rows = result.rows[:MAX_GANTT_SPANS]
+    labels = [f"{'  ' * int(r.get('depth') or 0)}{r['service']} {r['operation']}  #{i}" for i, r in enumerate(rows)]
+    colors = ["#c0392b" if r.get("status") in ("Error", "STATUS_CODE_ERROR") else
+              "#1f4e79" if r.get("critical") else "#7fa7d1" for r in rows]
+    fig = go.Figure(go.Bar(y=labels, x=[r["duration_ms"] for r in rows], base=[r["offset_ms"] for r in rows],
+                           orientation="h", marker={"color": colors}))
+    fig.update_layout(
+        title={"text": title or f"{result.name}: {len(result.rows)} spans"},
+        xaxis_title={"text": axis_label("offset_ms", result.units).replace("offset", "time since trace start")},
+        yaxis_title={"text": "span"},
+        yaxis={"autorange": "reversed"},
+        template="plotly_white",
+        height=max(300, 22 * len(rows) + 120),
+        margin={"l": 60, "r": 20, "t": 60, "b": 60},
+    )
+    fig.layout.meta = {"chart_kind": "gantt", "tool": result.name}
+    return fig
+
+
 def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
     """A Plotly figure for `result` chosen by the shape of its rows, or None when nothing fits."""
     if not result.ok or not result.rows:
@@ -135,6 +160,8 @@ def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
     hint = result.details.get("chart") if isinstance(result.details.get("chart"), dict) else None
     fig: go.Figure | None = None
     x = y = None
+    if hint and hint.get("kind") == "gantt":
+        return _gantt(result, title)
     if hint and hint.get("x") in cats and hint.get("y") in nums and not times:
         x, y = hint["x"], hint["y"]
         fig, kind = _bar(result, x, y), "bar"

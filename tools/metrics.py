@@ -169,6 +169,7 @@ def resource_metrics(
         return ToolResult.build(
             name, args, sql, list(rows[0].keys()), rows, findings=findings,
             units={"change": "x"},
+            details={"chart": {"x": "metric", "y": "change", "kind": "bar"}},
             table_columns=["service", "instance", "metric", "unit", "value", "base_value", "max", "flag"],
         )
 

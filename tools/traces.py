@@ -481,6 +481,7 @@ def trace_waterfall(store: Store, trace_id: str) -> ToolResult:
         return ToolResult.build(
             name, args, sql, list(spans[0].keys()), spans, findings=findings, budget_chars=6000,
             units={"offset_ms": "ms", "duration_ms": "ms", "self_ms": "ms"},
+            details={"chart": {"kind": "gantt"}},
             table_columns=["depth", "service", "operation", "duration_ms", "self_ms", "status"],
         )
 
@@ -543,7 +544,8 @@ def exemplar_traces(
         return ToolResult.build(
             name, args, sql, list(rows[0].keys()), rows, findings=findings,
             units={"span_duration_ms": "ms", "trace_duration_ms": "ms"},
-            details={"waterfalls": waterfalls},
+            details={"waterfalls": waterfalls,
+                     "chart": {"x": "trace_id", "y": "trace_duration_ms", "kind": "bar"}},
             table_columns=["trace_id", "service", "operation", "span_duration_ms", "status", "spans", "error_spans"],
         )
 
