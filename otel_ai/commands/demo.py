@@ -7,6 +7,7 @@ ordinary OTLP client of it. Ctrl-C stops the simulator first, then serve (which 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import subprocess
@@ -88,6 +89,7 @@ def _serve_command(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # health polls are not news
     scenario = args.scenario if args.scenario in SCENARIOS else DEFAULT_DEMO_SCENARIO
     url = f"http://{settings.host}:{settings.port}"
     print(f"[demo] starting otel-ai serve ({url}, OTLP gRPC {settings.host}:{settings.otlp_grpc_port})", flush=True)
@@ -136,7 +138,7 @@ def _banner(scenario: str, chat_url: str) -> Callable[[str, datetime, dict[str, 
             shown.set()
             questions = "\n".join(f"  {i}. {q}" for i, q in enumerate(demo_questions(scenario), 1))
             print(f"\n[demo] history sent ({', '.join(f'{k} {v}' for k, v in sent.items())}); live fault "
-                  f"'{scenario}' running since {at:%H:%M:%S}Z: {SCENARIOS[scenario].description}\n"
+                  f"'{scenario}' is on (since the end of the history): {SCENARIOS[scenario].description}\n"
                   f"[demo] open the chat: {chat_url}\n[demo] give it a minute or two, then ask:\n{questions}\n"
                   f"[demo] Ctrl-C stops the simulator and the server.\n", flush=True)
 
