@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from chat.slack import blocks
 from chat.slack.answerers import LocalAgent, RemoteAgent
 from chat.slack.bolt_app import SlackBot, web_client
 from otel_ai.settings import Settings
@@ -73,3 +74,16 @@ def test_unreachable_server_in_remote_mode_is_explained(fake_slack: FakeSlack) -
     asyncio.run(bot.on_message(mention_event("C0NOSERVER", new_ts()), web_client(settings), "Ev-noserver"))
     expected = f"Sorry, I could not answer that: cannot reach otel-ai at {url} (ConnectError)"
     assert answer_update(fake_slack, "C0NOSERVER") == f"{expected}\n{expected}"  # text, then the section
+
+
+def test_refused_blocks_fall_back_to_the_answer_as_text(fake_slack: FakeSlack) -> None:
+    """Slack answers invalid_blocks for a message beyond its limits: the answer must still arrive."""
+    settings = Settings(slack_bot_token=BOT_TOKEN, slack_api_url=fake_slack.api_url)
+    bot = SlackBot(settings, RemoteAgent("http://127.0.0.1:9"))
+    too_many = blocks.Rendered(text="payment is slow", blocks=[blocks.section(f"part {i}") for i in range(51)],
+                               full_text="*payment* is slow: p95 20 ms -> 2.5 s")
+    asyncio.run(bot.update(web_client(settings), "C0BLOCKS", "1.900001", too_many))
+    [refused, sent] = [c for c in fake_slack.calls_to("chat.update") if c.args.get("channel") == "C0BLOCKS"]
+    assert refused.result["error"] == "invalid_blocks" and "51 blocks" in str(refused.result)
+    assert sent.result["ok"] and sent.args["text"] == "*payment* is slow: p95 20 ms -> 2.5 s"
+    assert not sent.args.get("blocks")

@@ -22,6 +22,7 @@ INLINE_EVIDENCE = 3
 SQL_INLINE_LIMIT = 600
 SUMMARY_INLINE_LIMIT = 300
 FALLBACK_LIMIT = 300
+TEXT_LIMIT = 39_000  # a message's top-level text (Slack truncates at 40,000)
 
 Block = dict[str, Any]
 
@@ -42,6 +43,10 @@ class Rendered:
     text: str
     blocks: list[Block]
     files: list[Attachment] = field(default_factory=list)
+    full_text: str = ""  # the answer as one mrkdwn text, for when Slack refuses the blocks
+
+    def __post_init__(self) -> None:
+        self.full_text = self.full_text or self.text
 
 
 def escape(text: str) -> str:
@@ -213,8 +218,11 @@ def answer_blocks(answer: Answer, link: str | None = None) -> Rendered:
     if footer:
         blocks.append(context(" · ".join(footer)))
     files = [evidence_file(answer)] if truncated else []
+    full = clip(body, TEXT_LIMIT - SECTION_LIMIT)
+    if answer.root_causes:
+        full += "\n\n" + root_cause_lines(answer)
     return Rendered(text=clip(plain(answer.answer), FALLBACK_LIMIT) or "otel-ai answer", blocks=blocks[:50],
-                    files=files)
+                    files=files, full_text=full)
 
 
 def notice(text: str) -> Rendered:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agent import AgentError
@@ -153,10 +154,10 @@ class SlackBot:
         async with self.thread_turn(thread_key(channel, thread_ts)):
             answer = await self.run_agent(question, channel, thread_ts)
         if isinstance(answer, blocks.Rendered):
-            await client.chat_update(channel=channel, ts=placeholder["ts"], text=answer.text, blocks=answer.blocks)
+            await self.update(client, channel, placeholder["ts"], answer)
             return
         rendered = blocks.answer_blocks(answer, self.link(channel, thread_ts))
-        await client.chat_update(channel=channel, ts=placeholder["ts"], text=rendered.text, blocks=rendered.blocks)
+        await self.update(client, channel, placeholder["ts"], rendered)
         await self.upload(client, channel, thread_ts, answer, rendered)
 
     async def on_command(self, command: dict[str, Any], ack: AsyncAck, respond: AsyncRespond,
@@ -181,8 +182,23 @@ class SlackBot:
             return
         rendered = blocks.answer_blocks(answer, self.link(channel, pseudo_ts))
         header = blocks.context(f"<@{user}> asked: {blocks.escape(question)}")
-        await respond(text=rendered.text, blocks=[header, *rendered.blocks], response_type="in_channel")
+        sent = await respond(text=rendered.text, blocks=[header, *rendered.blocks], response_type="in_channel")
+        if sent.status_code != 200:
+            log.warning("slack: response_url refused the answer's blocks (%s %s); sending text only",
+                        sent.status_code, sent.body)
+            await respond(text=rendered.full_text, response_type="in_channel")
         await self.upload(client, channel, None, answer, rendered)
+
+    async def update(self, client: AsyncWebClient, channel: str, ts: str, rendered: blocks.Rendered) -> None:
+        """Replace the "looking…" reply; if Slack refuses the blocks, the answer still arrives as text."""
+        try:
+            await client.chat_update(channel=channel, ts=ts, text=rendered.text, blocks=rendered.blocks)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "invalid_blocks":
+                raise
+            log.warning("slack: Slack refused the answer's blocks (%s); sending text only",
+                        exc.response.get("response_metadata"))
+            await client.chat_update(channel=channel, ts=ts, text=rendered.full_text, blocks=[])
 
     def link(self, channel: str, thread_ts: str) -> str:
         """The chat UI URL of this thread's conversation."""

@@ -23,6 +23,43 @@ BOT_ID = "BBOT0001"
 TEAM_ID = "T0000TEAM"
 
 
+SECTION_TEXT_MAX = 3000
+MAX_BLOCKS = 50
+
+
+def block_errors(blocks: Any) -> list[str]:  # noqa: ANN401 - whatever the app sent
+    """Slack's Block Kit limits that the app's messages must respect (Slack answers invalid_blocks)."""
+    if blocks is None:
+        return []
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    errors = [] if len(blocks) <= MAX_BLOCKS else [f"{len(blocks)} blocks (max {MAX_BLOCKS})"]
+    for i, block in enumerate(blocks):
+        kind = block.get("type")
+        texts = []
+        if kind == "section":
+            texts = [block.get("text")] if "text" in block else block.get("fields", [])
+            if not texts:
+                errors.append(f"[{i}] section without text or fields")
+        elif kind == "context":
+            texts = block.get("elements", [])
+            if not 1 <= len(texts) <= 10:
+                errors.append(f"[{i}] context with {len(texts)} elements (1 to 10)")
+        elif kind == "header":
+            texts = [block.get("text")]
+            if len((block.get("text") or {}).get("text", "")) > 150:
+                errors.append(f"[{i}] header longer than 150")
+        elif kind != "divider":
+            errors.append(f"[{i}] unsupported block type {kind!r}")
+        for text in texts:
+            body = (text or {}).get("text", "")
+            if (text or {}).get("type") not in ("mrkdwn", "plain_text"):
+                errors.append(f"[{i}] text object of type {(text or {}).get('type')!r}")
+            if not body.strip() or len(body) > SECTION_TEXT_MAX:
+                errors.append(f"[{i}] text of {len(body)} characters (1 to {SECTION_TEXT_MAX})")
+    return errors
+
+
 @dataclass
 class Call:
     """One request the app made: the API method (or 'upload'/'response'), its arguments, the token used."""
@@ -126,9 +163,12 @@ class FakeSlack:
         elif body and "x-www-form-urlencoded" in ctype:
             args.update(parse_qsl(body.decode()))
         if path.startswith("/response/"):
+            errors = block_errors(args.get("blocks"))
             with self._lock:
-                self.calls.append(Call("response", {"name": path.rsplit("/", 1)[1], **args}, token, body))
-            return self._send(req, 200, b"ok", "text/plain")
+                self.calls.append(Call("response", {"name": path.rsplit("/", 1)[1], **args}, token, body,
+                                       {"errors": errors}))
+            return self._send(req, 400, b"invalid_blocks", "text/plain") if errors else \
+                self._send(req, 200, b"ok", "text/plain")
         if not path.startswith("/api/"):
             return self._send(req, 404, b"not found", "text/plain")
         method = path.removeprefix("/api/")
@@ -138,6 +178,8 @@ class FakeSlack:
             result = {"ok": False, "error": "invalid_auth"}
         elif handler is None:
             result = {"ok": False, "error": "unknown_method"}
+        elif errors := block_errors(args.get("blocks")):
+            result = {"ok": False, "error": "invalid_blocks", "response_metadata": {"messages": errors}}
         else:
             result = {"ok": True, **handler(args)}
         with self._lock:
