@@ -167,7 +167,10 @@ def run_simulation(
         if owned:
             exporters.shutdown()
     stopped = _dt(t)
-    truth = spec.truth(f_start, f_end if f_end is not None and f_end <= stopped else stopped)
+    if f_start >= stopped:  # stopped before the fault began: nothing to find
+        truth = spec.truth(None, None)
+    else:
+        truth = spec.truth(f_start, f_end if f_end is not None and f_end <= stopped else stopped)
     return SimResult(
         ground_truth=truth, sent={s: sender.sent.get(s, 0) for s in SIGNALS},
         failed={s: sender.failed.get(s, 0) for s in SIGNALS}, start=start, end=stopped,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -243,3 +244,16 @@ def test_history_then_live_in_real_time_with_the_fault_from_live_start():
     before = [s.end_time - s.start_time for s in charges if s.start_time < fault_ns]
     during = [s.end_time - s.start_time for s in charges if s.start_time >= fault_ns]
     assert before and during and max(before) < 800e6 < min(during)
+
+
+def test_stopped_before_the_fault_reports_no_fault_window():
+    ex = Exporters(InMemorySpanExporter(), InMemoryLogRecordExporter(), MemoryMetrics())
+    stop = threading.Event()
+
+    def halt(phase: str, at: datetime, sent: dict) -> None:
+        stop.set()  # Ctrl-C during the history
+
+    result = run_simulation("adFailure", history=timedelta(minutes=30), live=None, rate=1.0, anchor=ANCHOR,
+                            exporters=ex, progress=halt, stop=stop)
+    assert result.end < ANCHOR and result.ground_truth.start is None and result.ground_truth.end is None
+    assert result.ground_truth.root_cause_service == "ad" and result.sent["spans"] > 0
