@@ -173,7 +173,7 @@ class SlackBot:
         if not question:
             await ack(text=HELP)
             return
-        await ack(text=f"{LOOKING}\n> {question}")
+        await ack(text=f"{LOOKING}\n> {blocks.escape(question)}")
         # A command has no thread: it starts a conversation of its own (still openable in the chat UI).
         pseudo_ts = f"cmd-{uuid.uuid4().hex[:12]}"
         answer = await self.run_agent(question, channel, pseudo_ts)
