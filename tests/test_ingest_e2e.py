@@ -14,8 +14,10 @@ import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -74,6 +76,12 @@ def _send_logs(srv: ServerProcess) -> None:
                 body="disk almost full", attributes={"disk": "/var", "pct": 93.5}, event_name="disk.warning")
     logger.emit(observed_timestamp=NOW + 20, severity_number=SeverityNumber.INFO, body={"k": [1, "x"]})
     provider.shutdown()
+    # the same signal over OTLP/HTTP
+    http_provider = LoggerProvider(resource=Resource.create({"service.name": "logsvc-http"}))
+    http_provider.add_log_record_processor(SimpleLogRecordProcessor(HttpLogExporter(
+        endpoint=f"{srv.otlp_http_url}/v1/logs")))
+    http_provider.get_logger("http.logger").emit(timestamp=NOW + 30, severity_text="ERROR", body="over http")
+    http_provider.shutdown()
 
 
 def _send_metrics(srv: ServerProcess) -> SpanContext:
@@ -98,6 +106,13 @@ def _send_metrics(srv: ServerProcess) -> SpanContext:
     for v in (1, 2, 4, 8):
         exp.record(v)
     provider.shutdown()
+    # a counter over OTLP/gRPC too
+    grpc_reader = PeriodicExportingMetricReader(GrpcMetricExporter(endpoint=srv.otlp_grpc_endpoint, insecure=True),
+                                                export_interval_millis=3_600_000)
+    grpc_provider = MeterProvider(resource=Resource.create({"service.name": "metricsvc-grpc"}),
+                                  metric_readers=[grpc_reader])
+    grpc_provider.get_meter("grpc.meter").create_counter("grpc.requests").add(3)
+    grpc_provider.shutdown()
 
     summary = ExportMetricsServiceRequest()
     rm = summary.resource_metrics.add()
@@ -211,7 +226,9 @@ def test_hand_written_otlp_json_is_stored(ingested: dict) -> None:
 
 
 def test_sdk_logs_are_stored(ingested: dict) -> None:
-    first, second = ingested["logs"]
+    first, second, third = ingested["logs"]
+    assert (third["ts"], third["ServiceName"], third["Body"], third["SeverityText"]) == (
+        NOW + 30, "logsvc-http", "over http", "ERROR")
     assert (first["ts"], first["TraceId"], first["SpanId"]) == (NOW + 10, f"{0x1234:032x}", f"{0x5678:016x}")
     assert (first["TraceFlags"], first["SeverityText"], first["SeverityNumber"]) == (1, "WARN", 13)
     assert (first["Body"], first["ServiceName"], first["EventName"]) == ("disk almost full", "logsvc", "disk.warning")
@@ -229,7 +246,9 @@ def test_sdk_metrics_of_every_type_are_stored(ingested: dict) -> None:
     assert (gauge["MetricName"], gauge["Value"], gauge["MetricUnit"], gauge["Attributes"]) == (
         "temperature", 21.5, "Cel", {"room": "lab"})
     assert (gauge["ServiceName"], gauge["ScopeName"], gauge["ScopeVersion"]) == ("metricsvc", "app.meter", "1.0")
-    queue, requests = m["sum"]
+    grpc_requests, queue, requests = m["sum"]
+    assert (grpc_requests["MetricName"], grpc_requests["Value"], grpc_requests["ServiceName"]) == (
+        "grpc.requests", 3.0, "metricsvc-grpc")
     assert (requests["MetricName"], requests["Value"], requests["IsMonotonic"]) == ("requests", 5.0, True)
     assert (requests["MetricDescription"], requests["AggregationTemporality"]) == ("served", 2)
     assert (queue["MetricName"], queue["Value"], queue["IsMonotonic"]) == ("queue.depth", -2.0, False)
