@@ -104,7 +104,8 @@ class IngestService:
         self.http_port: int = s.otlp_http_port
         self.max_body = s.ingest_max_body_bytes
         self.max_inflight = s.ingest_max_inflight_bytes
-        self._token = s.ingest_token.get_secret_value() if s.ingest_token else None
+        # An empty OTEL_AI_INGEST_TOKEN means no auth, like an unset one.
+        self._token = (s.ingest_token.get_secret_value() if s.ingest_token else "") or None
         self._inflight_bytes = 0
         self._decoding = 0
         self._counters = _Counters()
