@@ -236,12 +236,14 @@ def create_app(settings: Settings, answerer: Answerer, signing_secret: str | Non
     """The bolt app with its listeners; HTTP mode passes the signing secret, Socket Mode does not need it."""
     bot = SlackBot(settings, answerer, chat_base)
     app = AsyncApp(
-        client=web_client(settings),
+        token=settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None,
         signing_secret=signing_secret or "",
         request_verification_enabled=bool(signing_secret),
         process_before_response=False,
         name="otel-ai",
     )
+    # every Web API client bolt makes per request copies this one's base_url (tests, proxies)
+    app.client.base_url = web_client(settings).base_url
 
     @app.event("app_mention")
     async def app_mention(event: dict[str, Any], body: dict[str, Any], client: AsyncWebClient) -> None:

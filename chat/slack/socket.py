@@ -41,6 +41,7 @@ def check_tokens(settings: Settings) -> tuple[str, str]:
 async def run_socket_mode(settings: Settings, server_url: str | None = None) -> None:
     """Connect, answer until SIGINT/SIGTERM, then close the socket (and the store if opened here)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
 
     from chat.slack.answerers import Answerer, LocalAgent, RemoteAgent
     from chat.slack.bolt_app import create_app
@@ -63,10 +64,20 @@ async def run_socket_mode(settings: Settings, server_url: str | None = None) -> 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await handler.connect_async()
-        print("otel-ai Slack app connected (Socket Mode); Ctrl-C to stop", flush=True)
-        await stop.wait()
-        await handler.close_async()
+        try:
+            # check both tokens first: the socket client itself would retry a refused app token forever
+            checks = (("SLACK_BOT_TOKEN", app.client.auth_test), ("SLACK_APP_TOKEN", handler.client.issue_new_wss_url))
+            for name, check in checks:
+                try:
+                    await check()
+                except SlackApiError as exc:
+                    raise SlackConfigError(f"Slack refused {name} ({exc.response.get('error')}): "
+                                           "copy it again from the app's settings (see docs/slack.md)") from None
+            await handler.connect_async()
+            print("otel-ai Slack app connected (Socket Mode); Ctrl-C to stop", flush=True)
+            await stop.wait()
+        finally:
+            await handler.close_async()
     finally:
         if store is not None:
             store.close()

@@ -34,5 +34,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     server = args.server or server_for_data(settings)
-    asyncio.run(run_socket_mode(settings, server))
+    try:
+        asyncio.run(run_socket_mode(settings, server))
+    except SlackConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
