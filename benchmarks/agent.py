@@ -32,14 +32,14 @@ from store.migrations import migrate  # noqa: E402
 
 SPANS_PER_TRACE = 6
 # pos: 0 frontend server, 1 checkout server, 2 checkout client -> payment, 3 payment server,
-#      4 cart server (child of checkout), 5 checkout database client
+#      4 cart server, 5 checkout database client (2, 4 and 5 are children of checkout's server span)
 GENERATE = """
 INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName,
                          ResourceAttributes, SpanAttributes, Duration, StatusCode)
 SELECT ts AS Timestamp,
     leftPad(lower(hex(cityHash64(trace))), 32, '0') AS TraceId,
     lower(hex(cityHash64(trace, pos))) AS SpanId,
-    multiIf(pos = 0, '', pos IN (1, 4), lower(hex(cityHash64(trace, 0))), pos IN (2, 5),
+    multiIf(pos = 0, '', pos = 1, lower(hex(cityHash64(trace, 0))), pos IN (2, 4, 5),
             lower(hex(cityHash64(trace, 1))), lower(hex(cityHash64(trace, 2)))) AS ParentSpanId,
     arrayElement(['GET /api/checkout', 'PlaceOrder', 'payment.Payment/Charge', 'payment.Payment/Charge',
                   'cart.Cart/GetCart', 'SELECT orders'], pos + 1) AS SpanName,
@@ -49,7 +49,7 @@ SELECT ts AS Timestamp,
         AS ResourceAttributes,
     map('rpc.service', if(pos IN (2, 3), 'payment.Payment', ''), 'db.system', if(pos = 5, 'postgresql', ''),
         'customer.tier', if(trace % 7 = 0, 'gold', 'free')) AS SpanAttributes,
-    toUInt64(multiIf(pos = 0, pay + cart + db + 26e6, pos = 1, pay + cart + db + 21e6, pos = 2, pay + 1e6,
+    toUInt64(multiIf(pos = 0, pay + cart + db + 27e6, pos = 1, pay + cart + db + 22e6, pos = 2, pay + 1e6,
                      pos = 3, pay, pos = 4, cart, db)) AS Duration,
     if(cityHash64(trace, pos, 7) % 500 = 0, 'Error', 'Unset') AS StatusCode
 FROM (
