@@ -110,3 +110,21 @@ def test_dashboard_names_are_checked():
     assert validate_name("  checkout   on-call ") == "checkout on-call"
     with pytest.raises(DashboardError, match="bad dashboard name"):
         validate_name("x'; DROP TABLE dashboards")
+
+
+def test_runtime_directory_has_config_assets_and_our_wording():
+    import json
+    import shutil
+
+    from chat.web.mount import prepare_app_root
+
+    root = prepare_app_root()
+    try:
+        config = (root / ".chainlit" / "config.toml").read_text()
+        assert 'name = "otel-ai"' in config and "https://" not in config
+        assert (root / "public" / "logo_light.svg").exists() and (root / "public" / "login.svg").exists()
+        texts = json.loads((root / ".chainlit" / "translations" / "en-US.json").read_text())
+        assert texts["auth"]["login"]["form"]["email"]["label"] == "User name"
+        assert texts["auth"]["login"]["errors"]["credentialsSignin"] == "Wrong user name or password"
+    finally:
+        shutil.rmtree(root)

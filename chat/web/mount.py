@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -102,7 +104,37 @@ def prepare_app_root() -> Path:
     shutil.copytree(WEB_DIR / "public", root / "public")
     shutil.copy(WEB_DIR / "chainlit.md", root / "chainlit.md")
     shutil.copy(WEB_DIR / "chainlit.md", root / "chainlit_en-US.md")
+    _write_translation(root / ".chainlit" / "translations")
     return root
+
+
+# Our wording over Chainlit's en-US texts (users log in with a user name, not an e-mail address).
+TEXT_OVERRIDES = {
+    ("auth", "login", "title"): "Sign in to otel-ai",
+    ("auth", "login", "form", "email", "label"): "User name",
+    ("auth", "login", "form", "email", "placeholder"): "",
+    ("auth", "login", "form", "email", "required"): "a user name is required",
+    ("auth", "login", "errors", "credentialsSignin"): "Wrong user name or password",
+    ("chat", "input", "placeholder"): "Ask about your telemetry, /sql SELECT ..., or /dashboard <service>",
+}
+
+
+def _write_translation(directory: Path) -> None:
+    spec = importlib.util.find_spec("chainlit")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return
+    source = Path(next(iter(spec.submodule_search_locations))) / "translations" / "en-US.json"
+    texts = json.loads(source.read_text(encoding="utf-8"))
+    for path, value in TEXT_OVERRIDES.items():
+        node = texts
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, dict) and path[-1] in node:
+            node[path[-1]] = value
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "en-US.json").write_text(json.dumps(texts, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 @contextlib.contextmanager
