@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,7 +171,7 @@ class _ReservedPaths:
 def mount(app: FastAPI, ctx: ServerContext) -> None:
     """Add the chat UI at "/" (must stay the last mount: it catches every path not matched before)."""
     users = auth_users(ctx.settings)
-    if os.environ.get("CHAINLIT_APP_ROOT") is None:
+    if "chainlit.config" not in sys.modules:  # Chainlit reads its root once, when first imported
         os.environ["CHAINLIT_APP_ROOT"] = str(prepare_app_root())
     if users:
         assert ctx.settings.auth_secret is not None
