@@ -24,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadableLogRecord, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -301,9 +302,13 @@ class Emitter:
             metrics: list[Metric] = []
             hist_points: dict[str, list[HistogramDataPoint]] = defaultdict(list)
             for (name, key), h in m.hists.items():
+                exemplars = [Exemplar({}, h.exemplar[0], h.exemplar[1], h.exemplar[3], h.exemplar[2])] \
+                    if h.exemplar else []
+                h.exemplar = None
                 hist_points[name].append(HistogramDataPoint(
                     attributes=dict(key), start_time_unix_nano=h.start, time_unix_nano=t, count=h.count,
-                    sum=h.total, bucket_counts=list(h.buckets), explicit_bounds=list(h.bounds), min=h.min, max=h.max))
+                    sum=h.total, bucket_counts=list(h.buckets), explicit_bounds=list(h.bounds), min=h.min, max=h.max,
+                    exemplars=exemplars))
             for name, dps in hist_points.items():
                 metrics.append(_metric(name, Histogram(dps, AggregationTemporality.CUMULATIVE)))
             sum_points: dict[str, list[NumberDataPoint]] = defaultdict(list)

@@ -98,8 +98,12 @@ class Hist:
     min: float = math.inf
     max: float = -math.inf
     buckets: list[int] = field(default_factory=list)
+    # the slowest recording since the last collection: (value, time, trace id, span id), an exemplar
+    exemplar: tuple[float, int, int, int] | None = None
 
-    def record(self, value: float) -> None:
+    def record(self, value: float, span: SimSpan | None = None) -> None:
+        if span is not None and (self.exemplar is None or value > self.exemplar[0]):
+            self.exemplar = (value, span.end, span.trace_id, span.span_id)
         if not self.buckets:
             self.buckets = [0] * (len(self.bounds) + 1)
         i = 0
@@ -316,7 +320,7 @@ class Shop:
         hist = m.hists.get((name, key))
         if hist is None:
             hist = m.hists[(name, key)] = Hist(bounds, self.start_ns)
-        hist.record(unit_value)
+        hist.record(unit_value, sp)
         ckey = ("app.requests", (("operation", sp.name), ("status", status)))
         m.counters[ckey] = m.counters.get(ckey, 0) + 1
 

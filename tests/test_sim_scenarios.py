@@ -163,6 +163,12 @@ def test_fault_free_run_shows_no_change(root_store):
 
 def test_everything_sent_is_stored(root_store):
     loaded = load(root_store, "paymentSlow")
+    # request histograms carry exemplars: the slowest request of each interval, a stored span
+    linked = loaded.store.query(
+        "SELECT count(), countIf((tid, sid) IN (SELECT TraceId, SpanId FROM otel_traces)) FROM otel_metrics_histogram"
+        " ARRAY JOIN Exemplars.TraceId AS tid, Exemplars.SpanId AS sid WHERE MetricName = 'rpc.server.duration'"
+        " AND ServiceName = 'payment'").rows[0]
+    assert linked[0] > 10 and linked[1] == linked[0]
     assert loaded.sent["spans"] > 10_000 and loaded.sent["logs"] > 2_000 and loaded.sent["metrics"] > 3_000
     assert stored_counts(loaded.store) == loaded.sent
     stats = loaded.ingest_stats
