@@ -32,6 +32,9 @@ def test_resource_metrics(store: Store) -> None:
     gauges += series(WINDOW, "db.client.connections.usage", [8, 10, 10, 9], "{connection}")
     gauges += series(BASELINE, "db.client.connections.max", [10] * 4, "{connection}")
     gauges += series(WINDOW, "db.client.connections.max", [10] * 4, "{connection}")
+    leak = [100e6 + i * 12e6 for i in range(6)]  # steady rise within the window: +60 MB on a 130 MB average
+    gauges += series(BASELINE, "process.memory.usage", [100e6] * 6, "By")
+    gauges += series(WINDOW, "process.memory.usage", leak, "By")
     insert_gauge(store, gauges)
     before = [i * 60.0 for i in range(10)]  # cumulative counter: 1/s before, 4/s now
     now = [before[-1] + 60 + i * 240.0 for i in range(10)]
@@ -60,8 +63,13 @@ def test_resource_metrics(store: Store) -> None:
     assert req["change"] == pytest.approx(rate(counter_w) / rate(counter_b), rel=1e-4) and req["flag"] == "increased"
     queue = rows[("api-1", "messaging.queue.size")]
     assert (queue["kind"], queue["category"], queue["value"], queue["max"]) == ("updown", "queue", 50, 80)
-    assert queue["flag"] == "increased"
-    assert [r["flag"] for r in result.rows[:2]] == ["saturated", "saturated"]
+    assert queue["flag"] == "growing"  # filling steadily through the window (20, 40, 60, 80)
+    mem = rows[("api-1", "process.memory.usage")]
+    assert mem["category"] == "memory" and mem["change"] == pytest.approx(sum(leak) / 6 / 100e6)  # < 1.5x
+    assert mem["growth_pct"] == pytest.approx(100 * (leak[-1] - leak[0]) / (sum(leak) / 6))
+    assert mem["flag"] == "growing"
+    assert rows[("api-2", "process.cpu.utilization")]["growth_pct"] is None  # flat: no trend
+    assert [r["flag"] for r in result.rows[:4]] == ["saturated", "saturated", "growing", "growing"]
     assert "[saturated]" in result.summary
 
     only = resource_metrics(store, WINDOW, service="nope")

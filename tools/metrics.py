@@ -31,6 +31,12 @@ CATEGORIES = [
     ("disk", re.compile(r"disk|filesystem|\bfs\b|\.io\.|_io_", re.I)),
 ]
 LIMIT_WORDS = ("limit", "max", "capacity", "size_max")
+# A series that rises steadily through the window (a leak, a filling queue): its rise from the first to
+# the last point, and how straight that rise is (correlation of value with time over >= 4 points).
+TREND = ("argMax(Value, TimeUnix) - argMin(Value, TimeUnix) AS rise, "
+         "if(count() >= 4, corr(toFloat64(toUnixTimestamp64Milli(TimeUnix)), Value), NULL) AS trend")
+STEADY_CORR = 0.9
+GROWING = 0.2  # rose by at least 20% of its window average
 SATURATED_RATIO = 0.9
 MAX_ROWS = 2000
 
@@ -46,7 +52,7 @@ def _rows_query(table: str, where: str, w: str) -> str:
     if table == "otel_metrics_gauge":
         series = f"""SELECT ServiceName AS service, {INSTANCE} AS instance, MetricName AS metric,
                 any(MetricUnit) AS unit, 'gauge' AS kind, {w} AS in_w,
-                avg(Value) AS v, max(Value) AS vmax
+                avg(Value) AS v, max(Value) AS vmax, {TREND}
             FROM otel_metrics_gauge WHERE {where}
             GROUP BY service, instance, metric, Attributes, in_w"""
         combine = "avg"
@@ -58,14 +64,15 @@ def _rows_query(table: str, where: str, w: str) -> str:
                 multiIf(kind = 'counter', if(count() > 1, greatest(argMax(Value, TimeUnix) - argMin(Value, TimeUnix), 0)
                             / greatest(dateDiff('millisecond', min(TimeUnix), max(TimeUnix)) / 1000, 0.001), NULL),
                         kind = 'delta', sum(Value), avg(Value)) AS v,
-                if(kind = 'updown', max(Value), v) AS vmax
+                if(kind = 'updown', max(Value), v) AS vmax, {TREND}
             FROM otel_metrics_sum WHERE {where}
             GROUP BY service, instance, metric, Attributes, kind, in_w"""
         combine = "sum"
     return f"""SELECT service, instance, metric, any(unit) AS unit, kind,
             {combine}If(v, in_w) AS value, max(if(in_w, vmax, NULL)) AS max,
             {combine}If(v, NOT in_w) AS base_value, max(if(NOT in_w, vmax, NULL)) AS base_max,
-            countIf(in_w) AS series, countIf(NOT in_w) AS base_series
+            countIf(in_w) AS series, countIf(NOT in_w) AS base_series,
+            max(if(in_w AND trend >= {STEADY_CORR}, rise / nullIf(abs(v), 0), NULL)) AS growth
         FROM ({series}) GROUP BY service, instance, metric, kind LIMIT {MAX_ROWS}"""
 
 
@@ -94,6 +101,8 @@ def _flag(row: dict[str, Any]) -> str:
             return "saturated"
         if unit == "%" and peak >= SATURATED_RATIO * 100:
             return "saturated"
+    if row["kind"] != "counter" and (row.get("growth_pct") or 0) >= GROWING * 100:
+        return "growing"
     change = row.get("change")
     if change is not None and change >= 1.5:
         return "increased"
@@ -146,6 +155,7 @@ def resource_metrics(
                                      if row["base_value"] is not None else None)
                 row["max"] = row["value"]
                 row["base_max"] = row["base_value"]
+            row["growth_pct"] = _round(100 * r["growth"]) if r["growth"] is not None else None
             row["change"] = (_round(row["value"] / row["base_value"])
                              if row["value"] is not None and row["base_value"] else None)
             rows.append(row)
@@ -155,7 +165,7 @@ def resource_metrics(
             row["limit_ratio"] = _round((row["max"] or row["value"] or 0) / limit) if limit else None
             row["flag"] = _flag(row)
             del row["base_series"]
-        order = {"saturated": 0, "increased": 1, "new": 2, "decreased": 3, "": 4}
+        order = {"saturated": 0, "growing": 1, "increased": 2, "new": 3, "decreased": 4, "": 5}
         rows.sort(key=lambda r: (order[r["flag"]], -(r["change"] or 0), r["service"], r["metric"]))
         findings = [f"{len(rows)} metric series groups ({len({r['metric'] for r in rows})} metric names) in "
                     f"{window.label()} vs baseline {baseline.label()}"]
@@ -168,7 +178,7 @@ def resource_metrics(
                 f"{_fmt(r['value'])} {r['unit']} (max {_fmt(r['max'])}) vs baseline {_fmt(r['base_value'])}{extra}")
         return ToolResult.build(
             name, args, sql, list(rows[0].keys()), rows, findings=findings,
-            units={"change": "x"},
+            units={"change": "x", "growth_pct": "%"},
             details={"chart": {"x": "metric", "y": "change", "kind": "bar"}},
             table_columns=["service", "instance", "metric", "unit", "value", "base_value", "max", "flag"],
         )
