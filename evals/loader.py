@@ -30,10 +30,12 @@ def load_scenario_into(
     rate: float | None = None,
     fault_duration: timedelta | None = None,
     plant: Planter | None = None,
+    anchor: datetime | None = None,
 ) -> tuple[SimResult, dict]:
     """Send `history` of `scenario` (fault over its last 10 minutes) into `store`'s database.
 
-    Returns the simulator's result (ground truth, counts acknowledged) and the receiver's stats.
+    `anchor` pins the end of history (default: now, minute-rounded). Returns the simulator's result
+    (ground truth, counts acknowledged) and the receiver's stats.
     Raises RuntimeError when the receiver did not acknowledge everything the simulator sent.
     """
     settings = Settings(
@@ -52,7 +54,7 @@ def load_scenario_into(
             history=history,
             live=timedelta(0),
             seed=seed,
-            anchor=datetime.now(UTC).replace(second=0, microsecond=0),
+            anchor=anchor or datetime.now(UTC).replace(second=0, microsecond=0),
             fault_duration=fault_duration,
             **extra,  # type: ignore[arg-type]
         )
