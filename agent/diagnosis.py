@@ -745,13 +745,34 @@ def _conclude_trace(deps: AgentDeps) -> Finding:
 
 
 def _conclude_traffic(deps: AgentDeps) -> Finding:
-    calls = deps.results("service_overview")
-    summary = calls[0].result.summary if calls and calls[0].result.ok else ""
+    """Requests per second by service (entry spans), now and before, with error rates."""
     ops = [Op.from_row(r) for r in rows_of(sql_result(deps, "span_stats"))]
-    lines = ["Traffic per service in the window (see the overview evidence for rates and errors)."]
-    if summary:
-        lines.append(summary.split("\n", 1)[0])
-    if ops:
-        lines.append(", ".join(f"{o.label}: {o.n}" for o in sorted(ops, key=lambda o: -o.n)[:5]))
+    w = deps.window
+    earliest = deps.names.earliest or w.baseline_start
+    window_s = max((w.end - w.start).total_seconds(), 1.0)
+    base_s = max((w.baseline_end - max(w.baseline_start, earliest)).total_seconds(), 1.0)
+    per: dict[str, list[Op]] = {}
+    for o in ops:
+        per.setdefault(o.service, []).append(o)
+    rows = []
+    for service, service_ops in per.items():
+        entry = [o for o in service_ops if o.is_entry] or service_ops
+        n, n_base = sum(o.n for o in entry), sum(o.n_base for o in entry)
+        errors = sum(o.errors for o in entry)
+        rows.append((n / window_s, n_base / base_s, errors / n if n else 0.0, service))
+    rows.sort(reverse=True)
+    if not rows:
+        return Finding(answer=f"No spans in the window. {_window_line(deps)}")
+    lines = ["Requests per second by service (entry spans), now vs before, and error rates:"]
+    lines += [f"- {svc}: {now:.2f}/s (before {before:.2f}/s){_change(now, before)}, errors {_pct(err)}"
+              for now, before, err, svc in rows[:12]]
     lines.append(_window_line(deps))
-    return Finding(answer="\n\n".join(lines))
+    return Finding(answer="\n".join(lines[:-1]) + "\n\n" + lines[-1],
+                   follow_ups=[f"Why is {rows[0][3]} slow?", "What is unusual in the last 15 minutes?"])
+
+
+def _change(now: float, before: float) -> str:
+    if before <= 0:
+        return " (new)" if now > 0 else ""
+    ratio = now / before
+    return f", {ratio:.1f}x" if ratio >= 1.5 or ratio <= 0.67 else ""

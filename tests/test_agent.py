@@ -134,3 +134,12 @@ def test_out_of_reach_question_says_what_it_can_answer(incident):
     assert "I can answer questions about the telemetry" in answer.answer
     assert not answer.root_causes
     assert {e.tool for e in answer.evidence} == {"run_sql"}  # only the name discovery ran
+
+
+def test_traffic_question_gives_rates_now_and_before(incident):
+    store, _ = incident
+    answer = ask_sync("how much traffic does each service get?", store=store, settings=settings_for(store))
+    # the synthetic shop takes 2 requests/s at its edge, 60% of them on the order path
+    assert re.search(r"- edge-gateway: (1\.9\d|2\.0\d)/s \(before (1\.9\d|2\.0\d)/s\), errors 0\.0%", answer.answer)
+    assert re.search(r"- orders: 1\.[12]\d/s", answer.answer)
+    assert not answer.root_causes
