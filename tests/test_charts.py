@@ -99,3 +99,22 @@ def test_waterfall_is_a_gantt_of_offsets_and_durations() -> None:
     assert list(bar.base) == [0.0, 10.0] and list(bar.x) == [100.0, 80.0]
     assert bar.y[1].strip().startswith("db query") and bar.marker.color[1] == "#c0392b"
     assert fig.layout.xaxis.title.text == "time since trace start (ms)"
+
+
+def test_render_png_times_out_instead_of_hanging(monkeypatch) -> None:
+    """A browser that never answers costs the timeout and a clear error, then later calls fail fast."""
+    import time
+
+    import plotly.graph_objects as go
+
+    import tools.charts as charts
+
+    monkeypatch.setattr(charts, "_render_broken", False)
+    monkeypatch.setattr(charts, "_render", lambda fig, w, h: time.sleep(5) or b"")
+    fig = go.Figure(go.Bar(x=["a"], y=[1]))
+    started = time.monotonic()
+    with pytest.raises(charts.ChartRenderError, match="did not finish"):
+        charts.render_png(fig, timeout=0.2)
+    assert time.monotonic() - started < 2
+    with pytest.raises(charts.ChartRenderError, match="unavailable"):
+        charts.render_png(fig)

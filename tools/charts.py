@@ -199,11 +199,45 @@ def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
 
 _render_lock = threading.Lock()
 _server_started = False
+_render_broken = False
 
 
-def render_png(fig: go.Figure, width: int = 900, height: int = 500) -> bytes:
+class ChartRenderError(RuntimeError):
+    """PNG rendering failed or took too long (no Chromium, a stuck browser): callers show no image."""
+
+
+RENDER_TIMEOUT_S = 90.0
+
+
+def render_png(fig: go.Figure, width: int = 900, height: int = 500, timeout: float = RENDER_TIMEOUT_S) -> bytes:
     """PNG bytes through kaleido and the local Chromium. The first call starts one browser that later
-    calls reuse (~4 s once, then fast); it is stopped at exit. Keep this off request hot paths."""
+    calls reuse (~4 s once, then fast); it is stopped at exit. Keep this off request hot paths.
+
+    Rendering runs in a worker thread so that a browser that never answers costs `timeout` seconds and
+    a ChartRenderError, not a hung caller; after that every call fails fast."""
+    global _render_broken
+    if _render_broken:
+        raise ChartRenderError("PNG rendering is unavailable: an earlier render timed out")
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["png"] = _render(fig, width, height)
+        except Exception as exc:  # reported to the caller below
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name="otel-ai-png", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        _render_broken = True
+        raise ChartRenderError(f"PNG rendering did not finish in {timeout:.0f} s (is chromium installed?)")
+    if "error" in result:
+        raise ChartRenderError(f"PNG rendering failed: {result['error']}") from result["error"]
+    return result["png"]
+
+
+def _render(fig: go.Figure, width: int, height: int) -> bytes:
     import kaleido
 
     global _server_started
