@@ -116,6 +116,19 @@ def service_overview(ctx: RunContext[AgentDeps]) -> str:
 
 
 @agent.tool(sequential=True)
+def service_stats(ctx: RunContext[AgentDeps], service: str, operation: str | None = None) -> str:
+    """Exact statistics of one service (entry spans) or operation in the window and the baseline: requests,
+    failed requests, error %, rate, avg/p50/p90/p95/p99/max latency. Use it for "how many", "what was the p95"."""
+    from tools.traces import service_stats as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, baseline = _windows(ctx.deps)
+    args = {"service": svc, "operation": operation}
+    return record(ctx, "service_stats", args,
+                  lambda: fn(ctx.deps.store, window, svc, operation=operation, baseline=baseline))
+
+
+@agent.tool(sequential=True)
 def service_map(ctx: RunContext[AgentDeps]) -> str:
     """The call graph (caller -> callee service edges) with call counts, latency and errors."""
     from tools.traces import service_map as fn
@@ -352,7 +365,10 @@ def _parse_since(since: str | timedelta | None) -> timedelta | None:
         return since
     from tools.timewindow import parse_duration
 
-    return parse_duration(since)
+    try:
+        return parse_duration(since)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
 
 
 def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:

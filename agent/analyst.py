@@ -38,14 +38,16 @@ async def analyst_step(messages: list[ModelMessage], info: AgentInfo) -> ModelRe
     deps = CURRENT.get()
     if deps is None:
         return ModelResponse(parts=[TextPart("The built-in analyst runs inside otel-ai's `ask`. " + CAPABILITIES)])
-    from agent.diagnosis import conclude, plan_next
+    from agent import diagnosis, measures
 
+    # a question asking for a number (p95, count, error rate of a service) gets the number first
+    brain = measures if measures.wanted(deps) else diagnosis
     offered = {t.name for t in info.function_tools}
     steps = sum(1 for m in messages if isinstance(m, ModelResponse)) - deps.context.get("history_responses", 0)
-    calls: list[tuple[str, dict[str, Any]]] = plan_next(deps, offered) if steps < MAX_STEPS else []
+    calls: list[tuple[str, dict[str, Any]]] = brain.plan_next(deps, offered) if steps < MAX_STEPS else []
     if calls:
         return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
-    finding = conclude(deps)
+    finding = brain.conclude(deps)
     output_tools = [t.name for t in info.output_tools]
     if output_tools:
         return ModelResponse(parts=[ToolCallPart(output_tools[0], finding.model_dump(mode="json"))])

@@ -602,3 +602,84 @@ def service_map(store: Store, window: TimeWindow) -> ToolResult:
                                 units={"error_pct": "%", "p95_ms": "ms", "avg_ms": "ms"})
 
     return run_tool(name, args, body)
+
+
+# ---------------------------------------------------------------- exact statistics of one service
+
+# Statistics `service_stats` computes, in the order it states them.
+STATS = ("requests", "errors", "error_pct", "rate_per_s", "avg_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
+STATS_UNITS = {"error_pct": "%", "rate_per_s": "/s", **{k: "ms" for k in STATS if k.endswith("_ms")}}
+_STAT_LABELS = {"requests": "requests", "errors": "failed", "error_pct": "error rate", "rate_per_s": "rate",
+                "avg_ms": "avg", "p50_ms": "p50", "p90_ms": "p90", "p95_ms": "p95", "p99_ms": "p99", "max_ms": "max"}
+
+
+def format_stat(key: str, value: float | None) -> str:
+    """One statistic as text, exactly as `service_stats` states it (answers quote these strings)."""
+    if value is None:
+        return "n/a"
+    if key in ("requests", "errors"):
+        return str(int(value))
+    if key == "error_pct":
+        return f"{value:.2f}%"
+    if key == "rate_per_s":
+        return f"{value:.3f}/s"
+    return f"{value:.2f} ms"
+
+
+def _stats_line(row: dict[str, Any]) -> str:
+    return ", ".join(f"{_STAT_LABELS[k]} {format_stat(k, row.get(k))}" for k in STATS)
+
+
+def service_stats(
+    store: Store,
+    window: TimeWindow,
+    service: str,
+    operation: str | None = None,
+    baseline: TimeWindow | None = None,
+) -> ToolResult:
+    """Exact request count, failed requests, error %, rate, avg/p50/p90/p95/p99/max latency of one service
+    (its entry spans: server/consumer/root, as in service_overview; all its spans when it has none) or of
+    one operation (its spans of that name), in `window` and in `baseline`.
+
+    Quantiles are exact (quantileExactInclusive: linear interpolation, numpy's default), not sampled."""
+    baseline = baseline or window.baseline()
+    args = tool_args(window=window, service=service, operation=operation, baseline=baseline)
+    name = "service_stats"
+
+    def body(sql: list[str]) -> ToolResult:
+        if not service:
+            return ToolResult.failure(name, args, "a service is required (see service_overview for the names)")
+        group = "1" if operation else ENTRY
+        stats = logged_query(sql, store, f"""SELECT {group} AS entry, in_w AS in_window, count() AS requests,
+            countIf({ERROR}) AS errors, avg(Duration) AS avg_ns,
+            quantilesExactInclusive(0.5, 0.9, 0.95, 0.99)(Duration) AS q, max(Duration) AS max_ns
+            FROM otel_traces WHERE 1 = 1{_filters(service, operation)} AND {in_either(window, baseline)}
+            GROUP BY entry, {in_window(window)} AS in_w ORDER BY entry DESC, in_window DESC""").dicts()
+        has_entry = any(s["entry"] for s in stats)
+        rows = []
+        for label, win, flag in (("window", window, 1), ("baseline", baseline, 0)):
+            s = next((s for s in stats if bool(s["entry"]) == has_entry and bool(s["in_window"]) == bool(flag)),
+                     None)
+            n = int(s["requests"]) if s else 0
+            q = s["q"] if s and n else [None] * 4
+            rows.append({
+                "period": label, "start": win.start, "end": win.end, "requests": n,
+                "errors": int(s["errors"]) if s else 0,
+                "error_pct": round(100.0 * s["errors"] / n, 4) if s and n else None,
+                "rate_per_s": round(n / win.seconds, 4),
+                "avg_ms": _ms(s["avg_ns"]) if s and n else None,
+                "p50_ms": _ms(q[0]), "p90_ms": _ms(q[1]), "p95_ms": _ms(q[2]), "p99_ms": _ms(q[3]),
+                "max_ms": _ms(s["max_ns"]) if s and n else None,
+            })
+        what = f"{service} operation {operation}" if operation else (
+            f"{service} (entry spans)" if has_entry else f"{service} (all spans: it has no entry spans)")
+        findings = [f"{what}, window {window.label()}: {_stats_line(rows[0])}",
+                    f"{what}, baseline {baseline.label()}: {_stats_line(rows[1])}"]
+        notes = [] if rows[0]["requests"] else [
+            f"no spans of {what} in {window.label()}: check the names with service_overview"]
+        return ToolResult.build(name, args, sql, list(rows[0].keys()), rows, findings=findings, notes=notes,
+                                units=STATS_UNITS, details={"service": service, "operation": operation,
+                                                            "entry_spans_only": has_entry and not operation},
+                                table_columns=["period", *STATS])
+
+    return run_tool(name, args, body)
