@@ -66,6 +66,15 @@ def test_unreachable_model_is_explained_in_one_line(store: Store, fake_slack: Fa
     assert "sk-test-not-a-real-key" not in text and "Traceback" not in text
 
 
+def test_model_setting_error_is_explained_in_one_line(store: Store, fake_slack: FakeSlack) -> None:
+    settings = settings_for(store, fake_slack, model="anthropic:claude-x", anthropic_api_key=None)
+    bot = SlackBot(settings, LocalAgent(settings, store))
+    asyncio.run(bot.on_message(mention_event("C0NOKEY", new_ts()), web_client(settings), "Ev-nokey"))
+    text = answer_update(fake_slack, "C0NOKEY")
+    assert text.startswith("Sorry, I could not answer that: model anthropic:claude-x needs an API key")
+    assert "Traceback" not in text and "ref " not in text
+
+
 def test_unreachable_server_in_remote_mode_is_explained(fake_slack: FakeSlack) -> None:
     """`otel-ai slack --server URL` with nothing listening there."""
     url = closed_port_url("")
