@@ -128,7 +128,9 @@ def test_starter_answer_names_the_root_cause_with_sql_steps_charts_and_survives_
     assert "Ranked root causes" in text
     # Inline, interactive Plotly charts (the plot container Plotly builds in the page).
     chat.page.locator(".js-plotly-plot").first.wait_for()
-    assert chat.page.locator(".js-plotly-plot").count() >= 1
+    assert chat.page.locator(".js-plotly-plot").count() >= 2
+    # The exemplar trace as a compact waterfall (one bar per span, titled by its trace id).
+    assert answer.get_by_text(re.compile(r"^Trace [0-9a-f]{16}$")).count() >= 1
     chat.shot("2-answer")
 
     # Evidence: the run step opens onto one step per tool call; SQL steps show highlighted SQL.

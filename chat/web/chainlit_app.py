@@ -222,17 +222,13 @@ async def answer_question(question: str) -> None:
                 step.input = "" if sql_only else json.dumps(evidence.args, default=str, indent=1)
                 step.output = render.evidence_markdown(evidence.sql, evidence.summary, evidence.error)
                 step.is_error = not evidence.ok
-        for i, trace in enumerate(answer.traces[:3]):
-            if fig := render.waterfall_figure(trace):
-                async with cl.Step(name="exemplar trace", type="tool", default_open=True) as step:
-                    step.input = str(trace.get("trace_id") or trace.get("TraceId") or "")
-                    step.elements = [plotly(fig, f"trace-{i + 1}")]
-                    spans = len(render.trace_spans(trace))
-                    step.output = str(trace.get("summary") or f"exemplar trace {i + 1}: {spans} spans")
     cl.user_session.set("conversation", conversation)
     await RT.data_layer().save_conversation(cl.context.session.thread_id, conversation.to_json())
 
     elements = [plotly(render.figure(c.figure), c.title or f"chart {i + 1}") for i, c in enumerate(answer.charts)]
+    # Exemplar traces go under the answer (not inside the collapsed evidence): the slow path at a glance.
+    waterfalls = [render.waterfall_figure(t) for t in answer.traces[:2]]
+    elements += [plotly(fig, f"trace {i + 1}") for i, fig in enumerate(waterfalls) if fig is not None]
     actions = [cl.Action(name="follow_up", payload={"question": q}, label=q) for q in answer.follow_ups[:4]]
     metadata = {"kind": "answer", "question": question, "settings": p,
                 "answer": answer.model_dump(mode="json", exclude={"charts", "traces"})}

@@ -124,7 +124,8 @@ def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | 
     for i, span in enumerate(spans):
         depth = int(_pick(span, "depth", 0) or 0)
         service, name = _pick(span, "service", ""), _pick(span, "name", "")
-        labels.append(f"{i:02d} " + "· " * min(depth, 8) + f"{service} {name}".strip())
+        label = f"{service} {name}".strip()
+        labels.append(f"{i:02d} " + "· " * min(depth, 4) + (label if len(label) <= 44 else label[:43] + "…"))
         starts.append(float(_pick(span, "start", 0) or 0))
         durations.append(max(float(_pick(span, "duration", 0) or 0), 0.01))
         error = str(_pick(span, "status", "")).lower() in ("error", "2", "status_code_error")
@@ -132,7 +133,8 @@ def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | 
         texts.append(f"{durations[-1]:,.1f} ms")
     fig = go.Figure(go.Bar(
         x=durations, y=labels, base=starts, orientation="h", marker_color=colors, text=texts,
-        textposition="outside", hovertemplate="%{y}<br>start %{base:.1f} ms, %{x:.1f} ms<extra></extra>",
+        textposition="auto", cliponaxis=False,
+        hovertemplate="%{y}<br>start %{base:.1f} ms, %{x:.1f} ms<extra></extra>",
     ))
     trace_id = str(trace.get("trace_id") or trace.get("TraceId") or "")
     fig.update_layout(
