@@ -108,12 +108,22 @@ def _measured(call: ToolCall, stats: list[str]) -> list[str]:
         "entry spans" if call.result.details.get("entry_spans_only") else "all its spans")
     if not now["requests"]:
         return [f"{subject} served no requests {span} (no {scope} in the window)."]
-    values = "; ".join(f"{LABELS[k]} **{_fmt(k, now[k])}**" for k in stats)
-    lines = [f"{subject} {span}: {values} (over {now['requests']} requests, {scope})."]
+    # counts over windows of different lengths compare as rates: they come along as context
+    context_stats = [*stats, *(["rate_per_s"] if "requests" in stats and "rate_per_s" not in stats else []),
+                     *(["error_pct"] if "errors" in stats and "error_pct" not in stats else [])]
+    if stats == ["requests"]:
+        lines = [f"{subject} served **{now['requests']}** requests {span} ({scope}; "
+                 f"{_fmt('rate_per_s', now['rate_per_s'])})."]
+    else:
+        values = "; ".join(f"{LABELS[k]} **{_fmt(k, now[k])}**" for k in stats if k != "requests")
+        extra = [f"{LABELS[k]} {_fmt(k, now[k])}" for k in context_stats if k not in stats]
+        total = "" if "requests" in stats else f"over {now['requests']} requests, "
+        lines = [f"{subject} {span}: " + (f"requests **{now['requests']}**; " if "requests" in stats else "")
+                 + f"{values} ({total}{scope}{''.join(', ' + e for e in extra)})."]
     if before["requests"]:
-        context = ", ".join(f"{LABELS[k]} {_fmt(k, before[k])}" for k in stats)
+        context = ", ".join(f"{LABELS[k]} {_fmt(k, before[k])}" for k in context_stats if k != "requests")
         lines.append(f"Before that (baseline {_clock(before['start'])} to {_clock(before['end'])} UTC): "
-                     f"{context} (over {before['requests']} requests).")
+                     f"{context} over {before['requests']} requests.")
     else:
         lines.append("No requests in the baseline before the window to compare with.")
     return lines

@@ -626,6 +626,11 @@ def format_stat(key: str, value: float | None) -> str:
     return f"{value:.2f} ms"
 
 
+def _exact_ms(ns: float | None) -> float | None:
+    """Milliseconds unrounded (rounding twice could move the last digit an answer states)."""
+    return None if ns is None or (isinstance(ns, float) and math.isnan(ns)) else float(ns) / NS_PER_MS
+
+
 def _stats_line(row: dict[str, Any]) -> str:
     return ", ".join(f"{_STAT_LABELS[k]} {format_stat(k, row.get(k))}" for k in STATS)
 
@@ -665,11 +670,11 @@ def service_stats(
             rows.append({
                 "period": label, "start": win.start, "end": win.end, "requests": n,
                 "errors": int(s["errors"]) if s else 0,
-                "error_pct": round(100.0 * s["errors"] / n, 4) if s and n else None,
-                "rate_per_s": round(n / win.seconds, 4),
-                "avg_ms": _ms(s["avg_ns"]) if s and n else None,
-                "p50_ms": _ms(q[0]), "p90_ms": _ms(q[1]), "p95_ms": _ms(q[2]), "p99_ms": _ms(q[3]),
-                "max_ms": _ms(s["max_ns"]) if s and n else None,
+                "error_pct": 100.0 * s["errors"] / n if s and n else None,
+                "rate_per_s": n / win.seconds,
+                "avg_ms": _exact_ms(s["avg_ns"]) if s and n else None,
+                "p50_ms": _exact_ms(q[0]), "p90_ms": _exact_ms(q[1]), "p95_ms": _exact_ms(q[2]),
+                "p99_ms": _exact_ms(q[3]), "max_ms": _exact_ms(s["max_ns"]) if s and n else None,
             })
         what = f"{service} operation {operation}" if operation else (
             f"{service} (entry spans)" if has_entry else f"{service} (all spans: it has no entry spans)")
