@@ -20,7 +20,7 @@ MAX_CELL = 80
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
 
-def cell(value: Any) -> str:  # noqa: ANN401
+def cell(value: Any, max_chars: int = MAX_CELL) -> str:  # noqa: ANN401
     """One table cell: compact numbers, single line, truncated, markdown-escaped."""
     if value is None:
         text = ""
@@ -31,12 +31,13 @@ def cell(value: Any) -> str:  # noqa: ANN401
     else:
         text = str(value)
     text = " ".join(text.split())
-    if len(text) > MAX_CELL:
-        text = text[: MAX_CELL - 1] + "…"
+    if len(text) > max_chars:
+        text = text[: max_chars - 1] + "…"
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def markdown_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], max_rows: int = MAX_TABLE_ROWS) -> str:
+def markdown_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], max_rows: int = MAX_TABLE_ROWS,
+                   max_cell: int = MAX_CELL) -> str:
     """A GitHub-flavoured markdown table of the first `max_rows` rows, with a note when cut."""
     if not columns:
         return "_no columns_"
@@ -47,7 +48,7 @@ def markdown_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], max_r
         "| " + " | ".join("---" for _ in columns) + " |",
     ]
     for row in rows[:max_rows]:
-        lines.append("| " + " | ".join(cell(row.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(cell(row.get(c), max_cell) for c in columns) + " |")
     if len(rows) > max_rows:
         lines.append(f"\n_showing {max_rows} of {len(rows)} rows_")
     return "\n".join(lines)
@@ -82,7 +83,7 @@ def root_causes_markdown(root_causes: Sequence[Any]) -> str:
          "confidence": f"{rc.confidence:.0%}", "evidence": rc.evidence}
         for i, rc in enumerate(root_causes, 1)
     ]
-    return "**Ranked root causes**\n\n" + markdown_table(list(rows[0]), rows)
+    return "**Ranked root causes**\n\n" + markdown_table(list(rows[0]), rows, max_cell=240)
 
 
 def figure(spec: dict[str, Any]) -> go.Figure:
