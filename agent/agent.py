@@ -537,6 +537,7 @@ def turn_context(deps: AgentDeps, answer: Answer) -> dict[str, Any]:
         "start": deps.window.start.isoformat(),
         "end": deps.window.end.isoformat(),
         "root_causes": [r.model_dump() for r in answer.root_causes[:3]],
+        "measure_stats": deps.context.get("measured", []),  # statistics answered (agent.measures)
     }
 
 

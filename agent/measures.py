@@ -60,10 +60,23 @@ def requested_stats(text: str) -> list[str]:
     return found
 
 
+def stats_for(deps: AgentDeps) -> list[str]:
+    """The statistics asked for; a short follow-up to a measure ("and payment?", "the last 5 minutes?")
+    asks for the same ones again."""
+    asked = requested_stats(deps.question.text)
+    previous = deps.context.get("measure_stats") or []
+    if asked or not previous or DIAGNOSIS.search(deps.question.text) or len(deps.question.text.split()) > 6:
+        return asked
+    return [s for s in previous if s in LABELS]
+
+
 def targets(deps: AgentDeps) -> list[tuple[str, str | None]]:
-    """(service, operation) pairs the question names, matched against the data's names."""
+    """(service, operation) pairs the question names, matched against the data's names (a follow-up
+    naming none measures the previous turn's services)."""
     q = deps.question
     pairs: list[tuple[str, str | None]] = []
+    if not q.services and not q.operations and deps.context.get("measure_stats"):
+        return [(s, None) for s in deps.context.get("services", []) if s in deps.names.services][:6]
     for op in q.operations:
         owners = [s for s in q.services if op in deps.names.operations.get(s, [])] or [
             s for s, ops in deps.names.operations.items() if op in ops]
@@ -75,7 +88,7 @@ def targets(deps: AgentDeps) -> list[tuple[str, str | None]]:
 
 def wanted(deps: AgentDeps) -> bool:
     """A measure question: it asks for a statistic of a service or operation the data holds."""
-    return bool(requested_stats(deps.question.text)) and bool(targets(deps)) and not deps.question.trace_id
+    return bool(stats_for(deps)) and bool(targets(deps)) and not deps.question.trace_id
 
 
 def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -131,7 +144,8 @@ def _measured(call: ToolCall, stats: list[str]) -> list[str]:
 
 def conclude(deps: AgentDeps) -> Finding:
     """The requested numbers first, exactly as the tool stated them, then the baseline."""
-    stats = requested_stats(deps.question.text)
+    stats = stats_for(deps)
+    deps.context["measured"] = stats  # a follow-up asks for the same statistics
     calls = deps.results(TOOL)
     if not calls:
         return Finding(answer="I could not compute statistics here (the service_stats tool is unavailable).")

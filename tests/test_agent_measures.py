@@ -122,3 +122,20 @@ def test_a_diagnosis_still_diagnoses(failing):
     tools = {e.tool for e in answer.evidence}
     assert "service_stats" not in tools and "service_overview" in tools
     assert answer.root_causes and answer.root_causes[0].service == failing.truth.root_cause_service
+
+
+def test_follow_up_measures_the_same_statistic(failing):
+    from agent import Conversation
+
+    t = failing.truth
+    conversation = Conversation()
+    settings = settings_for(failing)
+    ask_sync(f"What was the p95 latency of checkout between {t.start:%H:%M} and {t.end:%H:%M} UTC?",
+             store=failing.store, settings=settings, conversation=conversation)
+    answer = ask_sync("and payment?", store=failing.store, settings=settings, conversation=conversation)
+    durations, _ = raw(failing, "payment")  # same window: the first question's
+    assert [e.args for e in answer.evidence if e.tool == "service_stats"] == [
+        {"service": "payment", "operation": None}]
+    assert f"{float(np.percentile(durations, 95)):.2f} ms" in answer.answer, answer.answer
+    why = ask_sync("Why?", store=failing.store, settings=settings, conversation=conversation)
+    assert "service_stats" not in {e.tool for e in why.evidence} and why.root_causes
