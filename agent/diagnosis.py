@@ -76,6 +76,7 @@ class Op:
     leaf_n: int
     error_example: str = ""
     destination: str = ""  # messaging topic/queue (links producers to their consumers)
+    leaf_errors: int = 0  # failed calls that got no traced child (the callee never answered)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Op:
@@ -88,7 +89,7 @@ class Op:
             self_base_ms=float(num["self_base_ms"]), errors=int(num["errors"]), errors_base=int(num["errors_base"]),
             own_errors=int(num["own_errors"]), own_errors_base=int(num["own_errors_base"]),
             leaf_n=int(num["leaf_n"]), error_example=str(row.get("error_example") or ""),
-            destination=str(row.get("destination") or ""),
+            destination=str(row.get("destination") or ""), leaf_errors=int(num.get("leaf_errors", 0)),
         )
 
     @property
@@ -104,6 +105,11 @@ class Op:
         """A client/producer call with no traced child: its callee is outside the traces."""
         return self.kind in ("Client", "Producer") and self.n > 0 and self.leaf_n >= 0.9 * self.n
 
+    @property
+    def fails_unanswered(self) -> bool:
+        """A client/producer call whose failures got no traced answer (callee outside or unreachable)."""
+        return self.kind in ("Client", "Producer") and self.own_errors > 0 and self.leaf_errors >= 0.9 * self.own_errors
+
     def rate(self, base: bool = False) -> float:
         n, errs = (self.n_base, self.own_errors_base) if base else (self.n, self.own_errors)
         return errs / n if n else 0.0
@@ -111,6 +117,11 @@ class Op:
     def err_rate(self, base: bool = False) -> float:
         n, errs = (self.n_base, self.errors_base) if base else (self.n, self.errors)
         return errs / n if n else 0.0
+
+    def fails(self, own: bool = True) -> str:
+        """'a% -> b%' of calls failing (own errors or all), as the span statistics state them."""
+        before, now = (self.rate(base=True), self.rate()) if own else (self.err_rate(base=True), self.err_rate())
+        return f"{_pct(before)} -> {_pct(now)}"
 
 
 @dataclass
@@ -261,16 +272,14 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
     sym_extra = sum(max(o.avg_ms - o.avg_base_ms, 0.0) * o.n for o in entry)
     sym_calls = sum(o.n for o in entry)
     if entry and sym_calls:
-        avg = sum(o.avg_ms * o.n for o in entry) / sym_calls
-        base_calls = sum(o.n_base for o in entry)
-        avg_base = sum(o.avg_base_ms * o.n_base for o in entry) / base_calls if base_calls else 0.0
-        p95 = max(o.p95_ms for o in entry)
-        p95_base = max(o.p95_base_ms for o in entry)
-        err = sum(o.errors for o in entry) / sym_calls
-        err_base = sum(o.errors_base for o in entry) / base_calls if base_calls else 0.0
+        # the entry operation that changed most (then the busiest), quoted as the span statistics have
+        # it: every number is in the evidence
+        main = max(entry, key=lambda o: (10 * abs(o.err_rate() - o.err_rate(base=True))
+                                         + max(o.avg_ms / max(o.avg_base_ms, 0.001) - 1, 0.0), o.n))
         analysis.notes.append(
-            f"{symptom}: average latency {_fmt_ms(avg_base)} -> {_fmt_ms(avg)}, p95 {_fmt_ms(p95_base)} -> "
-            f"{_fmt_ms(p95)}, errors {_pct(err_base)} -> {_pct(err)} over {sym_calls} calls."
+            f"{symptom} ({main.operation}): average latency {_fmt_ms(main.avg_base_ms)} -> {_fmt_ms(main.avg_ms)}, "
+            f"p95 {_fmt_ms(main.p95_base_ms)} -> {_fmt_ms(main.p95_ms)}, errors {_pct(main.err_rate(base=True))} -> "
+            f"{_pct(main.err_rate())} over {main.n} calls."
         )
 
     analysis.signals.extend(_latency_signals(in_scope, known, sym_extra, symptom))
@@ -337,9 +346,18 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
                        f"{_fmt_ms(o.avg_ms)}"
         what += f" (p95 {_fmt_ms(o.p95_base_ms)} -> {_fmt_ms(o.p95_ms)}, {o.n} calls)"
         if symptom and sym_extra > 0:
-            what += f"; it accounts for ~{_pct(share)} of {symptom}'s extra latency"
+            what += f"; it accounts for {_share_words(share)} of {symptom}'s extra latency"
         out.append(Signal(service, operation, kind, 0.35 + 0.6 * share, what, score=extra, op=o))
     return out
+
+
+def _share_words(share: float) -> str:
+    """A share in words (a ratio computed here is no number any tool returned)."""
+    if share >= 0.85:
+        return "nearly all"
+    if share >= 0.6:
+        return "most"
+    return "about half" if share >= 0.4 else "part"
 
 
 def _is_datastore(o: Op) -> bool:
@@ -367,18 +385,17 @@ def _error_signals(ops: list[Op], services: list[str], symptom: str | None) -> l
         share = excess / total if total > 0 else 0.0
         service, kind, operation = o.service, "errors", o.operation
         example = f' ("{o.error_example[:120]}")' if o.error_example else ""
-        what = f"{o.operation} ({o.kind.lower()} span) fails {_pct(o.rate(base=True))} -> {_pct(o.rate())} of " \
+        what = f"{o.operation} ({o.kind.lower()} span) fails {o.fails()} of " \
                f"{o.n} calls{example}"
-        if o.is_outbound_leaf:
+        if o.fails_unanswered:
             target = peer_service(o, services)
             if target and target != o.service:
                 service, kind, operation = target, "dependency", None
-                what = f"{o.service}'s calls to {target} ({o.operation}) fail {_pct(o.rate(base=True))} -> " \
-                       f"{_pct(o.rate())} with no traced answer from {target}{example}"
+                what = f"{o.service}'s calls to {target} ({o.operation}) fail {o.fails()} with no traced " \
+                       f"answer from {target}{example}"
             elif o.peer and not _is_datastore(o):
                 kind = "dependency"
-                what = f"{o.service}'s outbound call {o.operation} to {o.peer} fails {_pct(o.rate(base=True))} -> " \
-                       f"{_pct(o.rate())}{example}"
+                what = f"{o.service}'s outbound call {o.operation} to {o.peer} fails {o.fails()}{example}"
         out.append(Signal(service, operation, kind, 0.4 + 0.55 * share, what, score=excess))
     return out
 

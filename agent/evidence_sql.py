@@ -52,6 +52,11 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
     countIf(s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors,
     countIf(NOT s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors_base,
     countIf(s.cur AND c.child_n = 0) AS leaf_n,
+    countIf(s.cur AND s.StatusCode = 'Error' AND c.child_n = 0) AS leaf_errors,
+    round(100 * errors / greatest(n, 1), 2) AS error_pct, round(100 * errors_base / greatest(n_base, 1), 2) AS
+        error_base_pct,
+    round(100 * own_errors / greatest(n, 1), 2) AS own_error_pct,
+    round(100 * own_errors_base / greatest(n_base, 1), 2) AS own_error_base_pct,
     anyIf(s.StatusMessage, s.cur AND s.StatusCode = 'Error') AS error_example
 FROM spans AS s LEFT JOIN children AS c ON s.TraceId = c.TraceId AND s.SpanId = c.SpanId
 GROUP BY service, operation, kind
