@@ -17,9 +17,11 @@ from evals.cases import EvalInput, EvalOutput, Expect
 Ctx = EvaluatorContext[EvalInput, EvalOutput, Expect]
 
 NUMBER_RE = re.compile(r"(?<![\w.])(-?\d+(?:[.,]\d+)*(?:\.\d+)?)\s*(%|ms|s|µs|us|k|K|M)?(?![\w])")
-# Numbers that are not claims about the data: clock times, dates and time-range lengths ("last 15 minutes").
+# Numbers that are not claims about the data: clock times, dates, time-range lengths ("last 15 minutes")
+# and references to the answer's evidence list ("[11] resource_metrics").
 CLOCK_RE = re.compile(
-    r"\b\d{1,2}:\d{2}(?::\d{2})?\b|\b\d{4}-\d{2}-\d{2}\b|\b\d+\s*(?:minutes?|mins?|hours?|h|days?|seconds?)\b",
+    r"\b\d{1,2}:\d{2}(?::\d{2})?\b|\b\d{4}-\d{2}-\d{2}\b|\b\d+\s*(?:minutes?|mins?|hours?|h|days?|seconds?)\b"
+    r"|\[\d+\](?= \w)",
     re.IGNORECASE,
 )
 CONFIDENT = 0.5

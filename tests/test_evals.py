@@ -85,6 +85,12 @@ def test_groundedness_flags_invented_numbers_and_unknown_services() -> None:
     assert Groundedness().evaluate(ctx(invented)).value is False
     unknown = output(answer("it is redis", [("redis", 0.9)]))
     assert Groundedness().evaluate(ctx(unknown)).value is False
+    # references to the evidence list are not claims; a bracketed number alone still is
+    cited = output(answer("payment p95 2.48 s. Evidence: [11] resource_metrics, [13] exemplar_traces(payment).",
+                          [("payment", 0.9)], evidence="payment p95_ms=2480"))
+    assert Groundedness().evaluate(ctx(cited)).value is True
+    bare = output(answer("payment p95 2.48 s [37]", [("payment", 0.9)], evidence="payment p95_ms=2480"))
+    assert Groundedness().evaluate(ctx(bare)).value is False
 
 
 def test_sql_safety_and_secret_leaks() -> None:
