@@ -211,7 +211,8 @@ def main() -> int:
         names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
         seeds = [int(s) for s in args.seeds.split(",")]
         results = []
-        with tempfile.TemporaryDirectory(prefix="otel-ai-bench-") as tmp:
+        # chDB may still write to its directory after close: cleanup errors are not benchmark errors
+        with tempfile.TemporaryDirectory(prefix="otel-ai-bench-", ignore_cleanup_errors=True) as tmp:
             root = Store.connect(f"chdb://{tmp}", database="default")
             for seed in seeds:  # every scenario once before the next seed: a cut-short run still covers all
                 for name in names:
@@ -220,6 +221,7 @@ def main() -> int:
                     print(json.dumps(r), flush=True)
                     if args.json:
                         Path(args.json).write_text(json.dumps({**report, "runs": results}, indent=1))
+            root.close()
         report["runs"] = results
         report["summary"] = summarise(results)
         print("summary:", json.dumps(report["summary"], indent=1), flush=True)
