@@ -35,8 +35,11 @@ def _answer(out: EvalOutput, turn: int) -> dict[str, Any]:
     return out.turns[turn].answer if out.turns else {}
 
 
-def numbers_in(text: str) -> list[tuple[float, str]]:
-    """(value, unit) for every number in `text`, with clock times and dates removed."""
+def numbers_with_precision(text: str) -> list[tuple[float, str, float]]:
+    """(value, unit, half of the last shown digit) for every number in `text`, clock times and dates removed.
+
+    "51 ms" could come from anything in [50.5, 51.5): the half-step is how far a rounded figure may be
+    from the value it was rounded from."""
     found = []
     for m in NUMBER_RE.finditer(CLOCK_RE.sub(" ", text)):
         raw = m.group(1).replace(",", "")
@@ -44,13 +47,20 @@ def numbers_in(text: str) -> list[tuple[float, str]]:
             value = float(raw)
         except ValueError:
             continue
+        decimals = len(raw.split(".", 1)[1]) if "." in raw else 0
+        half = 0.5 * 10 ** -decimals
         unit = m.group(2) or ""
         if unit in ("k", "K"):
-            value, unit = value * 1e3, ""
+            value, unit, half = value * 1e3, "", half * 1e3
         elif unit == "M":
-            value, unit = value * 1e6, ""
-        found.append((value, unit))
+            value, unit, half = value * 1e6, "", half * 1e6
+        found.append((value, unit, half))
     return found
+
+
+def numbers_in(text: str) -> list[tuple[float, str]]:
+    """(value, unit) for every number in `text`, with clock times and dates removed."""
+    return [(value, unit) for value, unit, _ in numbers_with_precision(text)]
 
 
 def _as_ms(value: float, unit: str) -> float:
@@ -121,6 +131,15 @@ class FactAccuracy(Evaluator[EvalInput, EvalOutput, Expect]):
         return EvaluationReason(hits / len(facts), "missing: " + ", ".join(misses) if misses else "all stated")
 
 
+def _grounded(value: float, unit: str, half: float, v: float, u: str) -> bool:
+    """Is the answer's `value unit` (shown to `half` precision) a rounding of the evidence's `v u`?"""
+    if _close(value, v, 0.011) or _close(_as_ms(value, unit), _as_ms(v, u), 0.011):
+        return True
+    same_unit = abs(value - v) <= half * 1.001
+    as_time = unit in ("ms", "s", "µs", "us") and abs(_as_ms(value, unit) - _as_ms(v, u)) <= _as_ms(half, unit) * 1.001
+    return same_unit or as_time
+
+
 def _evidence_text(answer: dict[str, Any]) -> str:
     parts = [e.get("summary", "") for e in answer.get("evidence") or []]
     parts += [c.get("evidence", "") for c in answer.get("root_causes") or []]
@@ -140,11 +159,10 @@ class Groundedness(Evaluator[EvalInput, EvalOutput, Expect]):
                 if cause["service"] not in services:
                     problems.append(f"root cause {cause['service']!r} is not a service in the data")
             evidence = numbers_in(_evidence_text(answer) + "\n" + turn.question)
-            for value, unit in numbers_in(answer.get("answer", "")):
+            for value, unit, half in numbers_with_precision(answer.get("answer", "")):
                 if abs(value) < 10 and unit == "":
                     continue  # counts of things listed, "top 3", ranks
-                if not any(_close(value, v, 0.011) or _close(_as_ms(value, unit), _as_ms(v, u), 0.011)
-                           for v, u in evidence):
+                if not any(_grounded(value, unit, half, v, u) for v, u in evidence):
                     problems.append(f"{value:g}{unit} appears in no tool result")
         return EvaluationReason(not problems, "; ".join(problems[:5]) or "grounded")
 

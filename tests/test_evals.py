@@ -83,6 +83,11 @@ def test_groundedness_flags_invented_numbers_and_unknown_services() -> None:
     assert Groundedness().evaluate(ctx(grounded)).value is True
     invented = output(answer("payment p95 7.5 s", [("payment", 0.9)], evidence="payment p95_ms=2480"))
     assert Groundedness().evaluate(ctx(invented)).value is False
+    rounded = output(answer("average 51 ms -> 1.7 ms, p95 1.72 s", [("payment", 0.9)],
+                            evidence="avg_ms=50.65 p50_ms=1.66 p95_ms=1719.6"))
+    assert Groundedness().evaluate(ctx(rounded)).value is True  # roundings of shown figures
+    off_by_rounding = output(answer("average 52 ms", [("payment", 0.9)], evidence="avg_ms=50.65"))
+    assert Groundedness().evaluate(ctx(off_by_rounding)).value is False
     unknown = output(answer("it is redis", [("redis", 0.9)]))
     assert Groundedness().evaluate(ctx(unknown)).value is False
     # references to the evidence list are not claims; a bracketed number alone still is
