@@ -39,6 +39,9 @@ from store import Store
 
 log = logging.getLogger("agent")
 
+# Rows of each tool result kept in the answer: what numbers in the answer can be checked against.
+EVIDENCE_ROWS = 200
+
 DEFAULT_WINDOW = timedelta(minutes=15)
 # History older than this relative to the wall clock counts as "backdated": anchor on the data.
 STALE_AFTER = timedelta(minutes=2)
@@ -486,7 +489,7 @@ async def ask(
             root_causes=sorted(finding.root_causes, key=lambda r: -r.confidence),
             evidence=[
                 Evidence(tool=c.tool, args=c.args, sql=c.result.sql, summary=c.result.summary, ok=c.result.ok,
-                         error=c.result.error)
+                         error=c.result.error, rows=c.result.rows[:EVIDENCE_ROWS])
                 for c in deps.calls
             ],
             charts=charts,

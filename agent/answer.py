@@ -32,6 +32,9 @@ class Evidence(BaseModel):
     summary: str = ""
     ok: bool = True
     error: str | None = None
+    rows: list[dict[str, Any]] = Field(
+        default_factory=list, description="the tool's full result rows (first 200), beyond the model's summary"
+    )
 
 
 class ChartSpec(BaseModel):

@@ -142,6 +142,8 @@ def _grounded(value: float, unit: str, half: float, v: float, u: str) -> bool:
 
 def _evidence_text(answer: dict[str, Any]) -> str:
     parts = [e.get("summary", "") for e in answer.get("evidence") or []]
+    parts += [" ".join(str(v) for v in row.values() if isinstance(v, int | float))
+              for e in answer.get("evidence") or [] for row in e.get("rows") or []]
     parts += [c.get("evidence", "") for c in answer.get("root_causes") or []]
     return "\n".join(parts)
 
