@@ -42,8 +42,8 @@ def test_serve_scores_windows_and_restores_the_model_after_restart(server_factor
     assert "anomaly" in httpx.get(f"{srv.http_url}/healthz", timeout=10).json()["services"]
     assert anomalies(srv.http_url)["scorer"]["enabled"] is False
     result = run_simulation("paymentSlow", endpoint=srv.otlp_grpc_endpoint, history=timedelta(minutes=15),
-                            live=timedelta(0), seed=2, rate=2.0, fault_duration=timedelta(minutes=4),
-                            anchor=datetime.now(UTC))
+                            live=timedelta(0), seed=2, rate=5.0, fault_duration=timedelta(minutes=4),
+                            anchor=datetime.now(UTC).replace(second=0, microsecond=0))
     assert not any(result.failed.values())
     srv.stop()
 
