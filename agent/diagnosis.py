@@ -323,6 +323,10 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
             continue
         if o.self_ms < MIN_SELF_RATIO * max(o.self_base_ms, 0.5):
             continue
+        if symptom is None and o.avg_ms <= o.p95_base_ms:
+            # Nothing named to explain: a window whose average stays within the baseline's own p95 is
+            # ordinary variation, not a finding (it would otherwise take the whole share of "extra" time).
+            continue
         grown.append((delta * o.n, delta, o))
     if not grown:
         return []
