@@ -209,16 +209,16 @@ def make_task(run: EvalRun, model: str) -> Callable[[EvalInput], Any]:
                 answer = await ask(question, store=data.store, settings=settings, conversation=conversation,
                                    model=model)
                 turns.append(TurnRecord(question=question, answer=answer.model_dump(mode="json")))
-            out = _output(run, data, turns, values, before, t0, None)
+            out = _output(run, data, turns, before, t0, None)
             out.facts = {f.name: _fact_value(data.store, f.sql.format(**values)) for f in inputs.facts}
             return out
         except Exception as exc:  # a crash is a failed case, reported with its reason
-            return _output(run, data, turns, {}, None, t0, f"{type(exc).__name__}: {exc}")
+            return _output(run, data, turns, None, t0, f"{type(exc).__name__}: {exc}")
 
     return task
 
 
-def _output(run: EvalRun, data: LoadedData | None, turns: list[TurnRecord], values: dict[str, Any],
+def _output(run: EvalRun, data: LoadedData | None, turns: list[TurnRecord],
             before: dict[str, int] | None, t0: float, error: str | None) -> EvalOutput:
     out = EvalOutput(turns=turns, truth=data.truth if data else {}, error=error,
                      services=data.services if data else [], operations=data.operations if data else [],
