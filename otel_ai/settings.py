@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     ollama_base_url: str = Field(
         "http://127.0.0.1:11434", validation_alias=AliasChoices("OLLAMA_BASE_URL", "OTEL_AI_OLLAMA_BASE_URL")
     )
+    eval_judge: str | None = Field(None, description="model spec of the optional LLM judge in `otel-ai eval`")
 
     # chat UI auth
     auth_secret: SecretStr | None = None
