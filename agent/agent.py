@@ -34,6 +34,7 @@ from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
 from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
 from agent.models import AgentError, ModelUnavailable, resolve_model
 from agent.question import match_services, parse_question
+from agent.streaming import EventRelay, OnEvent
 from otel_ai.settings import Settings, load_settings
 from store import Store
 
@@ -420,9 +421,11 @@ async def ask(
     since: str | timedelta | None = None,
     model: str | None = None,
     role: str = "sre",
+    on_event: OnEvent | None = None,
 ) -> Answer:
     """Answer a question about the telemetry with evidence. Raises AgentError with a user-fit message
-    for a bad model configuration or when no configured model answers."""
+    for a bad model configuration or when no configured model answers. `on_event` (agent.streaming)
+    receives each tool call as it starts and ends and the answer text as the model produces it."""
     question = (question or "").strip()
     if not question:
         raise AgentError("empty question: ask e.g. 'why is checkout slow?'")
@@ -456,6 +459,7 @@ async def ask(
             result = await agent.run(
                 question, deps=deps, model=resolved.model, message_history=history or None,
                 usage_limits=UsageLimits(request_limit=25, tool_calls_limit=40),
+                event_stream_handler=EventRelay(on_event) if on_event is not None else None,
             )
         except FallbackExceptionGroup as exc:
             reasons = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions)

@@ -108,9 +108,9 @@ def ollama_v1_url(base_url: str) -> str:
 def build_one(spec: ModelSpec, settings: Settings) -> Model:
     """A pydantic-ai model for one spec; raises ModelConfigError for a missing key."""
     if spec.provider == "builtin":
-        from agent.analyst import builtin_model
+        from agent.streaming import builtin_streaming_model
 
-        return builtin_model()
+        return builtin_streaming_model()
     if spec.provider == "ollama":
         from openai import AsyncOpenAI
         from pydantic_ai.models.ollama import OllamaModel
