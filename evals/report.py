@@ -10,15 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from evals.cases import EvalOutput
-from evals.runner import SuiteResult
-
-COUNTERS = ("cases", "seconds_per_case", "tokens")
+from evals.judge import JUDGE_NAME
+from evals.runner import COUNTERS, SuiteResult
 
 
 def _fmt(name: str, value: float | None) -> str:
     if value is None:
         return "-"
-    if name == "cases" or name == "tokens":
+    if name in COUNTERS and name != "seconds_per_case":
         return f"{value:.0f}"
     if name == "seconds_per_case":
         return f"{value:.2f} s"
@@ -55,6 +54,8 @@ def print_table(results: list[SuiteResult], console: Console | None = None) -> N
     for r in results:
         for failure in r.failures:
             console.print(f"[red]below threshold[/red] {r.model}: {failure}")
+    for r, case, failure in _evaluator_failures(results):
+        console.print(f"[yellow]not evaluated[/yellow] {r.suite}/{case.name} ({r.model}): {failure.error_message}")
 
 
 def _case_json(case: Any) -> dict[str, Any]:  # noqa: ANN401 - pydantic-evals ReportCase
@@ -66,6 +67,7 @@ def _case_json(case: Any) -> dict[str, Any]:  # noqa: ANN401 - pydantic-evals Re
         "seconds": round(out.seconds, 3),
         "tokens": out.tokens,
         "error": out.error,
+        "evaluator_failures": [{"name": f.name, "error": f.error_message} for f in case.evaluator_failures],
         "turns": [
             {"question": t.question, "answer": t.answer.get("answer", ""),
              "root_causes": t.answer.get("root_causes", []), "model": t.answer.get("model")}
@@ -99,7 +101,39 @@ def to_markdown(results: list[SuiteResult], conditions: str = "") -> str:
         for r, c in failed:
             reasons = "; ".join(f"{k}: {a.reason}" for k, a in c.assertions.items() if not a.value)
             lines.append(f"- `{r.suite}/{c.name}` ({r.model}): {reasons}")
+    lines += _judge_section(results)
+    errors = [x for x in _evaluator_failures(results) if x[2].name != JUDGE_NAME]
+    if errors:
+        lines += ["", "## Evaluator errors", ""]
+        lines += [f"- `{r.suite}/{c.name}` ({r.model}) {f.name}: {_cell(f.error_message)}" for r, c, f in errors]
     return "\n".join(lines) + "\n"
+
+
+def _evaluator_failures(results: list[SuiteResult]) -> list[tuple[SuiteResult, Any, Any]]:
+    return [(r, c, f) for r in results for c in r.report.cases for f in c.evaluator_failures]
+
+
+def _cell(text: str | None, limit: int = 400) -> str:
+    """Text fit for one Markdown table cell: one line, no pipes, bounded."""
+    flat = " ".join((text or "").split()).replace("|", "\\|")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _judge_section(results: list[SuiteResult]) -> list[str]:
+    """One row per judged case: the LLM judge's verdict (or why there is none) and its reason."""
+    rows = []
+    for r in results:
+        for c in r.report.cases:
+            verdict = c.assertions.get(JUDGE_NAME)
+            failure = next((f for f in c.evaluator_failures if f.name == JUDGE_NAME), None)
+            if verdict is not None:
+                rows.append(f"| {r.suite} | {c.name} | {r.model} | {'pass' if verdict.value else 'FAIL'} | "
+                            f"{_cell(verdict.reason)} |")
+            elif failure is not None:
+                rows.append(f"| {r.suite} | {c.name} | {r.model} | error | {_cell(failure.error_message)} |")
+    if not rows:
+        return []
+    return ["", f"## {JUDGE_NAME}", "", "| suite | case | model | verdict | reason |", "|---|---|---|---|---|", *rows]
 
 
 def write_reports(results: list[SuiteResult], directory: Path, conditions: str = "") -> list[Path]:

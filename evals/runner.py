@@ -19,10 +19,12 @@ from typing import Any
 
 from pydantic import SecretStr
 from pydantic_evals import Dataset
+from pydantic_evals.evaluators import Evaluator
 from pydantic_evals.reporting import EvaluationReport
 
 from evals.cases import EvalInput, EvalOutput, Expect, Plant, TurnRecord
 from evals.evaluators import EVALUATORS
+from evals.judge import JUDGE_NAME
 from evals.loader import load_scenario_into
 from otel_ai.settings import Settings
 from store import Store
@@ -43,6 +45,8 @@ THRESHOLDS: dict[str, float] = {
     "*.NoError": 1.0,
 }
 FAULT_FREE_WINDOW = timedelta(minutes=10)
+# Figures reported beside the scores, never held to a threshold.
+COUNTERS = ("cases", "seconds_per_case", "tokens", "judge_errors", "evaluator_errors")
 INTACT_TABLES = ("otel_traces", "otel_logs", "otel_metrics_gauge", "otel_metrics_sum", "otel_metrics_histogram")
 
 
@@ -252,12 +256,19 @@ class SuiteResult:
 
 
 def summarize(report: EvaluationReport) -> dict[str, float]:
-    """Mean per evaluator over the cases that have it (assertions as 0/1, scores as they are)."""
+    """Mean per evaluator over the cases that have it (assertions as 0/1, scores as they are).
+
+    An evaluator that raised is not a verdict: it is counted apart, as `judge_errors` for the LLM
+    judge (an unreachable judge model) and `evaluator_errors` for the others (a bug in evals/)."""
     sums: dict[str, list[float]] = {}
+    errors = {"judge_errors": 0.0, "evaluator_errors": 0.0}
     for case in report.cases:
         for name, result in {**case.assertions, **case.scores}.items():
             sums.setdefault(name, []).append(float(result.value))
+        for failure in case.evaluator_failures:
+            errors["judge_errors" if failure.name == JUDGE_NAME else "evaluator_errors"] += 1
     summary = {name: sum(v) / len(v) for name, v in sums.items()}
+    summary.update({k: v for k, v in errors.items() if v})
     summary["cases"] = float(len(report.cases))
     latencies = [c.output.seconds for c in report.cases if isinstance(c.output, EvalOutput)]
     if latencies:
@@ -267,9 +278,14 @@ def summarize(report: EvaluationReport) -> dict[str, float]:
 
 
 def threshold_failures(suite: str, scores: dict[str, float], min_score: float | None) -> list[str]:
+    """Metrics below their target (or below `min_score`, which also holds the LLM judge to it)."""
     failures = []
+    if scores.get("evaluator_errors"):
+        failures.append(f"{suite}: {scores['evaluator_errors']:.0f} evaluator errors")
+    if min_score is not None and scores.get("judge_errors"):
+        failures.append(f"{suite}/{JUDGE_NAME}: {scores['judge_errors']:.0f} cases not judged")
     for name, value in scores.items():
-        if name in ("cases", "seconds_per_case", "tokens"):
+        if name in COUNTERS:
             continue
         wanted = min_score if min_score is not None else next(
             (t for key, t in THRESHOLDS.items() if key in (f"{suite}.{name}", f"{suite}.*", f"*.{name}")), None
@@ -286,8 +302,11 @@ async def run_suites(
     min_score: float | None = None,
     progress: bool = True,
     case_filter: Callable[[str], bool] | None = None,
+    judge: Evaluator[EvalInput, EvalOutput, Expect] | None = None,
 ) -> list[SuiteResult]:
-    """Every suite against every model; data loads are shared across suites and models."""
+    """Every suite against every model; data loads are shared across suites and models.
+
+    `judge` (evals.judge.make_judge) adds the LLM judge to every case of every suite."""
     results = []
     for suite in suites:
         dataset = load_suite(suite)
@@ -296,6 +315,8 @@ async def run_suites(
                 name=dataset.name, cases=[c for c in dataset.cases if case_filter(c.name)],
                 evaluators=dataset.evaluators,
             )
+        if judge is not None:
+            dataset.add_evaluator(judge)
         for model in models:
             t0 = time.perf_counter()
             report = await dataset.evaluate(make_task(run, model), name=f"{suite}:{model}", max_concurrency=1,

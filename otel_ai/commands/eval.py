@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", dest="models", metavar="M",
                    help="model spec (builtin, ollama:<m>, openai:<m>, anthropic:<m>); repeat to compare")
     p.add_argument("--min-score", type=float, help="fail when any metric is below this (0..1) instead of the targets")
+    p.add_argument("--judge", metavar="M",
+                   help="also grade every case with this LLM (ollama:<m>, openai:<m>, anthropic:<m>); "
+                        "default: OTEL_AI_EVAL_JUDGE, off when unset")
     p.add_argument("--report", type=Path, help="write eval-report.json and eval-report.md into this directory")
     p.add_argument("--quick", action="store_true", help="one seed per scenario (the CI subset)")
     p.add_argument("--case", help="only cases whose name contains this text")
@@ -41,12 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.suites[:1] == ["export-feedback"]:
         return export_feedback(args)
+    from evals.judge import make_judge
     from evals.report import print_table, write_reports
     from evals.runner import SUITES, new_run, run_suites
 
     settings = settings_from_args(args)
     suites = args.suites or list(SUITES)
     models = args.models or [settings.model]
+    judge_spec = args.judge or settings.eval_judge
+    try:
+        judge = make_judge(judge_spec, settings) if judge_spec else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     own_dir = None
     if args.live:
         data_dir = settings.data_dir()
@@ -64,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_state = new_run(settings, data_dir, rate=args.rate, live=args.live)
         results = asyncio.run(run_suites(suites, models, run_state, min_score=args.min_score,
-                                         progress=sys.stderr.isatty(), case_filter=wanted))
+                                         progress=sys.stderr.isatty(), case_filter=wanted, judge=judge))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -75,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         conditions = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
                       f"Python {platform.python_version()}, models: {', '.join(models)}"
+                      + (f", judge: {judge.label}" if judge else "")
                       + (", quick subset" if args.quick else ""))
         for path in write_reports(results, args.report, conditions):
             print(f"wrote {path}")
