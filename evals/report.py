@@ -13,6 +13,8 @@ from evals.cases import EvalOutput
 from evals.judge import JUDGE_NAME
 from evals.runner import COUNTERS, SuiteResult
 
+MAX_LISTED = 20  # failed cases named in the terminal; the reports have them all
+
 
 def _fmt(name: str, value: float | None) -> str:
     if value is None:
@@ -54,8 +56,25 @@ def print_table(results: list[SuiteResult], console: Console | None = None) -> N
     for r in results:
         for failure in r.failures:
             console.print(f"[red]below threshold[/red] {r.model}: {failure}")
-    for r, case, failure in _evaluator_failures(results):
-        console.print(f"[yellow]not evaluated[/yellow] {r.suite}/{case.name} ({r.model}): {failure.error_message}")
+    failed = _failed_cases(results)
+    for r, case, reasons in failed[:MAX_LISTED]:
+        console.print(f"[red]failed[/red] {r.suite}/{case.name} ({r.model}): {_cell(reasons)}", highlight=False)
+    if len(failed) > MAX_LISTED:
+        console.print(f"... and {len(failed) - MAX_LISTED} more failed cases (see --report)")
+    for r, case, failure in _evaluator_failures(results)[:MAX_LISTED]:
+        console.print(f"[yellow]not evaluated[/yellow] {r.suite}/{case.name} ({r.model}): {failure.error_message}",
+                      highlight=False)
+
+
+def _failed_cases(results: list[SuiteResult]) -> list[tuple[SuiteResult, Any, str]]:
+    """Cases with a failed assertion, with the reasons (the LLM judge has its own section)."""
+    failed = []
+    for r in results:
+        for c in r.report.cases:
+            bad = {k: a for k, a in c.assertions.items() if not a.value and k != JUDGE_NAME}
+            if bad:
+                failed.append((r, c, "; ".join(f"{k}: {a.reason}" for k, a in bad.items())))
+    return failed
 
 
 def _case_json(case: Any) -> dict[str, Any]:  # noqa: ANN401 - pydantic-evals ReportCase
@@ -94,13 +113,10 @@ def to_markdown(results: list[SuiteResult], conditions: str = "") -> str:
         for name in names:
             cells = " | ".join(_fmt(name, by_key.get((suite, m), {}).get(name)) for m in models)
             lines.append(f"| {suite} | {name} | {cells} |")
-    failed = [(r, c) for r in results for c in r.report.cases
-              if any(not a.value for a in c.assertions.values())]
+    failed = _failed_cases(results)
     if failed:
         lines += ["", "## Failed cases", ""]
-        for r, c in failed:
-            reasons = "; ".join(f"{k}: {a.reason}" for k, a in c.assertions.items() if not a.value)
-            lines.append(f"- `{r.suite}/{c.name}` ({r.model}): {reasons}")
+        lines += [f"- `{r.suite}/{c.name}` ({r.model}): {reasons}" for r, c, reasons in failed]
     lines += _judge_section(results)
     errors = [x for x in _evaluator_failures(results) if x[2].name != JUDGE_NAME]
     if errors:

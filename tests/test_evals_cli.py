@@ -1,0 +1,82 @@
+"""`otel-ai eval` flags as docs/evals.md documents them, through the real CLI: chat feedback exported as
+a suite and run with `--live --data DIR` on the data it came from; bad flags give clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+# Fills DIR's `otel` database like a user's deployment: a scenario through real OTLP ingest, then a
+# chat thread whose answer (naming the scenario's true root cause) got a thumbs up.
+SEED_SCRIPT = """
+import asyncio, sys
+from datetime import timedelta
+from chainlit.types import Feedback
+from chat.web.history import ClickHouseDataLayer
+from evals.loader import load_scenario_into
+from otel_ai.settings import Settings
+from store import Store
+from store.migrations import migrate
+
+url = "chdb://" + sys.argv[1]
+store = Store.connect(url, "otel")
+migrate(store, Settings(clickhouse_url=url, database="otel"))
+result, _ = load_scenario_into(store, "paymentSlow", 1, timedelta(minutes=20), rate=2.5)
+truth = result.ground_truth.root_cause_service
+layer = ClickHouseDataLayer(store)
+answer = {"answer": truth + " is slow", "root_causes": [{"service": truth, "operation": None, "kind": "latency",
+          "confidence": 0.9, "evidence": "p95 up"}]}
+step = lambda i, t, out, at, **kw: {"id": i, "threadId": "th", "type": t, "name": "x", "output": out,
+                                    "createdAt": at, **kw}
+asyncio.run(layer.create_step(step("q1", "user_message", "Why is checkout slow?", "2026-01-01T00:00:01Z")))
+asyncio.run(layer.create_step(step("a1", "assistant_message", answer["answer"], "2026-01-01T00:00:02Z",
+            metadata={"question": "Why is checkout slow?", "answer": answer})))
+asyncio.run(layer.upsert_feedback(Feedback(forId="a1", value=1, threadId="th")))
+store.close()
+print(truth)
+"""
+
+
+def otel_ai(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "otel_ai", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_feedback_exported_and_run_live_on_its_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    seeded = subprocess.run([sys.executable, "-c", SEED_SCRIPT, str(data)], capture_output=True, text=True,
+                            timeout=600)
+    assert seeded.returncode == 0, seeded.stderr[-3000:]
+    truth = seeded.stdout.strip().splitlines()[-1]
+
+    suite = tmp_path / "feedback.yaml"
+    exported = otel_ai("eval", "export-feedback", "--data", str(data), "--out", str(suite))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    doc = yaml.safe_load(suite.read_text())
+    (case,) = doc["cases"]
+    assert case["inputs"] == {"questions": ["Why is checkout slow?"]}
+    assert case["metadata"] == {"root_cause": "truth", "root_cause_service": truth}
+
+    without = otel_ai("eval", str(suite))
+    assert without.returncode == 1  # no scenario and no --live: the case fails with the reason
+    assert "pass --data or --clickhouse-url" in without.stdout + without.stderr
+
+    report = tmp_path / "report"
+    live = otel_ai("eval", str(suite), "--live", "--data", str(data), "--report", str(report))
+    assert live.returncode == 0, live.stdout[-3000:] + live.stderr[-3000:]
+    (result,) = json.loads((report / "eval-report.json").read_text())
+    (ran,) = result["cases"]
+    assert ran["assertions"]["RootCauseTop1"]["value"] is True, ran["assertions"]
+    assert ran["turns"][0]["root_causes"][0]["service"] == truth
+
+
+def test_bad_flags_give_clear_errors(tmp_path: Path) -> None:
+    unknown = otel_ai("eval", "nosuchsuite")
+    assert unknown.returncode == 2 and "no eval suite 'nosuchsuite' (known: analytics, conversation" in unknown.stderr
+    live = otel_ai("eval", "--live", "--clickhouse-url", "http://default:@127.0.0.1:1/otel")
+    assert live.returncode == 2 and "--live needs an embedded store" in live.stderr
+    judge = otel_ai("eval", "rca", "--judge", "builtin")
+    assert judge.returncode == 2 and "the built-in analyst cannot grade answers" in judge.stderr
