@@ -105,8 +105,11 @@ def ollama_v1_url(base_url: str) -> str:
     return base if base.endswith("/v1") else f"{base}/v1"
 
 
-def build_one(spec: ModelSpec, settings: Settings) -> Model:
-    """A pydantic-ai model for one spec; raises ModelConfigError for a missing key."""
+def build_one(spec: ModelSpec, settings: Settings, builtin: Model | None = None) -> Model:
+    """A pydantic-ai model for one spec (`builtin`: what stands for the built-in model, default the
+    analyst); raises ModelConfigError for a missing key."""
+    if spec.provider == "builtin" and builtin is not None:
+        return builtin
     if spec.provider == "builtin":
         from agent.streaming import builtin_streaming_model
 
@@ -155,8 +158,10 @@ def build_one(spec: ModelSpec, settings: Settings) -> Model:
     raise ModelConfigError(f"unknown model provider {spec.provider!r}")
 
 
-def resolve_model(settings: Settings, role: str = "planner", override: str | None = None) -> ResolvedModel:
-    """The model for `role` (or `override`), as one model or a FallbackModel chain.
+def resolve_model(settings: Settings, role: str = "planner", override: str | None = None,
+                  builtin: Model | None = None) -> ResolvedModel:
+    """The model for `role` (or `override`), as one model or a FallbackModel chain (`builtin`: the model
+    `builtin` stands for in this chain, e.g. the dashboard planner's; default the analyst).
 
     A chain entry that cannot be built (missing key, privacy rule) is skipped with a note when
     others remain; when none remain the first reason is raised as ModelConfigError.
@@ -171,7 +176,7 @@ def resolve_model(settings: Settings, role: str = "planner", override: str | Non
             notes.append(f"skipped {spec}: privacy mode keeps raw telemetry on local models (builtin, ollama)")
             continue
         try:
-            models.append(build_one(spec, settings))
+            models.append(build_one(spec, settings, builtin))
             kept.append(spec)
         except ModelConfigError as exc:
             notes.append(f"skipped {exc}")

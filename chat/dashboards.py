@@ -1,11 +1,11 @@
-"""Dashboards built for one service from what its telemetry contains, saved by name and re-run.
+"""Dashboards for one service, planned by a model, saved by name and re-run on fresh data.
 
-"build me a dashboard for checkout" (or `/dashboard checkout`) plans panels by looking at the data:
-RED over time and latency percentiles always; latency by operation when the service has several;
-where the time goes downstream when it calls other services; top errors when it fails; anomalies
-and error logs when there are any. A panel is guarded SQL with a `{window}` placeholder (or the
-anomalies tool), so a saved dashboard re-runs on fresh data: the window is chosen at run time.
-Every query goes through `tools.sql.run_sql`, the same guard as the agent and the SQL console.
+"build me a dashboard for checkout" (or `/dashboard checkout`) asks `agent.dashboard_planner` — the
+model of the "sql" role, the built-in planner by default — which panels suit the service: RED over
+time, latency percentiles, latency by operation, where the time goes downstream, top errors, error
+logs, anomalies, and panels of the model's own as SQL. A panel is guarded SQL with a `{window}`
+placeholder (or a named tool), so a saved dashboard re-runs on fresh data: the window is chosen at
+run time. Every query goes through `tools.sql.run_sql`, the same guard as the agent and the SQL console.
 """
 
 from __future__ import annotations
@@ -19,10 +19,20 @@ from typing import Any, Literal
 import plotly.graph_objects as go
 from pydantic import BaseModel, Field
 
+from agent.dashboard_planner import (
+    Panel,
+    PlannedDashboard,
+    builtin_plan,
+    check_plan,
+    fill_window,
+    plan_dashboard_panels,
+    service_facts,
+)
 from chat.versioned import latest, write
+from otel_ai.settings import Settings
 from store import Store
 from tools.result import ToolResult
-from tools.sql import query, run_sql
+from tools.sql import literal, query, run_sql
 from tools.timewindow import TimeWindow
 
 DEFAULT_MINUTES = 60
@@ -31,16 +41,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,79}$")
 
 class DashboardError(ValueError):
     """A dashboard request that cannot be served (unknown service, bad name), with the reason."""
-
-
-class Panel(BaseModel):
-    """One chart: guarded SQL over `{window}` (a time filter on Timestamp), or a named tool."""
-
-    title: str
-    sql: str | None = None
-    tool: Literal["anomalies", "latency_breakdown"] | None = None
-    chart: Literal["line", "bar", "table"] = "line"
-    why: str = ""
 
 
 class Dashboard(BaseModel):
@@ -59,85 +59,44 @@ class PanelResult:
     figure: go.Figure | None
 
 
-def sql_string(value: str) -> str:
-    """A ClickHouse string literal (service names come from users and from telemetry)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _exists(store: Store, sql: str) -> bool:
-    try:
-        return bool(query(store, sql).scalar())
-    except Exception:
-        return False
-
-
 def known_services(store: Store) -> list[str]:
     return [r[0] for r in query(store, "SELECT DISTINCT ServiceName FROM otel_traces ORDER BY ServiceName LIMIT 500")]
 
 
-def plan_dashboard(store: Store, service: str, name: str | None = None, minutes: int = DEFAULT_MINUTES,
-                   created_by: str = "") -> Dashboard:
-    """Choose the panels for `service` from what its telemetry holds (no fixed service names)."""
+def resolve_service(store: Store, service: str) -> str:
+    """The service's name as the traces spell it (case-insensitive, or the one name containing it)."""
     services = known_services(store)
     match = next((s for s in services if s.lower() == service.lower()), None)
     if match is None:
         close = [s for s in services if service.lower() in s.lower()]
-        if len(close) == 1:
-            match = close[0]
-        else:
+        if len(close) != 1:
             raise DashboardError(
                 f"no service named {service!r} in the traces; known services: {', '.join(services) or 'none yet'}"
             )
-    svc = sql_string(match)
-    entry = (f"ServiceName = {svc} AND SpanKind IN ('Server', 'Consumer')"
-             if _exists(store, f"SELECT count() > 0 FROM otel_traces WHERE ServiceName = {svc} "
-                               "AND SpanKind IN ('Server', 'Consumer')")
-             else f"ServiceName = {svc}")
-    panels = [
-        Panel(title=f"{match}: requests and errors per minute", chart="line", why="rate and errors (RED)",
-              sql=f"SELECT toStartOfMinute(Timestamp) AS minute, count() AS requests, "
-                  f"countIf(StatusCode = 'Error') AS errors FROM otel_traces WHERE {entry} AND {{window}} "
-                  f"GROUP BY minute ORDER BY minute"),
-        Panel(title=f"{match}: latency percentiles (ms)", chart="line", why="duration (RED)",
-              sql=f"SELECT toStartOfMinute(Timestamp) AS minute, "
-                  f"round(quantile(0.5)(Duration) / 1e6, 2) AS p50_ms, round(quantile(0.95)(Duration) / 1e6, 2) "
-                  f"AS p95_ms, round(quantile(0.99)(Duration) / 1e6, 2) AS p99_ms FROM otel_traces "
-                  f"WHERE {entry} AND {{window}} GROUP BY minute ORDER BY minute"),
-    ]
-    operations = query(store, f"SELECT uniqExact(SpanName) FROM otel_traces WHERE {entry}").scalar() or 0
-    if operations > 1:
-        panels.append(Panel(
-            title=f"{match}: p95 latency by operation (ms)", chart="bar", why=f"{operations} operations",
-            sql=f"SELECT SpanName AS operation, round(quantile(0.95)(Duration) / 1e6, 2) AS p95_ms, "
-                f"count() AS calls FROM otel_traces WHERE {entry} AND {{window}} "
-                f"GROUP BY operation ORDER BY p95_ms DESC LIMIT 15"))
-    downstream = (f"SELECT c.ServiceName AS service, c.SpanName AS operation, "
-                  f"round(quantile(0.95)(c.Duration) / 1e6, 2) AS p95_ms, count() AS calls "
-                  f"FROM otel_traces AS c INNER JOIN (SELECT TraceId, SpanId FROM otel_traces "
-                  f"WHERE ServiceName = {svc} AND {{window}}) AS p ON c.TraceId = p.TraceId "
-                  f"AND c.ParentSpanId = p.SpanId WHERE c.ServiceName != {svc} AND c.{{window}} "
-                  f"GROUP BY service, operation ORDER BY p95_ms DESC LIMIT 15")
-    panels.append(Panel(title=f"{match}: latency breakdown — self time in slow vs normal traces", chart="bar",
-                        tool="latency_breakdown", why="which service and operation the slow requests spend time in"))
-    if _exists(store, f"SELECT count() > 0 FROM otel_traces WHERE ServiceName = {svc} AND SpanKind = 'Client'"):
-        panels.append(Panel(title=f"{match}: where the time goes — downstream calls (p95 ms)", chart="bar",
-                            why="it calls other services", sql=downstream))
-    if _exists(store, f"SELECT count() > 0 FROM otel_traces WHERE ServiceName = {svc} AND StatusCode = 'Error'"):
-        panels.append(Panel(
-            title=f"{match}: top errors", chart="table", why="it has failed spans",
-            sql=f"SELECT SpanName AS operation, StatusMessage AS message, count() AS errors, "
-                f"max(Timestamp) AS last_seen FROM otel_traces WHERE ServiceName = {svc} "
-                f"AND StatusCode = 'Error' AND {{window}} GROUP BY operation, message ORDER BY errors DESC LIMIT 10"))
-    if _exists(store, f"SELECT count() > 0 FROM otel_logs WHERE ServiceName = {svc} AND SeverityNumber >= 17"):
-        panels.append(Panel(
-            title=f"{match}: error logs per minute", chart="line", why="it logs errors",
-            sql=f"SELECT toStartOfMinute(Timestamp) AS minute, count() AS error_logs FROM otel_logs "
-                f"WHERE ServiceName = {svc} AND SeverityNumber >= 17 AND {{window}} GROUP BY minute ORDER BY minute"))
-    if _exists(store, f"SELECT count() > 0 FROM anomalies WHERE service = {svc}"):
-        panels.append(Panel(title=f"{match}: anomalies", chart="table", tool="anomalies",
-                            why="the scorer flagged it"))
-    return Dashboard(name=validate_name(name or match), service=match, minutes=minutes, panels=panels,
-                     created_by=created_by)
+        match = close[0]
+    return match
+
+
+def plan_dashboard(store: Store, service: str, name: str | None = None, minutes: int = DEFAULT_MINUTES,
+                   created_by: str = "") -> Dashboard:
+    """The built-in (deterministic) plan for `service`, chosen from what its telemetry holds."""
+    facts = service_facts(store, resolve_service(store, service))
+    panels, _ = check_plan(builtin_plan(facts), facts, store.database)
+    return Dashboard(name=validate_name(name or facts.service), service=facts.service, minutes=minutes,
+                     panels=panels, created_by=created_by)
+
+
+async def build_dashboard(store: Store, service: str, settings: Settings, name: str | None = None,
+                          minutes: int = DEFAULT_MINUTES, created_by: str = "",
+                          model: str | None = None) -> tuple[Dashboard, PlannedDashboard]:
+    """A dashboard planned by the "sql" role's model (agent.dashboard_planner), with what it dropped and why."""
+    import asyncio
+
+    match = await asyncio.to_thread(resolve_service, store, service)
+    board_name = validate_name(name or match)
+    planned = await plan_dashboard_panels(store, match, settings, model=model)
+    board = Dashboard(name=board_name, service=match, minutes=minutes, panels=planned.panels, created_by=created_by)
+    return board, planned
 
 
 def validate_name(name: str) -> str:
@@ -185,7 +144,7 @@ def dashboard_window(store: Store, dashboard: Dashboard, now: datetime | None = 
     """The last `minutes` up to now, or up to the service's latest span when its data is older (a replay)."""
     now = now or datetime.now(UTC)
     newest = query(store, f"SELECT max(Timestamp) FROM otel_traces WHERE ServiceName = "
-                          f"{sql_string(dashboard.service)}").scalar()
+                          f"{literal(dashboard.service)}").scalar()
     end = now
     if isinstance(newest, datetime):
         newest = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
@@ -213,9 +172,7 @@ def run_panel(store: Store, panel: Panel, window: TimeWindow, service: str) -> P
         result = latency_breakdown(store, window, service)
     else:
         assert panel.sql is not None
-        sql = panel.sql.replace("c.{window}", window.sql_filter("c.Timestamp")).replace(
-            "{window}", window.sql_filter())
-        result = run_sql(store, sql)
+        result = run_sql(store, fill_window(panel.sql, window))
     return PanelResult(panel=panel, result=result, figure=_chart(panel, result))
 
 
