@@ -349,10 +349,13 @@ def compute_features(
             records[key]["error_logs"] = float(error_logs)
             records[key]["new_templates"] = float(new_templates)
     for ws, svc, cpu, memory in _safe_query(store, metrics_sql(s, e, w), "metrics"):
-        key = ((svc, "", "service"), int(ws))
-        if key in records:
-            records[key]["cpu"] = _finite(cpu)
-            records[key]["memory"] = _finite(memory)
+        if not svc:
+            continue
+        # a service reporting resources but no spans in this window (a batch job, a quiet consumer) still
+        # gets its row: CPU burnt with no traffic is exactly what starves its neighbours
+        rec = records[((svc, "", "service"), int(ws))]
+        rec["cpu"] = _finite(cpu)
+        rec["memory"] = _finite(memory)
 
     for key, rec in records.items():
         if key[0][2] != "service":

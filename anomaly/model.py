@@ -53,6 +53,7 @@ class TrainConfig:
     exclude_z: float = 12.0  # training rows this far from normal are past incidents, not "normal"
     quantile: float = 0.999
     margin: float = 1.3
+    peak_minimum: float = 3.0  # a feature's residual alone must exceed 3x its 99th percentile on normal windows
     should_stop: Callable[[], bool] | None = None  # serve shutting down: abandon training between batches
 
 
@@ -71,6 +72,8 @@ class AutoencoderDetector:
     threshold: float  # global quantile of error / entity median on held-out windows
     info: dict = field(default_factory=dict)
     feature_scale: np.ndarray = field(default_factory=lambda: np.ones(N_FEATURES))  # typical residual per feature
+    # per feature: the largest scaled residual of normal held-out windows (with margin); inf = not calibrated
+    peak_threshold: np.ndarray = field(default_factory=lambda: np.full(N_FEATURES, np.inf))
 
     def _index(self, table: FeatureTable) -> np.ndarray:
         vocab = {e: i for i, e in enumerate(self.entities)}
@@ -88,7 +91,11 @@ class AutoencoderDetector:
         resid = np.abs(directional(z - recon)) * mask / self.feature_scale
         err = (resid**2).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
         med = np.where(known, self.entity_median[np.clip(idx, 0, None)], 1.0)
-        score = np.sqrt(err / (med * self.threshold)) if n else np.zeros(0)
+        joint = np.sqrt(err / (med * self.threshold)) if n else np.zeros(0)
+        # the joint error averages over features, which dilutes one feature going wrong alone (the error
+        # ratio of one operation): its own residual, against what normal windows reach, counts as well
+        peak = (resid / self.peak_threshold).max(axis=1, initial=0.0) if n else np.zeros(0)
+        score = np.maximum(joint, peak)
         total = (resid**2).sum(axis=1, keepdims=True)
         with np.errstate(all="ignore"):
             contrib = np.where(total > 0, resid**2 / total, 0.0)
@@ -102,6 +109,7 @@ class AutoencoderDetector:
             "entity_median": torch.tensor(self.entity_median, dtype=torch.float64),
             "threshold": float(self.threshold),
             "feature_scale": [float(x) for x in self.feature_scale],
+            "peak_threshold": [float(x) if np.isfinite(x) else -1.0 for x in self.peak_threshold],
             "dims": [int(self.model.embedding.embedding_dim), int(self.model.encoder[0].out_features),
                      int(self.model.encoder[2].out_features)],
             "info": {k: v for k, v in self.info.items() if isinstance(v, int | float | str)},
@@ -122,6 +130,8 @@ class AutoencoderDetector:
             threshold=float(state["threshold"]),
             info=dict(state.get("info", {})),
             feature_scale=np.array(state.get("feature_scale", [1.0] * N_FEATURES), dtype=np.float64),
+            peak_threshold=np.array([x if x > 0 else np.inf for x in state.get("peak_threshold", [-1.0] * N_FEATURES)],
+                                    dtype=np.float64),
         )
 
 
@@ -195,6 +205,11 @@ def train(table: FeatureTable, normaliser: Normaliser, config: TrainConfig | Non
         if present.sum() >= 20:
             feature_scale[f] = max(float(np.quantile(resid[present, f], 0.99)), 0.5)
     resid = resid / feature_scale
+    peak_threshold = np.full(N_FEATURES, np.inf)
+    for f in range(N_FEATURES):
+        present = mask[hold][:, f]
+        if present.sum() >= 50:
+            peak_threshold[f] = max(float(np.quantile(resid[present, f], cfg.quantile)) * cfg.margin, cfg.peak_minimum)
     err = (resid**2).sum(axis=1) / np.maximum(mask[hold].sum(axis=1), 1)
     global_med = float(np.median(err)) if len(err) else 1.0
     entity_median = np.full(len(known_entities), max(global_med, 1e-6))
@@ -223,4 +238,5 @@ def train(table: FeatureTable, normaliser: Normaliser, config: TrainConfig | Non
         threshold=threshold,
         info=info,
         feature_scale=feature_scale,
+        peak_threshold=peak_threshold,
     )

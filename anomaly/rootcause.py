@@ -1,9 +1,17 @@
-"""Root-cause hints: rank services from one window's anomalies and the call graph of parent/child spans.
+"""Root-cause hints: rank services from one window's anomalies and the topology the telemetry shows.
 
-A service whose anomaly is explained by an anomalous downstream of the same nature (its callee got
-slow, so it got slow) is a symptom; an anomalous service whose anomalous downstreams do not explain
-it (none, a different kind, much weaker, or its own self time grew) ranks first. Anomalies only on a
-service's calls to an uninstrumented peer (database, external API) make it a 'dependency' candidate.
+A service whose anomaly is explained by another anomalous service is a symptom; an anomalous service
+nothing explains ranks first. Explanations (anomaly/topology.py has the edges):
+- a callee of a compatible kind (its callee got slow, so it got slow), unless the caller's own self time
+  grew or the caller itself drove the callee (below);
+- load from upstream: a caller or message producer whose outgoing calls/messages surged explains its
+  callees' and consumers' slowness or saturation (a flood, a retry storm on a slow callee is the reverse:
+  the callee's errors or latency came first and explain the caller);
+- a noisy neighbour: a service burning CPU on a node explains the latency of the services sharing it;
+- an unreachable peer: failing calls that reached nothing, to a service that reports telemetry, make that
+  service a candidate even though its own silence scored nothing.
+Anomalies only on a service's calls to an uninstrumented peer (database, external API) make it a
+'dependency' candidate.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from anomaly.api import list_anomalies
-from anomaly.features import call_graph, to_epoch
+from anomaly.features import to_epoch
+from anomaly.topology import Topology, topology
 from store import Store
 
 # which anomaly kinds of a callee can explain which kinds of its caller
@@ -48,6 +57,9 @@ class _Service:
     best: dict | None = None
     best_op: dict | None = None
     self_time: float = 0.0
+    cpu: float = 0.0  # weight of anomalies led by the service's own CPU
+    load_out: float = 0.0  # weight of anomalies led by more outgoing calls or messages
+    unreachable: float = 0.0  # weight of callers' calls that failed without reaching it
     client_only: bool = True
 
     @property
@@ -67,9 +79,15 @@ def _summarise(anomalies: list[dict]) -> dict[str, _Service]:
         s.kinds[kind] += weight
         if a.get("span_kind") != "client":
             s.client_only = False
-        top = a["contributions"][0]["feature"] if a.get("contributions") else ""
+        first = a["contributions"][0] if a.get("contributions") else {}
+        top = first.get("feature", "")
         if top == "self_p95":
             s.self_time += weight
+        elif top == "cpu":
+            s.cpu += weight
+        elif (top == "calls_per_request" or (top == "requests" and a.get("span_kind") == "client")) and (
+                first.get("z") or 0) > 0:
+            s.load_out += weight
         if s.best is None or a["score"] > s.best["score"]:
             s.best = a
         if a["operation"] and a.get("span_kind") != "client" and (s.best_op is None or a["score"] > s.best_op["score"]):
@@ -78,6 +96,32 @@ def _summarise(anomalies: list[dict]) -> dict[str, _Service]:
         if s.client_only:
             s.kinds = defaultdict(float, {"dependency": s.strength})
     return services
+
+
+def _unreachable(anomalies: list[dict], topo: Topology, services: dict[str, _Service]) -> None:
+    """Move client-call anomalies whose calls mostly failed without reaching their (instrumented) peer onto
+    that peer: the caller saw the symptom, the peer is the candidate."""
+    for a in anomalies:
+        if a.get("span_kind") != "client" or (a.get("kind") or "") not in ("errors", "latency", "dependency"):
+            continue
+        hit = topo.unreached.get((a["service"], a["operation"]))
+        if hit is None or hit[2] < 0.5 * hit[1]:
+            continue
+        peer = hit[0]
+        weight = min(float(a["score"]), 10.0)
+        caller = services[a["service"]]
+        caller.strength = max(caller.strength - weight, 0.0)
+        target = services.setdefault(peer, _Service(peer))
+        if target.best is None:
+            target.client_only = False
+            target.best = {**a, "service": peer, "operation": "", "explanation": (
+                f"calls from {a['service']} fail without reaching {peer} ({hit[2]} of {hit[1]} calls); "
+                f"{peer} reported nothing for them")}
+        target.strength += weight
+        target.unreachable += weight
+        target.kinds["traffic"] += weight
+        target.max_score = max(target.max_score, float(a["score"]))
+        target.windows.add(a["window_start"])
 
 
 def rank_root_causes(
@@ -94,34 +138,67 @@ def rank_root_causes(
     if not anomalies:
         return []
     services = _summarise(anomalies)
-    edges = call_graph(store, start, end)
-    downstream: dict[str, set[str]] = defaultdict(set)
-    for caller, callee in edges:
-        downstream[caller].add(callee)
+    topo = topology(store, start, end)
+    _unreachable(anomalies, topo, services)
+    downstream = topo.downstream()
+    upstream = topo.upstream()
+
+    def drives(s: _Service) -> bool:  # its outgoing load surged: it pushes its callees, not the reverse
+        return s.load_out >= 0.3 * max(s.strength, 1e-9)
+
+    def noisy(s: _Service) -> bool:  # CPU is what it is anomalous about
+        return s.cpu >= 0.3 * max(s.strength, 1e-9)
 
     candidates: list[RootCauseCandidate] = []
     for s in services.values():
+        if s.strength <= 0:
+            continue
+        reasons: list[str] = []
         explained_by = [
             d for d in sorted(downstream.get(s.name, ()))
-            if d in services and d != s.name
+            if d in services and d != s.name and services[d].strength > 0
             and services[d].kind in _EXPLAINS.get(s.kind, set())
             and services[d].strength >= 0.3 * s.strength
+            and not (drives(s) and services[d].kind in ("latency", "saturation", "traffic"))
         ]
-        own = s.self_time >= 0.5 * s.strength
-        penalty = 1.0 if (own or not explained_by) else 0.2
+        own = s.self_time >= 0.5 * s.strength or (noisy(s) and not s.unreachable)
+        if explained_by and not own:
+            reasons.append(f"likely a symptom of anomalous downstream {', '.join(explained_by)}")
+        elif explained_by and own:
+            reasons.append(f"its own {'CPU' if noisy(s) else 'self time'} grew although downstream "
+                           f"{', '.join(explained_by)} is also anomalous")
+        elif downstream.get(s.name):
+            reasons.append("its downstream calls do not explain it")
+        pushed_by = [] if own else [
+            u for u in sorted(upstream.get(s.name, ())) if u in services and u != s.name and drives(services[u])
+            and s.kind in ("latency", "saturation", "traffic", "dependency")
+        ]
+        if pushed_by:
+            reasons.append(f"load from {', '.join(pushed_by)} surged")
+        starved_by = [] if noisy(s) else [
+            n for n in sorted(topo.neighbours(s.name))
+            if n in services and noisy(services[n]) and services[n].cpu >= 0.3 * s.cpu
+            and s.kind in ("latency", "saturation", "change")
+        ]
+        if starved_by:
+            reasons.append(f"shares a node with {', '.join(starved_by)}, whose CPU is anomalous")
+        explains = [x.name for x in services.values() if x is not s and (
+            (noisy(s) and x.name in topo.neighbours(s.name)) or (drives(s) and x.name in downstream.get(s.name, set())
+                                                                | {c for p, c in topo.messages if p == s.name}))]
+        symptom = (explained_by and not own) or pushed_by or starved_by
+        penalty = 0.2 if symptom else 1.0
         # a service with no anomalous callee, or whose own time grew, is likelier the origin
         leaf_bonus = 1.2 if not any(d in services for d in downstream.get(s.name, ())) else 1.0
-        raw = s.strength * penalty * leaf_bonus
+        # the origin of a flood or of CPU starvation explains the services it hit
+        reach = 1.0 + 0.1 * len(explains) if not symptom else 1.0
+        raw = s.strength * penalty * leaf_bonus * reach
         best = s.best or {}
         reason = f"{len(s.windows)} anomalous window(s), max score {s.max_score:.1f}: {best.get('explanation', '')}"
-        if explained_by and not own:
-            reason += f"; likely a symptom of anomalous downstream {', '.join(explained_by)}"
-        elif explained_by and own:
-            reason += f"; its own self time grew although downstream {', '.join(explained_by)} is also anomalous"
-        elif downstream.get(s.name):
-            reason += "; its downstream calls do not explain it"
+        if reasons:
+            reason += "; " + "; ".join(reasons)
         op = s.best_op["operation"] if s.best_op else (best.get("operation") or None)
-        candidates.append(RootCauseCandidate(service=s.name, operation=op or None, kind=s.kind, score=raw,
+        kind = "saturation" if (noisy(s) or drives(s)) and not symptom and not s.unreachable else s.kind
+        candidates.append(RootCauseCandidate(service=s.name, operation=op or None, kind=kind, score=raw,
                                              reason=reason))
     top = max((c.score for c in candidates), default=1.0) or 1.0
     for c in candidates:

@@ -322,7 +322,7 @@ class Scorer:
                 self.last_anomalous[entity] = ws
                 # a lone marginal window is noise (long tails), so is one silent window of a quiet entity:
                 # alert when it persists or is strong
-                silent = table.values[r, 0] == 0 and np.isnan(table.values[r, 1:]).all()
+                silent = table.values[r, 0] == 0 and np.isnan(table.values[r, 1])  # no span at all
                 if (decision.action == "alert" and (score < self.config.immediate_score or silent)
                         and previous != ws - table.window_seconds):
                     continue
@@ -367,7 +367,13 @@ class Scorer:
         i = FEATURE_NAMES.index("requests")
         expected = [e for e, st in self.normaliser.stats.items()
                     if e[2] != "client" and math.expm1(st.center[i]) >= self.config.silent_min_requests]
-        present = {(int(table.window[r]), table.entity_of(r)) for r in range(len(table))}
+        expected_set = set(expected)
+        present = set()
+        for r in range(len(table)):
+            entity = table.entity_of(r)
+            if entity in expected_set and np.isnan(table.values[r, i]):
+                table.values[r, i] = 0.0  # it reported resources but served nothing
+            present.add((int(table.window[r]), entity))
         missing = {(e, int(ws)): {"requests": 0.0} for ws in table.windows() for e in expected
                    if (int(ws), e) not in present}
         if not missing:

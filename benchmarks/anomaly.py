@@ -50,13 +50,45 @@ def machine() -> str:
             f"{platform.python_version()}")
 
 
-def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: int, rate: float) -> dict:
+def _db_name(scenario: str, seed: int, history: str, rate: float) -> str:
+    return f"bench_{scenario}_{seed}_{history}_{rate}".replace(".", "_").replace("-", "_").lower()
+
+
+def load(root: Store, scenario: str, seed: int, history: str, rate: float, keep: Path | None) -> tuple[Store, object]:
+    """The scenario's database and ground truth. With `keep` (a persistent data directory) a run loaded once
+    is reused: simulation and ingest cost more than scoring, and the telemetry does not depend on the detector."""
+    from sim.scenarios import GroundTruth
     from tests.fixtures.scenario import load_scenario
 
+    if keep is None:
+        loaded = load_scenario(root, scenario, seed=seed, history=history, rate=rate)
+        return loaded.store, loaded.truth
+    from datetime import UTC, datetime
+
+    from evals.loader import load_scenario_into
+    from otel_ai.settings import Settings
+    from store.migrations import migrate
+    from tools.timewindow import parse_duration
+
+    name = _db_name(scenario, seed, history, rate)
+    marker = keep / f"{name}.truth.json"
+    store = root.with_database(name)
+    if marker.exists():
+        return store, GroundTruth.model_validate_json(marker.read_text())
+    store.command(f"DROP DATABASE IF EXISTS {name}")  # a half-loaded run from an interrupted benchmark
+    store = root.with_database(name)
+    migrate(store, Settings(clickhouse_url=f"chdb://{root.url.path}", database=name))
+    result, _ = load_scenario_into(store, scenario, seed, parse_duration(history), rate=rate,
+                                   anchor=datetime.now(UTC).replace(second=0, microsecond=0))
+    marker.write_text(result.ground_truth.model_dump_json())
+    return store, result.ground_truth
+
+
+def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: int, rate: float,
+             keep: Path | None = None) -> dict:
     t0 = time.monotonic()
-    loaded = load_scenario(root, scenario, seed=seed, history=history, rate=rate)
+    store, truth = load(root, scenario, seed, history, rate, keep)
     load_s = time.monotonic() - t0
-    store, truth = loaded.store, loaded.truth
     first = float(store.query("SELECT toUnixTimestamp64Milli(min(Timestamp)) / 1000 FROM otel_traces").scalar())
     last = float(store.query("SELECT toUnixTimestamp64Milli(max(Timestamp)) / 1000 FROM otel_traces").scalar())
     if truth.start is None or truth.end is None:  # fault-free: score the same span a fault would cover
@@ -108,6 +140,7 @@ def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: i
             causes = rank_root_causes(store, fs, fe)
             names = [c.service for c in causes]
             res["rc_top"] = names[:3]
+            res["rc_reasons"] = [f"{c.service} {c.score:.2f} {c.kind}: {c.reason[:300]}" for c in causes[:3]]
             res["rc_top1"] = bool(names[:1] == [truth.root_cause_service])
             res["rc_top3"] = truth.root_cause_service in names[:3]
         res["false_flags"] = [f"{r.window_start:%H:%M:%S} {r.service}/{r.operation} {r.score:.2f} {r.explanation[:90]}"
@@ -196,6 +229,9 @@ def main() -> int:
     ap.add_argument("--eval-normal", type=int, default=10, help="fault-free minutes scored before the fault")
     ap.add_argument("--rate", type=float, default=2.5, help="simulated user flows per second")
     ap.add_argument("--cost-only", action="store_true")
+    ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--keep", help="persistent data directory: load each scenario run once, reuse it later")
+    ap.add_argument("--prepare-only", action="store_true", help="with --keep: load the runs, score nothing")
     ap.add_argument("--json", help="write all figures to this file")
     ap.add_argument("--report", help="print the summary and markdown tables of a (partial) --json file, run nothing")
     args = ap.parse_args()
@@ -205,18 +241,29 @@ def main() -> int:
         print(markdown(runs))
         return 0
     print(f"machine: {machine()}", flush=True)
-    report: dict = {"machine": machine(), "args": vars(args), "cost": cost()}
-    print("cost:", json.dumps(report["cost"]), flush=True)
+    report: dict = {"machine": machine(), "args": vars(args)}
+    if not args.skip_cost and not args.prepare_only:
+        report["cost"] = cost()
+        print("cost:", json.dumps(report["cost"]), flush=True)
     if not args.cost_only:
         names = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
         seeds = [int(s) for s in args.seeds.split(",")]
         results = []
         # chDB may still write to its directory after close: cleanup errors are not benchmark errors
+        keep = Path(args.keep).resolve() if args.keep else None
         with tempfile.TemporaryDirectory(prefix="otel-ai-bench-", ignore_cleanup_errors=True) as tmp:
-            root = Store.connect(f"chdb://{tmp}", database="default")
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+            root = Store.connect(f"chdb://{keep or tmp}", database="default")
             for seed in seeds:  # every scenario once before the next seed: a cut-short run still covers all
                 for name in names:
-                    r = evaluate(root, name, seed, args.history, args.eval_normal, args.rate)
+                    if args.prepare_only:
+                        t0 = time.monotonic()
+                        load(root, name, seed, args.history, args.rate, keep)
+                        print(f"loaded {name} seed {seed} in {time.monotonic() - t0:.0f} s ({machine()})", flush=True)
+                        continue
+                    r = evaluate(root, name, seed, args.history, args.eval_normal, args.rate, keep)
+                    r["machine"] = machine()
                     results.append(r)
                     print(json.dumps(r), flush=True)
                     if args.json:
