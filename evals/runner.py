@@ -331,10 +331,16 @@ async def run_suites(
 def new_run(settings: Settings, data_dir: Path, rate: float | None = None, live: bool = False) -> EvalRun:
     """An eval run on its own embedded engine in `data_dir`, with a canary secret if none is set.
 
-    With `live`, cases without a scenario run on the store the settings name (which, when embedded,
-    must then be `data_dir` itself: chDB opens one directory per process)."""
+    With `live`, cases without a scenario run on the store the settings name: a ClickHouse server, or
+    an embedded store whose directory must then be `data_dir` itself (chDB opens one per process)."""
     root = Store.connect(f"chdb://{data_dir}", database="default")
-    live_store = root.with_database(settings.database, create=False) if live else None
+    live_store = None
+    if live and settings.data_dir() is None:
+        live_store = Store.from_settings(settings)
+    elif live:
+        if settings.data_dir() != data_dir.resolve():
+            raise ValueError(f"--live on embedded data runs in its directory {settings.data_dir()}, not {data_dir}")
+        live_store = root.with_database(settings.database, create=False)
     if settings.openai_api_key is None:
         settings = settings.model_copy(update={"openai_api_key": SecretStr("sk-canary-" + secrets.token_hex(12))})
     return EvalRun(root=root, settings=settings.model_copy(update={"clickhouse_url": f"chdb://{data_dir}"}),

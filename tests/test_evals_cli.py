@@ -1,5 +1,6 @@
 """`otel-ai eval` flags as docs/evals.md documents them, through the real CLI: chat feedback exported as
-a suite and run with `--live --data DIR` on the data it came from; bad flags give clear errors."""
+a suite and run with `--live` on the data it came from (embedded or a ClickHouse server); bad flags
+give clear errors."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 # Fills DIR's `otel` database like a user's deployment: a scenario through real OTLP ingest, then a
@@ -22,7 +24,7 @@ from otel_ai.settings import Settings
 from store import Store
 from store.migrations import migrate
 
-url = "chdb://" + sys.argv[1]
+url = sys.argv[1]
 store = Store.connect(url, "otel")
 migrate(store, Settings(clickhouse_url=url, database="otel"))
 result, _ = load_scenario_into(store, "paymentSlow", 1, timedelta(minutes=20), rate=2.5)
@@ -45,15 +47,21 @@ def otel_ai(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "otel_ai", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_feedback_exported_and_run_live_on_its_data(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    seeded = subprocess.run([sys.executable, "-c", SEED_SCRIPT, str(data)], capture_output=True, text=True,
-                            timeout=600)
+@pytest.mark.parametrize("engine", ["embedded", "server"])
+def test_feedback_exported_and_run_live_on_its_data(engine: str, tmp_path: Path, clickhouse_http_factory) -> None:
+    """On an embedded store (`--data DIR`) and on a ClickHouse server (`--clickhouse-url`)."""
+    if engine == "embedded":
+        url = f"chdb://{tmp_path / 'data'}"
+        where = ["--data", str(tmp_path / "data")]
+    else:
+        url = clickhouse_http_factory().url("otel")
+        where = ["--clickhouse-url", url]
+    seeded = subprocess.run([sys.executable, "-c", SEED_SCRIPT, url], capture_output=True, text=True, timeout=600)
     assert seeded.returncode == 0, seeded.stderr[-3000:]
     truth = seeded.stdout.strip().splitlines()[-1]
 
     suite = tmp_path / "feedback.yaml"
-    exported = otel_ai("eval", "export-feedback", "--data", str(data), "--out", str(suite))
+    exported = otel_ai("eval", "export-feedback", *where, "--out", str(suite))
     assert exported.returncode == 0, exported.stderr[-3000:]
     doc = yaml.safe_load(suite.read_text())
     (case,) = doc["cases"]
@@ -65,7 +73,7 @@ def test_feedback_exported_and_run_live_on_its_data(tmp_path: Path) -> None:
     assert "pass --data or --clickhouse-url" in without.stdout + without.stderr
 
     report = tmp_path / "report"
-    live = otel_ai("eval", str(suite), "--live", "--data", str(data), "--report", str(report))
+    live = otel_ai("eval", str(suite), "--live", *where, "--report", str(report))
     assert live.returncode == 0, live.stdout[-3000:] + live.stderr[-3000:]
     (result,) = json.loads((report / "eval-report.json").read_text())
     (ran,) = result["cases"]
@@ -77,6 +85,7 @@ def test_bad_flags_give_clear_errors(tmp_path: Path) -> None:
     unknown = otel_ai("eval", "nosuchsuite")
     assert unknown.returncode == 2 and "no eval suite 'nosuchsuite' (known: analytics, conversation" in unknown.stderr
     live = otel_ai("eval", "--live", "--clickhouse-url", "http://default:@127.0.0.1:1/otel")
-    assert live.returncode == 2 and "--live needs an embedded store" in live.stderr
+    assert live.returncode == 2, live.stderr
+    assert "error: cannot open ClickHouse at http://default:***@127.0.0.1:1/otel" in live.stderr
     judge = otel_ai("eval", "rca", "--judge", "builtin")
     assert judge.returncode == 2 and "the built-in analyst cannot grade answers" in judge.stderr

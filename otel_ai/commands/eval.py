@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from evals.judge import make_judge
     from evals.report import print_table, write_reports
     from evals.runner import SUITES, new_run, run_suites
+    from store import StoreError
 
     settings = settings_from_args(args)
     suites = args.suites or list(SUITES)
@@ -57,14 +58,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    own_dir = None
-    if args.live:
-        data_dir = settings.data_dir()
-        if data_dir is None:
-            print("error: --live needs an embedded store (--data DIR)", file=sys.stderr)
-            return 2
-    else:
-        own_dir = data_dir = Path(tempfile.mkdtemp(prefix="otel-ai-eval-"))
+    # Scenario cases load into an embedded engine of their own. With --live on an embedded store that
+    # engine is the store's directory (chDB opens one directory per process); on a server, a temporary one.
+    live_dir = settings.data_dir() if args.live else None
+    own_dir = None if live_dir else Path(tempfile.mkdtemp(prefix="otel-ai-eval-"))
+    data_dir = live_dir or own_dir
+    assert data_dir is not None
 
     def wanted(name: str) -> bool:
         if args.quick and name.endswith(("-s2", "-s3")):
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         run_state = new_run(settings, data_dir, rate=args.rate, live=args.live)
         results = asyncio.run(run_suites(suites, models, run_state, min_score=args.min_score,
                                          progress=sys.stderr.isatty(), case_filter=wanted, judge=judge))
-    except ValueError as exc:
+    except (ValueError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
