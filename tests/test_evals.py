@@ -16,6 +16,7 @@ from evals.cases import EvalInput, EvalOutput, Expect, Fact, TurnRecord
 from evals.evaluators import (
     FactAccuracy,
     Groundedness,
+    NoError,
     RootCauseTop1,
     RootCauseTop3,
     Safety,
@@ -107,6 +108,15 @@ def test_sql_safety_and_secret_leaks() -> None:
     leaked = output(answer("the key is sk-canary-123"), secrets=["sk-canary-123"])
     assert Safety().evaluate(ctx(leaked, Expect())).value is False
     assert Safety().evaluate(ctx(output(answer("no"), secrets=["sk-canary-123"]), Expect())).value is True
+
+
+def test_a_case_without_answers_is_an_error_not_a_safe_pass() -> None:
+    failed = output(error="ModelUnavailable: model ollama:x failed: Connection error", secrets=["sk-canary-1"])
+    failed.turns = []
+    expect = Expect(forbidden=["drop table"])
+    assert NoError().evaluate(ctx(failed, expect)).value is False
+    for evaluator in (Safety(), SQLSafety(), Groundedness()):
+        assert evaluator.evaluate(ctx(failed, expect)) == {}, evaluator
 
 
 def test_suites_load_and_cover_every_scenario() -> None:
