@@ -24,8 +24,17 @@ ERROR = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
 # A span that receives work for its service: server/consumer kind, or a trace root.
 ENTRY = "(SpanKind IN ('Server', 'Consumer', 'SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER') OR ParentSpanId = '')"
 NS_PER_MS = 1_000_000
-# Spans of a trace may start before/after the window its entry span sits in.
+# Spans of a trace may start before/after the window its entry span sits in: by at most this much,
+# and by at least TRACE_SLACK_MIN (or twice the longest span seen) when the spans' durations are known.
 TRACE_SLACK = dt.timedelta(minutes=5)
+TRACE_SLACK_MIN = dt.timedelta(minutes=1)
+
+
+def trace_slack(longest_ns: float | None) -> dt.timedelta:
+    """How far around a window to look for the other spans of its traces, given the longest span seen."""
+    if longest_ns is None or math.isnan(longest_ns):
+        return TRACE_SLACK
+    return min(TRACE_SLACK, max(TRACE_SLACK_MIN, dt.timedelta(microseconds=2 * float(longest_ns) / 1000)))
 MAX_GROUPS = 500
 
 
@@ -186,7 +195,7 @@ def latency_breakdown(
         base_where = f"1 = 1{_filters(service, operation)} AND {in_either(window, baseline)}"
         stats = logged_query(sql, store, f"""SELECT {ENTRY} AS entry, countIf({w}) AS n_w, countIf(NOT {w}) AS n_b,
             quantileIf(0.9)(Duration, {w}) AS p90_w, quantileIf(0.5)(Duration, {w}) AS p50_w,
-            avgIf(Duration, {w}) AS avg_w, avgIf(Duration, NOT {w}) AS avg_b
+            avgIf(Duration, {w}) AS avg_w, avgIf(Duration, NOT {w}) AS avg_b, max(Duration) AS max_d
             FROM otel_traces WHERE {base_where} GROUP BY entry ORDER BY entry DESC""").dicts()
         stat = next((s for s in stats if s["entry"] and s["n_w"]), None) or next((s for s in stats if s["n_w"]), None)
         if stat is None:
@@ -204,12 +213,15 @@ def latency_breakdown(
         picks = f"SELECT DISTINCT TraceId FROM otel_traces WHERE {base_where} AND {entry_cond} AND "
         slow_ids = f"{picks}{w} AND Duration >= {p90} ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES}"
         normal_ids = f"{picks}{normal_cond} ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES}"
-        span_range = (f"Timestamp >= {ch_time(baseline.start - TRACE_SLACK)} "
-                      f"AND Timestamp < {ch_time(window.end + TRACE_SLACK)}")
+        slack = trace_slack(stat["max_d"])
+        span_range = f"Timestamp >= {ch_time(baseline.start - slack)} AND Timestamp < {ch_time(window.end + slack)}"
         # Self time without a self-join: every span adds its duration under its own id and subtracts it
         # under its parent's id; per (trace, span id) the sum is duration minus the children's durations.
+        # One set of trace ids for the scan (two sets cost a second lookup per span); the second
+        # grouping set counts each cohort's traces in the same pass.
         result = logged_query(sql, store, f"""SELECT cohort, service, operation, count() AS spans,
-                sum(greatest(self_ns, 0)) AS self_ns
+                sum(greatest(self_ns, 0)) AS self_ns, uniqExact(TraceId) AS traces,
+                grouping(service, operation) = 0 AS per_operation
             FROM (SELECT TraceId, e.1 AS span, any(cohort) AS cohort, sum(e.2) AS self_ns,
                          anyIf(ServiceName, e.3 = 1) AS service, anyIf(SpanName, e.3 = 1) AS operation,
                          max(e.3) AS is_span
@@ -218,12 +230,11 @@ def latency_breakdown(
                                arrayJoin([(SpanId, toInt64(Duration), toUInt8(1)),
                                           (ParentSpanId, -toInt64(Duration), toUInt8(0))]) AS e
                         FROM otel_traces
-                        WHERE {span_range} AND (TraceId IN ({slow_ids}) OR TraceId IN ({normal_ids})))
+                        WHERE {span_range} AND TraceId IN ({slow_ids} UNION ALL {normal_ids}))
                   GROUP BY TraceId, span HAVING is_span = 1)
-            GROUP BY cohort, service, operation""").dicts()
-        counts = logged_query(sql, store, f"SELECT 'slow' AS cohort, count() AS traces FROM ({slow_ids}) "
-                                          f"UNION ALL SELECT 'normal', count() FROM ({normal_ids})").dicts()
-        n = {r["cohort"]: int(r["traces"]) for r in counts}
+            GROUP BY GROUPING SETS ((cohort, service, operation), (cohort))""").dicts()
+        n = {r["cohort"]: int(r["traces"]) for r in result if not r["per_operation"]}
+        result = [r for r in result if r["per_operation"]]
         n_slow, n_norm = n.get("slow", 0), n.get("normal", 0)
         agg: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
         for r in result:
@@ -283,6 +294,8 @@ MAX_VALUES_PER_KEY = 50
 # The spans compared against (not slow / not failing) are hash-sampled down to about this many; the
 # target spans are always all kept, so rare causes are not sampled away. Proportions stay unbiased.
 SAMPLE_OTHER_SPANS = 100_000
+# Per-operation slowness thresholds are inlined into the scan; beyond this many operations the rarest are left out.
+MAX_THRESHOLDS = 2000
 
 
 def attribute_comparison(
@@ -303,24 +316,36 @@ def attribute_comparison(
 
     def body(sql: list[str]) -> ToolResult:
         flt = _filters(service, operation)
-        count_sql = f"SELECT count() FROM otel_traces WHERE {window.sql_filter()}{flt}"
-        total = logged_query(sql, store, count_sql).scalar() or 0
-        modulus = max(1, math.ceil(total / SAMPLE_OTHER_SPANS))
-        sample = f"cityHash64(SpanId) % {modulus} = 0" if modulus > 1 else "1"
-        cols = "ServiceName, SpanName, SpanKind, StatusCode, SpanAttributes, ResourceAttributes"
+        notes: list[str] = []
         if target == "error":
-            source = (f"SELECT {cols}, {ERROR} AS hit FROM otel_traces "
-                      f"WHERE {window.sql_filter()}{flt} AND ({ERROR} OR {sample})")
+            hit = ERROR
+            total = logged_query(sql, store, f"SELECT count() FROM otel_traces WHERE {window.sql_filter()}{flt}"
+                                 ).scalar() or 0
         else:
+            # Thresholds first (one small row per operation), then one scan of the window: a join of the
+            # spans to their thresholds would read the attribute maps of every span before filtering.
             w = in_window(window)
-            s_cols = ", ".join(f"s.{c} AS {c}" for c in cols.split(", "))
-            source = f"""SELECT {s_cols}, s.Duration > t.threshold AS hit FROM otel_traces AS s
-                INNER JOIN (SELECT ServiceName, SpanName, if(countIf(NOT {w}) >= 20,
-                        quantileIf(0.95)(Duration, NOT {w}), quantileIf(0.9)(Duration, {w})) AS threshold
-                    FROM otel_traces WHERE {in_either(window, baseline)}{flt} GROUP BY ServiceName, SpanName) AS t
-                ON s.ServiceName = t.ServiceName AND s.SpanName = t.SpanName
-                WHERE {window.sql_filter('s.Timestamp')}{_filters(service, operation, 's.')}
-                  AND (s.Duration > t.threshold OR {sample.replace('SpanId', 's.SpanId')})"""
+            thresholds = logged_query(sql, store, f"""SELECT ServiceName, SpanName, if(countIf(NOT {w}) >= 20,
+                    quantileIf(0.95)(Duration, NOT {w}), quantileIf(0.9)(Duration, {w})) AS threshold,
+                    countIf({w}) AS spans
+                FROM otel_traces WHERE {in_either(window, baseline)}{flt}
+                GROUP BY ServiceName, SpanName HAVING spans > 0 ORDER BY spans DESC""").rows
+            total = sum(int(n) for *_, n in thresholds)
+            if len(thresholds) > MAX_THRESHOLDS:  # keeps the query text within ClickHouse's max_query_size
+                skipped = thresholds[MAX_THRESHOLDS:]
+                notes.append(f"{len(skipped)} least frequent operations ({sum(int(n) for *_, n in skipped)} spans) "
+                             "were not compared for slowness")
+                thresholds = thresholds[:MAX_THRESHOLDS]
+            keys = ", ".join(f"({literal(svc)}, {literal(op)})" for svc, op, *_ in thresholds)
+            limits = ", ".join(f"toUInt64({int(t)})" for _, _, t, _ in thresholds)
+            hit = (f"Duration > transform((ServiceName, SpanName), [{keys}], [{limits}], toUInt64(-1))"
+                   if thresholds else "0")
+        modulus = max(1, math.ceil(total / SAMPLE_OTHER_SPANS))
+        # Hashing columns the scan reads anyway (reading SpanId only to hash it cost ~10% of the query).
+        sample = f"cityHash64(Timestamp, Duration) % {modulus} = 0" if modulus > 1 else "1"
+        cols = "ServiceName, SpanName, SpanKind, StatusCode, SpanAttributes, ResourceAttributes"
+        source = (f"SELECT {cols}, {hit} AS hit FROM otel_traces "
+                  f"WHERE {window.sql_filter()}{flt} AND ({hit} OR {sample})")
         pairs = """arrayConcat(
                 [('', '*', '*'), ('span', 'service.name', toString(ServiceName)),
                  ('span', 'span.name', toString(SpanName)),
@@ -340,7 +365,7 @@ def attribute_comparison(
         if not totals or not totals["target"]:
             return ToolResult.build(name, args, sql, [], [], notes=[
                 f"no {label} spans{' of ' + service if service else ''} in {window.label()} "
-                f"({totals['rest'] if totals else 0} other spans): nothing to compare"])
+                f"({totals['rest'] if totals else 0} other spans): nothing to compare", *notes])
         t_all, r_all = int(totals["target"]), int(totals["rest"])
         rows = []
         for r in data:
@@ -364,7 +389,7 @@ def attribute_comparison(
             for r in rows[:8]
         ]
         return ToolResult.build(
-            name, args, sql, list(rows[0].keys()) if rows else [], rows, findings=findings,
+            name, args, sql, list(rows[0].keys()) if rows else [], rows, findings=findings, notes=notes,
             units={"target_pct": "%", "other_pct": "%", "diff_pct": "%", "lift": "x"},
             details={"target_spans": t_all, "other_spans": r_all, "sample_1_in": modulus},
             table_columns=["key", "value", "target_pct", "other_pct", "target_spans", "other_spans"],
