@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from anomaly.features import to_epoch
-from anomaly.scorer import ANOMALY_TABLE
+from anomaly.tables import ANOMALY_TABLE
 from store import Store
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
