@@ -29,6 +29,7 @@ from anomaly.topology import Topology, topology
 from store import Store
 
 # which anomaly kinds of a callee can explain which kinds of its caller
+SURGE = 2.0  # calls or messages at twice their usual rate are load a callee may not keep up with
 _EXPLAINS = {  # a callee that went silent ('traffic': crashed, unreachable) explains its callers' failures
     "latency": {"latency", "saturation", "change", "dependency", "traffic"},
     "errors": {"errors", "change", "dependency", "traffic"},
@@ -58,7 +59,6 @@ class _Service:
     best_op: dict | None = None
     self_time: float = 0.0
     cpu: float = 0.0  # weight of anomalies led by the service's own CPU
-    load_out: float = 0.0  # weight of anomalies led by more outgoing calls or messages
     unreachable: float = 0.0  # weight of callers' calls that failed without reaching it
     client_only: bool = True
 
@@ -85,9 +85,6 @@ def _summarise(anomalies: list[dict]) -> dict[str, _Service]:
             s.self_time += weight
         elif top == "cpu":
             s.cpu += weight
-        elif (top == "calls_per_request" or (top == "requests" and a.get("span_kind") == "client")) and (
-                first.get("z") or 0) > 0:
-            s.load_out += weight
         if s.best is None or a["score"] > s.best["score"]:
             s.best = a
         if a["operation"] and a.get("span_kind") != "client" and (s.best_op is None or a["score"] > s.best_op["score"]):
@@ -143,13 +140,14 @@ def rank_root_causes(
     downstream = topo.downstream()
     upstream = topo.upstream()
 
-    def drives(s: _Service) -> bool:  # its outgoing load surged: it pushes its callees, not the reverse
-        return s.load_out >= 0.3 * max(s.strength, 1e-9)
+    def drives(s: _Service, d: str) -> bool:  # its calls/messages to d surged: it pushes d, not the reverse
+        return topo.load_ratio(s.name, d) >= SURGE
 
     def noisy(s: _Service) -> bool:  # CPU is what it is anomalous about
         return s.cpu >= 0.3 * max(s.strength, 1e-9)
 
     candidates: list[RootCauseCandidate] = []
+    causes_of: dict[str, list[str]] = {}
     for s in services.values():
         if s.strength <= 0:
             continue
@@ -159,7 +157,7 @@ def rank_root_causes(
             if d in services and d != s.name and services[d].strength > 0
             and services[d].kind in _EXPLAINS.get(s.kind, set())
             and services[d].strength >= 0.3 * s.strength
-            and not (drives(s) and services[d].kind in ("latency", "saturation", "traffic"))
+            and not (drives(s, d) and services[d].kind in ("latency", "saturation", "traffic"))
         ]
         own = s.self_time >= 0.5 * s.strength or (noisy(s) and not s.unreachable)
         if explained_by and not own:
@@ -169,8 +167,8 @@ def rank_root_causes(
                            f"{', '.join(explained_by)} is also anomalous")
         elif downstream.get(s.name):
             reasons.append("its downstream calls do not explain it")
-        pushed_by = [] if own else [
-            u for u in sorted(upstream.get(s.name, ())) if u in services and u != s.name and drives(services[u])
+        pushed_by = [] if noisy(s) else [  # load makes its own time grow: self time does not acquit it
+            u for u in sorted(upstream.get(s.name, ())) if u in services and u != s.name and drives(services[u], s.name)
             and s.kind in ("latency", "saturation", "traffic", "dependency")
         ]
         if pushed_by:
@@ -183,9 +181,11 @@ def rank_root_causes(
         if starved_by:
             reasons.append(f"shares a node with {', '.join(starved_by)}, whose CPU is anomalous")
         explains = [x.name for x in services.values() if x is not s and (
-            (noisy(s) and x.name in topo.neighbours(s.name)) or (drives(s) and x.name in downstream.get(s.name, set())
-                                                                | {c for p, c in topo.messages if p == s.name}))]
+            (noisy(s) and x.name in topo.neighbours(s.name)) or drives(s, x.name))]
+        pushes = any(drives(s, x) for x in services if x != s.name)
         symptom = (explained_by and not own) or pushed_by or starved_by
+        if symptom:
+            causes_of[s.name] = (explained_by if not own else []) + pushed_by + starved_by
         penalty = 0.2 if symptom else 1.0
         # a service with no anomalous callee, or whose own time grew, is likelier the origin
         leaf_bonus = 1.2 if not any(d in services for d in downstream.get(s.name, ())) else 1.0
@@ -197,9 +197,16 @@ def rank_root_causes(
         if reasons:
             reason += "; " + "; ".join(reasons)
         op = s.best_op["operation"] if s.best_op else (best.get("operation") or None)
-        kind = "saturation" if (noisy(s) or drives(s)) and not symptom and not s.unreachable else s.kind
+        kind = "saturation" if (noisy(s) or pushes) and not symptom and not s.unreachable else s.kind
         candidates.append(RootCauseCandidate(service=s.name, operation=op or None, kind=kind, score=raw,
                                              reason=reason))
+    # a symptom ranks below what explains it, however loud it is (a flooded consumer's latency dwarfs the
+    # producer's extra messages): cap it under its explanation's score, following chains a few steps
+    by_name = {c.service: c for c in candidates}
+    for _ in range(3):
+        for name, explainers in causes_of.items():
+            cap = max((by_name[e].score for e in explainers if e in by_name), default=math.inf)
+            by_name[name].score = min(by_name[name].score, 0.9 * cap)
     top = max((c.score for c in candidates), default=1.0) or 1.0
     for c in candidates:
         c.score = round(c.score / top, 3) if math.isfinite(c.score) else 0.0

@@ -32,6 +32,15 @@ class Topology:
     nodes: dict[str, set[str]] = field(default_factory=dict)  # service → nodes/hosts it runs on
     # (caller, client operation) → (peer service, calls in range, failed calls without a child span)
     unreached: dict[tuple[str, str], tuple[str, int, int]] = field(default_factory=dict)
+    # caller → callee (service, peer or destination): call rate in the range / rate in the lookback before
+    surge: dict[tuple[str, str], float] = field(default_factory=dict)
+    destinations: dict[tuple[str, str], str] = field(default_factory=dict)  # (producer, consumer) → destination
+
+    def load_ratio(self, caller: str, callee: str) -> float:
+        """How much the caller's calls or messages to `callee` grew against the lookback (1 = unchanged)."""
+        direct = self.surge.get((caller, callee), 0.0)
+        dest = self.destinations.get((caller, callee))
+        return max(direct, self.surge.get((caller, dest), 0.0) if dest else 0.0)
 
     def downstream(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = defaultdict(set)
@@ -55,7 +64,7 @@ def messaging_sql(start: float, end: float, lookback: float) -> str:
     """Producer → consumer services: consumer spans linked to producer spans, plus producers and consumers
     of the same messaging destination (instrumentations that do not link)."""
     return f"""
-SELECT p.svc, c.svc, count() AS n
+SELECT p.svc, c.svc, '' AS dest, count() AS n
 FROM (
     SELECT ServiceName AS svc, l_tid, l_sid
     FROM otel_traces ARRAY JOIN Links.TraceId AS l_tid, Links.SpanId AS l_sid
@@ -68,7 +77,7 @@ INNER JOIN (
 WHERE p.svc != c.svc
 GROUP BY p.svc, c.svc
 UNION ALL
-SELECT p.svc, c.svc, p.n
+SELECT p.svc, c.svc, p.dest, p.n
 FROM (
     SELECT ServiceName AS svc, SpanAttributes['messaging.destination.name'] AS dest, count() AS n
     FROM otel_traces WHERE {_bounds(start, end)} AND SpanKind = 'Producer' AND dest != ''
@@ -130,9 +139,17 @@ def topology(store: Store, start: object, end: object, lookback: float = 900.0) 
     for _window, svc, callee, n in _safe_query(store, calls_sql(s, e, w), "call graph"):
         if svc != callee:
             calls[(str(svc), str(callee))] += int(n)
+    before: dict[tuple[str, str], int] = defaultdict(int)
+    for _window, svc, callee, n in _safe_query(store, calls_sql(s - lookback, s, int(lookback) + 1), "call rates"):
+        before[(str(svc), str(callee))] += int(n)
+    for edge, n in calls.items():
+        if n >= 10:  # a handful of calls is no surge
+            topo.surge[edge] = (n / max(e - s, 1.0)) / max(before.get(edge, 0) / lookback, 1.0 / lookback)
     messages: dict[tuple[str, str], int] = defaultdict(int)
-    for producer, consumer, n in _safe_query(store, messaging_sql(s, e, lookback), "message flows"):
+    for producer, consumer, dest, n in _safe_query(store, messaging_sql(s, e, lookback), "message flows"):
         messages[(str(producer), str(consumer))] += int(n)
+        if dest:
+            topo.destinations[(str(producer), str(consumer))] = str(dest)
     # a producer's span names its destination (a topic), not its consumers: the topic is not a service
     topo.messages = dict(messages)
     topo.calls = dict(calls)

@@ -88,7 +88,7 @@ NODES = {"web": "node-a", "orders": "node-b", "pricing": "node-c", "billing": "n
 def topology_telemetry(start: float, windows: int, per_window: int = 20, seed: int = 0, window_seconds: int = 30,
                        fault: str | None = None, fault_from: int = 0, fault_to: int = 0
                        ) -> tuple[list[tuple], list[tuple]]:
-    """(spans, gauges) of web → orders (publishes to topic 'orders', consumed by billing through span links)
+    """(spans, gauges) of web → orders (publishes to topic 'order-events', consumed by billing through span links)
     and web → pricing, with services placed on nodes (`k8s.node.name`) and a CPU gauge per service.
 
     fault='flood': orders publishes 10 messages per order instead of 1, so billing falls behind (slow);
@@ -125,12 +125,12 @@ def topology_telemetry(start: float, windows: int, per_window: int = 20, seed: i
             for _m in range(messages):
                 pub = _id(rng, 8)
                 spans.append(span(t, tid, pub, orders, "orders publish", "Producer", "orders", 0.0005,
-                                  {"messaging.destination.name": "orders", "server.address": "kafka"}))
+                                  {"messaging.destination.name": "order-events", "server.address": "kafka"}))
                 work = rng.lognormvariate(-3.5, 0.2) * starved
                 if faulty and fault == "flood":
                     work += rng.uniform(0.4, 1.2)  # queued behind the flood
                 spans.append(span(t + 0.01, _id(rng, 16), _id(rng, 8), "", "orders process", "Consumer", "billing",
-                                  work, {"messaging.destination.name": "orders"}, link=(tid, pub)))
+                                  work, {"messaging.destination.name": "order-events"}, link=(tid, pub)))
         if w % 3 == 0:  # a daily batch job, a few spans
             spans.append(span(start + w * window_seconds + 1, _id(rng, 16), _id(rng, 8), "", "POST /report", "Server",
                               "reports", rng.lognormvariate(-3.0, 0.2)))
