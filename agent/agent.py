@@ -34,7 +34,8 @@ from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
 from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
 from agent.models import AgentError, ModelUnavailable, resolve_model
 from agent.question import match_services, parse_question
-from agent.streaming import EventRelay, OnEvent
+from agent.streaming import EventRelay, OnEvent, tools_only
+from agent.summary import summarize, summary_spec
 from otel_ai.settings import Settings, load_settings
 from store import Store
 
@@ -436,6 +437,7 @@ async def ask(
     timings: dict[str, float] = {}
     try:
         resolved = resolve_model(settings, "planner", override=model)
+        writer_spec = summary_spec(settings, resolved.label)
         t = time.perf_counter()
         names, discovery = await asyncio.to_thread(discover, store)
         timings["discover"] = time.perf_counter() - t
@@ -459,7 +461,8 @@ async def ask(
             result = await agent.run(
                 question, deps=deps, model=resolved.model, message_history=history or None,
                 usage_limits=UsageLimits(request_limit=25, tool_calls_limit=40),
-                event_stream_handler=EventRelay(on_event) if on_event is not None else None,
+                event_stream_handler=EventRelay(tools_only(on_event) if writer_spec else on_event)
+                if on_event is not None else None,
             )
         except FallbackExceptionGroup as exc:
             reasons = "; ".join(f"{type(e).__name__}: {e}" for e in exc.exceptions)
@@ -484,12 +487,9 @@ async def ask(
         charts = build_charts(deps, limit=3 if "chart" in parsed.intents else 2)
         timings["charts"] = time.perf_counter() - t
         label = _model_label(resolved.label, result.response.model_name)
-        answer_text = finding.answer
-        if resolved.notes:
-            answer_text += "\n\n_" + "; ".join(resolved.notes) + "_"
         usage = result.usage
         answer = Answer(
-            answer=answer_text,
+            answer=finding.answer,
             root_causes=sorted(finding.root_causes, key=lambda r: -r.confidence),
             evidence=[
                 Evidence(tool=c.tool, args=c.args, sql=c.result.sql, summary=c.result.summary, ok=c.result.ok,
@@ -501,10 +501,28 @@ async def ask(
                     for c in deps.results("trace_waterfall") if c.result.ok],
             follow_ups=finding.follow_ups,
             model=label,
+            models={"planner": label},
             usage={"requests": usage.requests, "tool_calls": usage.tool_calls,
                    "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
                    "total_tokens": usage.input_tokens + usage.output_tokens},
         )
+        notes = list(resolved.notes)
+        if writer_spec:
+            t = time.perf_counter()
+            written = await summarize(question, answer, role, writer_spec, settings, on_event)
+            timings["summary"] = time.perf_counter() - t
+            answer.answer = written.text
+            if written.note:
+                notes.append(written.note)
+            else:
+                answer.models["summary"] = written.model
+                if written.model != "builtin":  # `builtin` in a summary chain is the draft itself
+                    answer.model = f"{label} + {written.model} (summary)"
+                answer.usage["input_tokens"] += written.input_tokens
+                answer.usage["output_tokens"] += written.output_tokens
+                answer.usage["total_tokens"] += written.input_tokens + written.output_tokens
+        if notes:
+            answer.answer += "\n\n_" + "; ".join(notes) + "_"
         if conversation is not None:
             conversation.messages = trim_history(list(result.all_messages()))
             conversation.context = turn_context(deps, answer)

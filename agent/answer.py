@@ -54,6 +54,9 @@ class Answer(BaseModel):
     traces: list[dict[str, Any]] = Field(default_factory=list)
     follow_ups: list[str] = Field(default_factory=list)
     model: str = ""
+    models: dict[str, str] = Field(
+        default_factory=dict, description="the model per role that took part: planner, and summary when configured"
+    )
     timings: dict[str, float] = Field(default_factory=dict)
     usage: dict[str, int] = Field(default_factory=dict)
 

@@ -194,3 +194,13 @@ def builtin_streaming_model() -> FunctionModel:
     from agent.analyst import MODEL_NAME, analyst_step
 
     return FunctionModel(analyst_step, stream_function=stream_builtin, model_name=MODEL_NAME)
+
+
+def tools_only(on_event: OnEvent) -> OnEvent:
+    """`on_event` without the answer text: for a planner run whose answer another model rewrites."""
+
+    async def relay(event: AgentEvent) -> None:
+        if not isinstance(event, AnswerDelta):
+            await on_event(event)
+
+    return relay
