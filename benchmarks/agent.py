@@ -37,6 +37,7 @@ from store.migrations import migrate  # noqa: E402
 
 SPANS_PER_TRACE = 6
 DATABASE = "bench_agent"
+QUESTION = "why is checkout slow?"
 # pos: 0 frontend server, 1 checkout server, 2 checkout client -> payment, 3 payment server,
 #      4 cart server, 5 checkout database client (2, 4 and 5 are children of checkout's server span)
 GENERATE = """
@@ -109,7 +110,7 @@ def main() -> int:
               f"python {platform.python_version()}")
         print(f"stored {stored:,} spans over {args.hours:g} h in {gen_s:.1f} s (generation, not timed below)")
 
-        question = "why is checkout slow?"
+        question = QUESTION
         runs = []
         cpus: list[float] = []
         for i in range(args.repeat + 1):
@@ -137,8 +138,8 @@ def main() -> int:
         print("\nanswer:\n" + runs[0][1].answer)
         store.close()  # one process per data directory: the CLI and serve below open it themselves
         if not args.no_cli:
-            ok = cli_runs(data, question, args.repeat)
-            ok = server_runs(data, question, args.repeat) and ok
+            ok = cli_runs(data, args.repeat)
+            ok = server_runs(data, args.repeat) and ok
             if not ok:
                 return 1
         return 0
@@ -156,23 +157,35 @@ def _names_payment(output: str) -> bool:
     return bool(causes) and causes[0]["service"] == "payment"
 
 
-def cli_runs(data: Path, question: str, repeat: int) -> bool:
-    """`otel-ai ask --data DIR`: a fresh process each time (imports, opening the store, the diagnosis)."""
+def timed_asks(args: list[str], repeat: int, warm_up: bool = False) -> list[float] | None:
+    """Wall seconds of `otel-ai ask ... --json` runs that name payment (None when one fails or does not)."""
     walls = []
-    for _ in range(repeat):
+    for i in range(repeat + int(warm_up)):
         t0 = time.perf_counter()
-        out = subprocess.run([*CLI, "ask", question, "--json", "--data", str(data), "--database", DATABASE],
-                             capture_output=True, text=True, timeout=300)
-        walls.append(time.perf_counter() - t0)
+        out = subprocess.run([*CLI, "ask", QUESTION, "--json", *args], capture_output=True, text=True, timeout=300)
+        if i or not warm_up:
+            walls.append(time.perf_counter() - t0)
         if out.returncode or not _names_payment(out.stdout):
-            print(f"ERROR: otel-ai ask failed or did not name payment: {out.stderr[-2000:]}", file=sys.stderr)
-            return False
-    print(f"\n`otel-ai ask` as a new process on the embedded store: {', '.join(f'{w:.2f}' for w in walls)} s "
-          f"(median {statistics.median(walls):.2f} s; load {os.getloadavg()[0]:.2f})")
-    return True
+            print(f"ERROR: otel-ai ask {' '.join(args)} failed or did not name payment: {out.stderr[-2000:]}",
+                  file=sys.stderr)
+            return None
+    return walls
 
 
-def server_runs(data: Path, question: str, repeat: int) -> bool:
+def _report(label: str, walls: list[float]) -> None:
+    print(f"{label}: {', '.join(f'{w:.2f}' for w in walls)} s (median {statistics.median(walls):.2f} s; "
+          f"load {os.getloadavg()[0]:.2f})")
+
+
+def cli_runs(data: Path, repeat: int) -> bool:
+    """`otel-ai ask --data DIR`: a fresh process each time (imports, opening the store, the diagnosis)."""
+    walls = timed_asks(["--data", str(data), "--database", DATABASE], repeat)
+    if walls:
+        _report("\n`otel-ai ask` as a new process on the embedded store", walls)
+    return walls is not None
+
+
+def server_runs(data: Path, repeat: int) -> bool:
     """`otel-ai ask --server URL` against a running `serve` holding the data (scorer off): what a user of
     a running deployment waits for, from the command to the printed answer."""
     with socket.socket() as sock:
@@ -196,19 +209,10 @@ def server_runs(data: Path, question: str, repeat: int) -> bool:
         else:
             print(f"ERROR: serve did not start, see {log}", file=sys.stderr)
             return False
-        walls = []
-        for i in range(repeat + 1):  # the first ask warms the server (imports on first use)
-            t0 = time.perf_counter()
-            out = subprocess.run([*CLI, "ask", question, "--json", "--server", url],
-                                 capture_output=True, text=True, timeout=300)
-            if i:
-                walls.append(time.perf_counter() - t0)
-            if out.returncode or not _names_payment(out.stdout):
-                print(f"ERROR: ask --server failed or did not name payment: {out.stderr[-2000:]}", file=sys.stderr)
-                return False
-        print(f"`otel-ai ask --server` against a running serve: {', '.join(f'{w:.2f}' for w in walls)} s "
-              f"(median {statistics.median(walls):.2f} s; load {os.getloadavg()[0]:.2f})")
-        return True
+        walls = timed_asks(["--server", url], repeat, warm_up=True)  # the first ask warms the server
+        if walls:
+            _report("`otel-ai ask --server` against a running serve", walls)
+        return walls is not None
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=60)
