@@ -12,84 +12,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.fixtures.browser import ChatPage, cli
 from tests.fixtures.server import ServerProcess, make_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ANSWER_TIMEOUT_MS = 180_000
 CLI_TIMEOUT = 120
-
-
-class ChatPage:
-    """One browser context on the chat: send messages, wait for replies, screenshot, record requests."""
-
-    def __init__(self, browser: Any, server: ServerProcess, artifacts: Path, name: str) -> None:  # noqa: ANN401
-        self.base = server.http_url
-        self.artifacts = artifacts
-        self.name = name
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        self.requests: list[str] = []
-        self.page = self.context.new_page()
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.set_default_timeout(30_000)
-
-    def open(self, path: str = "/") -> ChatPage:
-        self.page.goto(self.base + path)
-        self.ready()
-        return self
-
-    def ready(self) -> None:
-        """Wait for the session: the settings button appears once on_chat_start has sent the chat settings."""
-        self.page.locator("#chat-input").wait_for()
-        self.page.locator("#chat-settings-open-modal").wait_for()
-
-    def assistant_messages(self) -> Any:  # noqa: ANN401
-        return self.page.locator('[data-step-type="assistant_message"]')
-
-    def send(self, text: str) -> None:
-        """Type and submit `text`; the composer ignores submits until its socket is connected, so retry."""
-        before = self.assistant_messages().count()
-        sent = self.page.locator('[data-step-type="user_message"]').count()
-        deadline = time.monotonic() + 60
-        while self.page.locator('[data-step-type="user_message"]').count() == sent:
-            assert time.monotonic() < deadline, f"the chat did not take the message {text!r}"
-            if not self.page.locator("#chat-input").input_value():
-                self.page.locator("#chat-input").fill(text)
-            if self.page.locator("#chat-submit").is_enabled():
-                self.page.locator("#chat-submit").click()
-            self.page.wait_for_timeout(2000)
-        self.wait_reply(before)
-
-    def wait_reply(self, before: int) -> Any:  # noqa: ANN401
-        """Wait until a new assistant message exists and the run is over (the stop button is gone)."""
-        self.page.wait_for_function(
-            "n => document.querySelectorAll('[data-step-type=\"assistant_message\"]').length > n",
-            arg=before, timeout=ANSWER_TIMEOUT_MS)
-        self.page.locator("#stop-button").wait_for(state="detached", timeout=ANSWER_TIMEOUT_MS)
-        return self.assistant_messages().last
-
-    def shot(self, label: str) -> Path:
-        path = self.artifacts / f"{self.name}-{label}.png"
-        self.page.screenshot(path=str(path))
-        return path
-
-    def external_requests(self) -> list[str]:
-        own = (self.base + "/", "ws://127.0.0.1:", "data:", "blob:", "about:")
-        return [u for u in self.requests if not u.startswith(own) and u != self.base]
-
-    def close(self) -> None:
-        self.context.close()
-
-
-def _cli(server: ServerProcess, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "otel_ai", *args], capture_output=True, text=True,
-                          timeout=timeout, env=server.env)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +31,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProce
     (root / "data").mkdir()
     server = make_server(root / "data", root / "serve.log").start()
     try:
-        sim = _cli(server, "sim", "--scenario", "paymentSlow", "--endpoint", f"http://{server.otlp_grpc_endpoint}",
+        sim = cli(server, "sim", "--scenario", "paymentSlow", "--endpoint", f"http://{server.otlp_grpc_endpoint}",
                    "--history", "40m", "--live", "0", "--seed", "1", "--rate", "2.5", "--quiet", timeout=600)
         assert sim.returncode == 0, sim.stderr[-2000:]
         truth = json.loads(sim.stdout)["ground_truth"]

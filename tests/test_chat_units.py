@@ -128,3 +128,17 @@ def test_runtime_directory_has_config_assets_and_our_wording():
         assert texts["auth"]["login"]["errors"]["credentialsSignin"] == "Wrong user name or password"
     finally:
         shutil.rmtree(root)
+
+
+def test_dashboard_plan_notes_name_the_model_and_escape_dropped_panels():
+    from agent.dashboard_planner import DroppedPanel, Panel, PlannedDashboard
+    from chat.web.render import plan_markdown, plan_notes_markdown
+
+    planned = PlannedDashboard(service="shop", panels=[Panel(title="shop: RED", why="rate")], model="openai:m",
+                               dropped=[DroppedPanel(title="[click](http://evil)", reason="SQL refused: no")],
+                               notes=["model x failed"])
+    notes = plan_notes_markdown(planned)
+    assert notes.startswith("Panels chosen by `openai:m`.")
+    assert "Dropped panel **\\[click\\]\\(http://evil\\)**: SQL refused: no" in notes
+    assert "[click](" not in notes and "_model x failed_" in notes
+    assert "- **shop: RED** (rate)" in plan_markdown(planned)

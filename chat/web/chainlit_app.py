@@ -15,8 +15,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import chainlit as cl
 from chainlit.input_widget import Select
+from chainlit.utils import utc_now
 
-from agent import AgentError, Answer, Conversation, ask
+from agent import AgentError, Answer, Conversation, Evidence, ask
+from agent.dashboard_planner import PlannedDashboard
+from agent.streaming import AgentEvent, AnswerDelta, ToolFinished, ToolStarted
 from chat import dashboards
 from chat.web import render, runtime
 from tools.result import ToolResult
@@ -191,37 +194,80 @@ def plotly(fig: Any, name: str) -> cl.Plotly:  # noqa: ANN401
     return cl.Plotly(name=name, figure=fig, display="inline", size="large")
 
 
+class LiveRun:
+    """One answer as it happens: a step per tool call the moment the agent starts it (SQL, result table
+    and chart filled in when it ends) and the answer text streamed into its message as produced."""
+
+    def __init__(self, run: cl.Step) -> None:
+        self.run = run
+        self.steps: dict[str, cl.Step] = {}
+        self.message: cl.Message | None = None
+
+    async def __call__(self, event: AgentEvent) -> None:
+        if isinstance(event, ToolStarted):
+            sql_only = set(event.args) <= {"sql"}  # the query itself is shown when it ends, highlighted
+            step = cl.Step(name=event.tool, type="tool", parent_id=self.run.id, default_open=False,
+                           show_input=False if sql_only else "json")
+            step.input = "" if sql_only else json.dumps(event.args, default=str, indent=1)
+            step.start = utc_now()  # "Using <tool>" until it ends
+            self.steps[event.call_id] = step
+            await step.send()
+        elif isinstance(event, ToolFinished):
+            step = self.steps.pop(event.call_id, None)
+            if step is None:
+                return
+            await finish_tool_step(step, event.evidence)
+        elif isinstance(event, AnswerDelta):
+            if self.message is None:
+                self.message = cl.Message(content="")
+            await self.message.stream_token(event.text)
+
+
+async def finish_tool_step(step: cl.Step, evidence: Evidence) -> None:
+    """A tool step's result: its SQL highlighted, what it found, the first rows as a table and a chart."""
+    step.output = render.evidence_markdown(evidence.sql, evidence.summary, evidence.error)
+    if evidence.ok and evidence.rows:
+        columns = list(evidence.rows[0])
+        step.output += "\n\n" + render.markdown_table(columns, evidence.rows, max_rows=10)
+        result = ToolResult(name=evidence.tool, args=evidence.args, sql=evidence.sql, columns=columns,
+                            rows=evidence.rows)
+        fig = await asyncio.to_thread(render.chart_or_none, result)
+        if fig is not None:
+            step.elements = [cl.Plotly(name=f"{evidence.tool} chart", figure=fig, display="inline", size="medium",
+                                       for_id=step.id)]
+    step.is_error = not evidence.ok
+    step.end = utc_now()
+    await step.update()
+
+
 async def answer_question(question: str) -> None:
-    """Ask the agent, then show each tool call as a step, the charts, traces and the answer."""
+    """Ask the agent; each tool call shows up as a step while it runs, the answer streams in, then the
+    charts, exemplar traces, ranked root causes and follow-ups complete the message."""
     p = prefs()
     conversation: Conversation = cl.user_session.get("conversation") or Conversation(
         id=cl.context.session.thread_id)
     started = time.perf_counter()
-    async with cl.Step(name="Investigating", type="run", default_open=False, show_input=False) as run:
+    async with cl.Step(name="Investigating", type="run", default_open=True, auto_collapse=True,
+                       show_input=False) as run:
+        live = LiveRun(run)
         try:
             answer: Answer = await ask(
                 question, store=RT.store, settings=SETTINGS, conversation=conversation,
                 since=None if p.get("since") in (None, "auto") else p["since"], model=p.get("model"),
-                role=p.get("role") or "sre",
+                role=p.get("role") or "sre", on_event=live,
             )
         except AgentError as exc:
             run.output = f"failed: {exc}"
             run.is_error = True
-            await cl.Message(content=f"**Could not answer:** {exc}").send()
+            await fail_message(live.message, f"**Could not answer:** {exc}")
             return
         except Exception as exc:
             run.output = f"failed: {type(exc).__name__}: {exc}"
             run.is_error = True
+            await fail_message(live.message, None)
             raise
         run.output = (f"{len(answer.evidence)} tool calls, {time.perf_counter() - started:.1f} s, "
                       f"model `{answer.model}`")
-        for evidence in answer.evidence:
-            sql_only = set(evidence.args) <= {"sql"}  # the query itself is shown below, highlighted
-            async with cl.Step(name=evidence.tool, type="tool", show_input=False if sql_only else "json",
-                               default_open=False) as step:
-                step.input = "" if sql_only else json.dumps(evidence.args, default=str, indent=1)
-                step.output = render.evidence_markdown(evidence.sql, evidence.summary, evidence.error)
-                step.is_error = not evidence.ok
     cl.user_session.set("conversation", conversation)
     await RT.data_layer().save_conversation(cl.context.session.thread_id, conversation.to_json())
 
@@ -232,14 +278,25 @@ async def answer_question(question: str) -> None:
     actions = [cl.Action(name="follow_up", payload={"question": q}, label=q) for q in answer.follow_ups[:4]]
     metadata = {"kind": "answer", "question": question, "settings": p,
                 "answer": answer.model_dump(mode="json", exclude={"charts", "traces"})}
-    msg = cl.Message(content="", elements=elements, actions=actions, metadata=metadata)
     body = answer.answer
     if table := render.root_causes_markdown(answer.root_causes):
         body += "\n\n" + table
-    for chunk in _chunks(body):
-        await msg.stream_token(chunk)
-        await asyncio.sleep(0)
+    msg = live.message or cl.Message(content="")
+    if not live.message:  # a model that gave no text through the stream: the answer still streams here
+        for chunk in _chunks(body):
+            await msg.stream_token(chunk)
+    # the streamed text was the model's; the final message is the whole answer with its evidence
+    msg.content, msg.elements, msg.actions, msg.metadata = body, elements, actions, metadata
     await msg.send()
+
+
+async def fail_message(streamed: cl.Message | None, text: str | None) -> None:
+    """End a streamed partial answer (it is not the answer) and say why, if there is a reason to show."""
+    if streamed is not None:
+        streamed.content = (streamed.content + "\n\n_(interrupted)_").strip()
+        await streamed.send()
+    if text:
+        await cl.Message(content=text).send()
 
 
 def _chunks(text: str, size: int = 24) -> list[str]:
@@ -283,6 +340,7 @@ async def sql_console(sql: str) -> None:
 
 async def dashboard_command(request: dashboards.DashboardRequest) -> None:
     store = RT.store
+    planned: PlannedDashboard | None = None
     try:
         if request.action == "list":
             await list_dashboards()
@@ -302,17 +360,16 @@ async def dashboard_command(request: dashboards.DashboardRequest) -> None:
             user = cl.user_session.get("user")
             async with cl.Step(name="plan dashboard", type="tool", default_open=False) as step:
                 step.input = request.target
-                board = await asyncio.to_thread(
-                    dashboards.plan_dashboard, store, request.target, request.name,
-                    created_by=user.identifier if user else "")
+                board, planned = await dashboards.build_dashboard(
+                    store, request.target, SETTINGS, request.name, created_by=user.identifier if user else "")
                 board = await asyncio.to_thread(dashboards.save_dashboard, store, board)
-                step.output = "\n".join(f"- **{p.title}** ({p.why})" for p in board.panels)
-        await render_dashboard(board)
+                step.output = render.plan_markdown(planned)
+        await render_dashboard(board, planned)
     except dashboards.DashboardError as exc:
         await cl.Message(content=f"**Cannot build that dashboard:** {exc}").send()
 
 
-async def render_dashboard(board: dashboards.Dashboard) -> None:
+async def render_dashboard(board: dashboards.Dashboard, planned: PlannedDashboard | None = None) -> None:
     window, results = await asyncio.to_thread(dashboards.run_dashboard, RT.store, board)
     elements: list[cl.Element] = []
     tables: list[str] = []
@@ -330,8 +387,12 @@ async def render_dashboard(board: dashboards.Dashboard) -> None:
         elif pr.result.ok:
             tables.append(f"**{pr.panel.title}**\n\n" + render.markdown_table(pr.result.columns, pr.result.rows,
                                                                                max_rows=10))
+        elif not pr.result.ok:
+            tables.append(f"**{pr.panel.title}** did not run: {render.cell(pr.result.error, 300)}")
     body = (f"### Dashboard: {board.name}\nService **{board.service}**, {window.label()}, "
             f"{len(board.panels)} panels, saved — `/dashboard open {board.name}` re-runs it on fresh data.")
+    if planned is not None:
+        body += "\n\n" + render.plan_notes_markdown(planned)
     if tables:
         body += "\n\n" + "\n\n".join(tables)
     await cl.Message(content=body, elements=elements).send()

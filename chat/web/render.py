@@ -7,6 +7,7 @@ table cells are escaped for markdown, so a span name cannot inject links, HTML o
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -145,3 +146,32 @@ def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | 
     )
     fig.update_yaxes(autorange="reversed", automargin=True)
     return fig
+
+
+def chart_or_none(result: Any, title: str | None = None) -> go.Figure | None:  # noqa: ANN401
+    """`tools.charts.chart_for`, but a chart is a nicety: a failure to draw one never fails the reply."""
+    from tools.charts import chart_for
+
+    try:
+        return chart_for(result, title=title)
+    except Exception:
+        logging.getLogger("otel_ai.chat").exception("chart for %s failed", getattr(result, "name", "?"))
+        return None
+
+
+def plan_markdown(planned: Any) -> str:  # noqa: ANN401 - agent.dashboard_planner.PlannedDashboard
+    """The planner's step: which model planned, each panel with why, and what was dropped."""
+    lines = [f"Planned by `{planned.model}`:"]
+    lines += [f"- **{cell(p.title, 120)}** ({cell(p.why, 200)})" for p in planned.panels]
+    if note := plan_notes_markdown(planned):
+        lines += ["", note]
+    return "\n".join(lines)
+
+
+def plan_notes_markdown(planned: Any) -> str:  # noqa: ANN401
+    """Who planned the dashboard, panels dropped with the reason, fallbacks: shown under the dashboard."""
+    lines = [f"Panels chosen by `{planned.model}`."]
+    for d in planned.dropped:
+        lines.append(f"- Dropped panel **{cell(d.title, 120)}**: {cell(d.reason, 300)}")
+    lines += [f"- _{cell(n, 400)}_" for n in planned.notes]
+    return "\n".join(lines)
