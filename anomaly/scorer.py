@@ -67,7 +67,8 @@ class AnomalyConfig(BaseSettings):
     drift_sustain_windows: int = 60  # a shift lasting this long is a change, not an incident (30 min at 30 s)
     drift_confirm_windows: int = 60  # then this long at the new level makes it the new normal
     silent_min_requests: float = 5.0  # entities normally this busy per window are expected in every window
-    immediate_score: float = 2.0  # below this, an entity must be anomalous two windows running to alert
+    immediate_score: float = 2.0  # below this, an entity must be anomalous in two windows close together to alert
+    recent_windows: int = 3  # "close together": the earlier anomalous window at most this many windows before
     grace_seconds: float = 10.0  # a window is closed this long after its end (late spans)
     max_catchup_windows: int = 20
     template_lookback_seconds: float = 3600.0
@@ -323,8 +324,9 @@ class Scorer:
                 # a lone marginal window is noise (long tails), so is one silent window of a quiet entity:
                 # alert when it persists or is strong
                 silent = table.values[r, 0] == 0 and np.isnan(table.values[r, 1])  # no span at all
+                recent = previous is not None and 0 < ws - previous <= self.config.recent_windows * table.window_seconds
                 if (decision.action == "alert" and (score < self.config.immediate_score or silent)
-                        and previous != ws - table.window_seconds):
+                        and not recent):
                     continue
             if decision.action == "suppress" or (decision.action == "alert" and not anomalous):
                 continue
