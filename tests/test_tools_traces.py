@@ -146,6 +146,21 @@ def test_attribute_comparison_slow_points_at_the_version(tstore: Store, traces: 
     assert v2["value"] == "v2" and v2["target_pct"] == pytest.approx(100.0)
 
 
+def test_attribute_comparison_leaves_out_the_rarest_operations_beyond_the_cap(
+    tstore: Store, traces: list[list[Span]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tools.traces
+
+    # 4 operations with 60 spans each in the window: ties go alphabetically, so inventory/reserve is left out
+    monkeypatch.setattr(tools.traces, "MAX_THRESHOLDS", 3)
+    result = attribute_comparison(tstore, WINDOW, target="slow")
+    assert result.ok, result.error
+    assert "1 least frequent operations" in result.summary and "not compared for slowness" in result.summary
+    top = result.rows[0]
+    slow_charges = [t[2] for t in traces if in_window(t[2], WINDOW) and t[2].attributes["app.version"] == "v2"]
+    assert (top["key"], top["value"], top["target_spans"]) == ("app.version", "v2", len(slow_charges))
+
+
 def test_attribute_comparison_errors_point_at_the_pod(tstore: Store, traces: list[list[Span]]) -> None:
     result = attribute_comparison(tstore, WINDOW, service="billing", target="error")
     assert result.ok, result.error

@@ -352,7 +352,7 @@ def attribute_comparison(
                     quantileIf(0.95)(Duration, NOT {w}), quantileIf(0.9)(Duration, {w})) AS threshold,
                     countIf({w}) AS spans
                 FROM otel_traces WHERE {in_either(window, baseline)}{flt}
-                GROUP BY ServiceName, SpanName HAVING spans > 0 ORDER BY spans DESC""").rows
+                GROUP BY ServiceName, SpanName HAVING spans > 0 ORDER BY spans DESC, ServiceName, SpanName""").rows
             total = sum(int(n) for *_, n in thresholds)
             if len(thresholds) > MAX_THRESHOLDS:  # keeps the query text within ClickHouse's max_query_size
                 skipped = thresholds[MAX_THRESHOLDS:]
