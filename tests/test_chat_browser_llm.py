@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from tests.fixtures.server import ServerProcess, make_server
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 MODEL_DELAY_S = 1.5  # the fake analyst thinks this long before each reply
+CHUNK_CHARS, CHUNK_DELAY_S = 24, 0.4  # its final answer arrives in pieces this big, this far apart
 UNSAFE_SQL = "SELECT line FROM file('/etc/passwd', 'LineAsString') WHERE {window}"
 ANSWER = "payment is the root cause: its Charge calls got slower, and checkout waits on them."
 
@@ -52,16 +55,47 @@ def is_dashboard_request(body: dict[str, Any]) -> bool:
 
 
 def brain(body: dict[str, Any]) -> dict[str, Any]:
-    """Dashboard requests get a plan at once; questions go to a slow analyst (one tool per reply)."""
-    if is_dashboard_request(body):
-        return dashboard_plan(body)
-    time.sleep(MODEL_DELAY_S)
-    return ANALYST(body)
+    """Dashboard requests get a plan; questions go to the analyst (one tool per reply)."""
+    return dashboard_plan(body) if is_dashboard_request(body) else ANALYST(body)
+
+
+class TypingLLMServer(FakeLLMServer):
+    """The fake OpenAI-compatible server with a slow analyst: it thinks MODEL_DELAY_S before each reply,
+    and a streamed final answer comes as a model types it, the `final_result` arguments in several SSE
+    chunks CHUNK_DELAY_S apart."""
+
+    def chat_completion(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        if is_dashboard_request(body):
+            return super().chat_completion(h, body)
+        time.sleep(MODEL_DELAY_S)
+        calls = self.brain(body).get("tool_calls") or []
+        if not body.get("stream") or [c["name"] for c in calls] != ["final_result"]:
+            return super().chat_completion(h, body)
+        args = json.dumps(calls[0]["arguments"])
+        call_id = f"call_{uuid.uuid4().hex[:12]}"
+        deltas = [{"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": call_id, "type": "function", "function": {"name": "final_result", "arguments": ""}}]}]
+        deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + CHUNK_CHARS]}}]}
+                   for i in range(0, len(args), CHUNK_CHARS)]
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.end_headers()
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model", self.model)}
+        chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+        chunks += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+                   {"choices": [], "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}}]
+        for chunk in chunks:
+            h.wfile.write(f"data: {json.dumps({**base, **chunk})}\n\n".encode())
+            h.wfile.flush()
+            time.sleep(CHUNK_DELAY_S)
+        h.wfile.write(b"data: [DONE]\n\n")
+        h.wfile.flush()
 
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer(brain, api_key="sk-test") as fake:
+    with TypingLLMServer(brain, api_key="sk-test") as fake:
         yield fake
 
 
@@ -100,15 +134,18 @@ WATCH = """() => {
     if (!marks.answer) {
       const msg = [...document.querySelectorAll('[data-step-type="assistant_message"]')]
         .find(e => e.innerText.trim().length > 0);
-      if (msg) { marks.answer = performance.now(); marks.toolsAtAnswer =
+      if (msg) { marks.answer = performance.now(); marks.firstText = msg.innerText.trim(); marks.toolsAtAnswer =
         document.querySelectorAll('[data-step-type="tool"]').length; }
     }
+    if (!marks.full && [...document.querySelectorAll('[data-step-type="assistant_message"]')]
+        .some(e => e.innerText.includes(window.__answer))) { marks.full = performance.now(); }
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 
 
 def test_tool_steps_show_while_the_model_is_still_working(chat, llm):
     chat.open()
+    chat.page.evaluate(f"() => {{ window.__answer = {json.dumps(ANSWER)}; }}")
     chat.page.evaluate(WATCH)
     requests_before = len(llm.requests)
     chat.send("Why is checkout slow?")
@@ -122,6 +159,10 @@ def test_tool_steps_show_while_the_model_is_still_working(chat, llm):
     assert marks["toolLabel"].startswith("Using service_overview"), marks
     assert marks["answer"] - marks["tool"] >= 2 * MODEL_DELAY_S * 1000, marks
     assert marks["toolsAtAnswer"] == 3, marks
+    # The answer text streamed in as the model sent it: first only its start, the whole of it only after
+    # the model's next chunks (CHUNK_DELAY_S apart) had come.
+    assert 0 < len(marks["firstText"]) < len(ANSWER) and ANSWER.startswith(marks["firstText"]), marks
+    assert marks["full"] - marks["answer"] >= 2 * CHUNK_DELAY_S * 1000, marks
     assert len(llm.requests) - requests_before == 4 and all(b.get("stream") for b in llm.requests[-4:])
 
     # After the answer the steps hold the evidence: the SQL, a result table and a chart.
