@@ -36,6 +36,7 @@ from anomaly.features import (
     Entity,
     FeatureTable,
     compute_features,
+    downstream_shift,
     entity_label,
     from_epoch,
     to_epoch,
@@ -338,6 +339,9 @@ class Scorer:
                 z: np.ndarray, decision: Decision) -> AnomalyRecord:
         ws = int(table.window[r])
         values = table.values[r].copy()
+        st = self.normaliser.stats.get(entity) if self.normaliser is not None else None
+        if st is not None and table.calls[r]:  # the call-mix shift exists only against the entity's normal mix
+            values[FEATURE_NAMES.index("downstream_shift")] = downstream_shift(table.calls[r], st.shares)
         explanation, contributions = explain(entity, values, scores.expected[r], scores.contrib[r], z)
         top = contributions[0]["feature"] if contributions else "requests"
         kind = _KIND.get(top, "latency")

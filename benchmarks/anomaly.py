@@ -15,7 +15,11 @@ Cost: scoring one window of 1,000 entities and training on 24 h of 30 s windows 
 (generated feature tables: anomaly/synthetic.py), on this CPU with torch limited to one thread.
 
 Usage: .venv/bin/python benchmarks/anomaly.py [--scenarios all|a,b] [--seeds 1,2,3] [--history 70m]
-       [--eval-normal 10] [--rate 2.5] [--cost-only] [--json out.json]
+       [--eval-normal 10] [--rate 2.5] [--cost-only | --skip-cost] [--json out.json]
+       [--keep DIR [--prepare-only | --loaded-only]] [--report a.json,b.json]
+Loading a run (simulating hours of a shop and ingesting it over OTLP) costs far more than scoring it and
+does not depend on the detectors: `--keep DIR --prepare-only` loads runs into a persistent chDB directory
+(one process per directory, so several can load in parallel), later runs score them again in seconds.
 """
 
 from __future__ import annotations
@@ -234,6 +238,7 @@ def main() -> int:
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--keep", help="persistent data directory: load each scenario run once, reuse it later")
     ap.add_argument("--prepare-only", action="store_true", help="with --keep: load the runs, score nothing")
+    ap.add_argument("--loaded-only", action="store_true", help="with --keep: score only the runs already loaded")
     ap.add_argument("--json", help="write all figures to this file")
     ap.add_argument("--report", help="print the summary and markdown tables of (partial) --json files "
                                      "(comma-separated, e.g. one per seed), run nothing")
@@ -262,6 +267,9 @@ def main() -> int:
             root = Store.connect(f"chdb://{keep or tmp}", database="default")
             for seed in seeds:  # every scenario once before the next seed: a cut-short run still covers all
                 for name in names:
+                    if args.loaded_only and keep is not None and not (
+                            keep / f"{_db_name(name, seed, args.history, args.rate)}.truth.json").exists():
+                        continue
                     if args.prepare_only:
                         t0 = time.monotonic()
                         load(root, name, seed, args.history, args.rate, keep)
