@@ -43,7 +43,7 @@ HELP = """**otel-ai** answers questions about your telemetry with evidence.
 
 - Ask in plain words: *why is checkout slow?*, *which services are failing?*, *and payment?*
 - `/sql SELECT ...` runs read-only SQL through the same guard as the agent (tables `otel_*`, `anomalies`).
-- `/dashboard checkout` (or *build me a dashboard for checkout*) builds and saves a dashboard;
+- `/dashboard checkout` (or *build me a dashboard for checkout*): the configured model plans a dashboard, saved;
   `/dashboards` lists saved ones; `/dashboard open NAME` re-runs one on fresh data.
 - Settings (the ⚙ icon by the message box): model, time range, and who you are (SRE, developer, manager).
 """
