@@ -11,11 +11,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import clickhouse_connect
-from clickhouse_connect.driver.client import Client
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 DEFAULT_DATABASE = "otel"
 
@@ -125,6 +125,8 @@ class QueryResult:
 
 
 def _open_client(target: StoreURL, database: str | None) -> Client:
+    import clickhouse_connect  # here, not at import: `otel-ai --help` and `ask --server` never connect
+
     try:
         if target.engine == "chdb":
             assert target.path is not None
