@@ -168,6 +168,7 @@ def summarise(results: list[dict]) -> dict:
             "runs": len(faulty), "precision": round(p, 3), "recall": round(rcl, 3),
             "f1": round(2 * p * rcl / (p + rcl), 3) if p + rcl else 0.0,
             "detected_runs": len(delays),
+            "detected_within_2_windows": sum(1 for d in delays if d <= 2),
             "median_delay_windows": float(np.median(delays)) if delays else None,
             "max_delay_windows": max(delays) if delays else None,
             "rc_top1": round(np.mean([x["rc_top1"] for x in faulty]), 3) if faulty else None,
@@ -244,7 +245,8 @@ def main() -> int:
                                      "(comma-separated, e.g. one per seed), run nothing")
     args = ap.parse_args()
     if args.report:
-        runs = [r for f in args.report.split(",") for r in json.loads(Path(f).read_text())["runs"]]
+        loaded = [r for f in args.report.split(",") for r in json.loads(Path(f).read_text())["runs"]]
+        runs = list({(r["scenario"], r["seed"]): r for r in reversed(loaded)}.values())  # first file wins
         order = list(SCENARIOS)
         runs.sort(key=lambda r: (order.index(r["scenario"]) if r["scenario"] in order else len(order), r["seed"]))
         print(json.dumps(summarise(runs), indent=1))
