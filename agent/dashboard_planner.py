@@ -16,6 +16,7 @@ the instructions are fixed text.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from contextvars import ContextVar
@@ -252,13 +253,25 @@ def check_panel(spec: PanelSpec, facts: ServiceFacts, database: str | None = Non
     return Panel(title=title[:120], sql=spec.sql.strip(), chart=spec.chart or "table", why=spec.why[:200])
 
 
-def check_plan(plan: DashboardPlan, facts: ServiceFacts, database: str | None = None) -> tuple[list[Panel],
-                                                                                               list[DroppedPanel]]:
+def probe(store: Store, panel: Panel) -> None:
+    """Run a model-written panel once on the last hour; raises ValueError with the engine's reason."""
+    from tools.sql import run_sql
+
+    result = run_sql(store, fill_window(panel.sql or "", sample_window()), default_limit=1)
+    if not result.ok:
+        raise ValueError(result.error or "the query failed")
+
+
+def check_plan(plan: DashboardPlan, facts: ServiceFacts, database: str | None = None,
+               store: Store | None = None) -> tuple[list[Panel], list[DroppedPanel]]:
+    """The plan's usable panels and the dropped ones with why (with `store`, model SQL is also tried once)."""
     panels: list[Panel] = []
     dropped: list[DroppedPanel] = []
     for spec in plan.panels[:MAX_PANELS]:
         try:
             panel = check_panel(spec, facts, database)
+            if store is not None and spec.kind == "sql":
+                probe(store, panel)
         except ValueError as exc:
             dropped.append(DroppedPanel(title=spec.title or spec.kind, reason=str(exc)))
             continue
@@ -317,8 +330,6 @@ async def plan_dashboard_panels(store: Store, service: str, settings: Settings, 
                                 facts: ServiceFacts | None = None) -> PlannedDashboard:
     """Plan `service`'s panels on the "sql" role's model (or `model`), falling back on the built-in plan
     when the model fails or leaves no usable panel. `service` must be a name from the data."""
-    import asyncio
-
     facts = facts or await asyncio.to_thread(service_facts, store, service)
     notes: list[str] = []
     try:
@@ -345,7 +356,7 @@ async def plan_dashboard_panels(store: Store, service: str, settings: Settings, 
     dropped: list[DroppedPanel] = []
     panels: list[Panel] = []
     if plan is not None:
-        panels, dropped = check_plan(plan, facts, store.database)
+        panels, dropped = await asyncio.to_thread(check_plan, plan, facts, store.database, store)
         if not panels:
             notes.append(f"no usable panel in {label}'s plan: the built-in planner chose the panels")
     if not panels:

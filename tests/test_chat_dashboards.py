@@ -103,6 +103,7 @@ def llm_plan(body: dict) -> dict:
         {"kind": "sql", "title": "all time", "sql": "SELECT count() FROM otel_traces"},
         {"kind": "sql", "title": "two statements",
          "sql": "SELECT 1 FROM otel_traces WHERE {window}; DROP TABLE otel_traces"},
+        {"kind": "sql", "title": "no such column", "sql": "SELECT NoSuchColumn FROM otel_traces WHERE {window}"},
     ]}
 
 
@@ -135,10 +136,11 @@ def test_llm_plans_the_panels_and_unsafe_ones_are_dropped_with_the_reason(shop):
         "checkout spans by kind"]
     assert board.panels[0].why == "traffic and failures"
     reasons = {d.title: d.reason for d in planned.dropped}
-    assert set(reasons) == {"passwords", "all time", "two statements"}
+    assert set(reasons) == {"passwords", "all time", "two statements", "no such column"}
     assert "file() is not allowed" in reasons["passwords"]
     assert "{window}" in reasons["all time"]
     assert "one statement" in reasons["two statements"]
+    assert reasons["no such column"].startswith("query failed") and "NoSuchColumn" in reasons["no such column"]
 
     # what the model was asked: a typed plan; the data's names only in the fenced user message
     body = fake.requests[0]
