@@ -167,7 +167,7 @@ def rank_root_causes(
                            f"{', '.join(explained_by)} is also anomalous")
         elif downstream.get(s.name):
             reasons.append("its downstream calls do not explain it")
-        pushed_by = [] if noisy(s) else [  # load makes its own time grow: self time does not acquit it
+        pushed_by = [  # load makes its own time and CPU grow: neither acquits it
             u for u in sorted(upstream.get(s.name, ())) if u in services and u != s.name and drives(services[u], s.name)
             and s.kind in ("latency", "saturation", "traffic", "dependency")
         ]
