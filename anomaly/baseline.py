@@ -26,7 +26,7 @@ _SHIFT = FEATURE_INDEX["downstream_shift"]
 _LATENCY = np.array([i for i, f in enumerate(FEATURES) if f.unit == "s"])
 _MIN_DELTA = np.array([f.min_delta for f in FEATURES])
 _P95, _P99 = FEATURE_INDEX["p95"], FEATURE_INDEX["p99"]
-MIN_REQUESTS_P95, MIN_REQUESTS_P99 = 10, 50
+MIN_REQUESTS_P95, MIN_REQUESTS_P99 = 20, 100  # below these counts the quantile is (nearly) the maximum
 
 
 def transform(values: np.ndarray) -> np.ndarray:

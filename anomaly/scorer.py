@@ -68,7 +68,7 @@ class AnomalyConfig(BaseSettings):
     drift_sustain_windows: int = 60  # a shift lasting this long is a change, not an incident (30 min at 30 s)
     drift_confirm_windows: int = 60  # then this long at the new level makes it the new normal
     silent_min_requests: float = 5.0  # entities normally this busy per window are expected in every window
-    immediate_score: float = 2.0  # below this, an entity must be anomalous in two windows close together to alert
+    immediate_score: float = 5.0  # below this, an entity must be anomalous in two windows close together to alert
     recent_windows: int = 3  # "close together": the earlier anomalous window at most this many windows before
     grace_seconds: float = 10.0  # a window is closed this long after its end (late spans)
     max_catchup_windows: int = 20

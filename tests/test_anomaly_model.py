@@ -38,7 +38,9 @@ def test_planted_latency_anomaly_found_and_explained() -> None:
     hits = [r for r in records if (r.service, r.operation) == TARGET[:2]
             and 20 <= (r.window_start.timestamp() - t0) // 30 < 30]
     others = [r for r in records if r not in hits]
-    assert len(hits) == 10, [r.explanation for r in records]
+    # every planted window alerts; the first one at once only when it scores 5 or more (else on confirmation)
+    found = {int(r.window_start.timestamp() - t0) // 30 for r in hits}
+    assert found >= set(range(21, 30)) and len(hits) == len(found), [r.explanation for r in records]
     assert len(others) <= 2, [r.explanation for r in others]
     top = max(hits, key=lambda r: r.score)
     assert top.detector == "autoencoder" and top.kind == "latency" and top.model_version.startswith("ae-v")
