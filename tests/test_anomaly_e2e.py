@@ -21,7 +21,9 @@ def test_payment_slow_detected_explained_and_ranked_first(scenario_loader) -> No
     records = scorer.score_range(fault_start - 5 * 60, fault_end, write=False)
     before = [r for r in records if r.window_start.timestamp() + W <= fault_start]
     during = [r for r in records if r.window_start.timestamp() + W > fault_start]
-    assert len(before) <= 3, [r.explanation for r in before]  # quiet before the fault
+    # quiet before the fault: at most one window, since a rare normal event (a few currency cache misses in one
+    # window) slows every span on its path at once; the false-alarm rate is measured in benchmarks/anomaly.py
+    assert len({r.window_start for r in before}) <= 1, [r.explanation for r in before]
 
     payment = sorted((r for r in during if r.service == truth.root_cause_service), key=lambda r: r.window_start)
     assert payment, [r.explanation for r in during[:10]]
