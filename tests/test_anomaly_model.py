@@ -188,3 +188,21 @@ def test_training_is_abandoned_when_serve_stops() -> None:
     with pytest.raises(TrainingInterrupted):
         scorer.fit_table(generate(8, 400, seed=1))
     assert scorer.model is None and len(calls) == 3
+
+
+def test_intermittent_anomaly_alerts_once_confirmed_within_recent_windows() -> None:
+    """One failing burst every other window: a lone marginal window is not alerted, its repeat two windows
+    later is (within `recent_windows`); with back-to-back confirmation only, it never would be."""
+    target = ENTS[4]  # ('svc001', '', 'service')
+    plants = tuple(Plant(target, 280 + k, 1, "error_ratio", value=0.4) for k in (0, 2, 4))
+    history, live = split(generate(8, 320, seed=5, plants=plants), 260)
+    for recent, expected in ((3, [22, 24]), (1, [])):
+        scorer = fitted(history, recent_windows=recent)
+        scores = scorer.model.score(live)
+        rows = [r for r in range(len(live)) if live.entity_of(r) == target]
+        marginal = [int((live.window[r] - live.window.min()) // 30) for r in rows if 1 <= scores.score[r] < 5]
+        assert marginal == [20, 22, 24], "the planted windows must be marginal for this test to mean anything"
+        records = scorer.score_table(live)
+        alerted = sorted(int((r.window_start.timestamp() - live.window.min()) // 30) for r in records
+                         if (r.service, r.operation, r.span_kind) == target)
+        assert alerted == expected
