@@ -42,11 +42,11 @@ from anomaly.features import (
     to_epoch,
 )
 from anomaly.model import AutoencoderDetector, TrainConfig, train
+from anomaly.tables import ANOMALY_TABLE
 from store import Store
 
 log = logging.getLogger(__name__)
 
-ANOMALY_TABLE = "anomalies"
 _KIND = {
     "requests": "traffic", "error_ratio": "errors", "error_logs": "errors", "new_templates": "errors",
     "p50": "latency", "p95": "latency", "p99": "latency", "self_p95": "latency",
