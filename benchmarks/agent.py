@@ -5,9 +5,11 @@ The spans are generated INSIDE ClickHouse (INSERT ... SELECT FROM numbers(), the
 setup through Store.command): 6-span traces frontend -> checkout -> {payment (via a client span),
 cart}, checkout -> its database, with parent/child durations that add up, spread over `--hours`
 (default 24) ending now; in the last 10 minutes payment's Charge gains ~800 ms of self time. The
-answer must name payment, so the benchmark times a full diagnosis, not a short-cut.
+answer must name payment, so the benchmark times a full diagnosis, not a short-cut. Then, unless
+--no-cli, what a user types: `otel-ai ask` as a new process on the embedded store, and `otel-ai ask
+--server` against a running `serve` holding the same data.
 
-    .venv/bin/python benchmarks/agent.py [--spans 10000000] [--hours 24] [--repeat 3] [--data DIR [--reuse]]
+    .venv/bin/python benchmarks/agent.py [--spans 10000000] [--hours 24] [--repeat 3] [--data DIR [--reuse]] [--no-cli]
 """
 
 from __future__ import annotations
