@@ -14,6 +14,7 @@ from otel_ai.settings import Settings
 from tests.conftest import new_database
 from tests.fakes.llm import FakeLLMServer, ScriptedBrain
 from tests.fixtures.agent_data import synth_incident
+from tests.test_agent_llm import llm_settings
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,7 @@ def incident(root_store):
 
 
 def settings_for(store, **kw) -> Settings:
-    base = dict(clickhouse_url=f"chdb://{store.url.path}", database=store.database, model="builtin",
-                openai_api_key=None, anthropic_api_key=None, openai_base_url=None)
-    return Settings(**{**base, **kw})
+    return llm_settings(store, **{"model": "builtin", **kw})
 
 
 def ask_recording(question: str, store, settings: Settings, **kw) -> tuple:
