@@ -151,9 +151,11 @@ def test_error_attributes_point_at_the_evidence_attribute(failing: LoadedScenari
     assert result.details["target_spans"] == len(bad) and result.details["other_spans"] == len(good)
     (key, value), = truth.evidence_attributes.items()
     row = next(r for r in result.rows if (r["key"], r["value"]) == (key, value))
-    assert row["target_pct"] == pytest.approx(100 * sum(s["SpanAttributes"].get(key) == value for s in bad) / len(bad))
+    # percentages are reported to 3 decimals (33 of 34 failing spans is 97.059 %)
+    assert row["target_pct"] == pytest.approx(100 * sum(s["SpanAttributes"].get(key) == value for s in bad) / len(bad),
+                                              abs=0.0005)
     assert row["other_pct"] == pytest.approx(100 * sum(s["SpanAttributes"].get(key) == value for s in good)
-                                             / len(good))
+                                             / len(good), abs=0.0005)
     assert row["target_pct"] > 90 and row["other_pct"] < 10
     assert "status" not in {r["key"] for r in result.rows}
 
