@@ -23,6 +23,9 @@ from tools.timewindow import TimeWindow, ch_time, utc
 ERROR = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
 # A span that receives work for its service: server/consumer kind, or a trace root.
 ENTRY = "(SpanKind IN ('Server', 'Consumer', 'SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER') OR ParentSpanId = '')"
+# A span that may receive a remote call: OpenTelemetry gives client, producer and internal spans local parents.
+REMOTE_CHILD = ("SpanKind NOT IN ('Client', 'Producer', 'Internal', "
+                "'SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER', 'SPAN_KIND_INTERNAL')")
 NS_PER_MS = 1_000_000
 # Spans of a trace may start before/after the window its entry span sits in: by at most this much,
 # and by at least TRACE_SLACK_MIN (or twice the longest span seen) when the spans' durations are known.
@@ -171,6 +174,7 @@ def service_overview(store: Store, window: TimeWindow, baseline: TimeWindow | No
 
 # ---------------------------------------------------------------- latency breakdown
 
+# Traces per cohort: the most recent ones (the state the question is about, and a narrow range to scan).
 SAMPLE_TRACES = 2000
 
 
@@ -210,11 +214,20 @@ def latency_breakdown(
         else:
             normal_cond = f"{w} AND Duration <= {int(stat['p50_w'])}"
             normal_label = "window traces at or below the median"
-        picks = f"SELECT DISTINCT TraceId FROM otel_traces WHERE {base_where} AND {entry_cond} AND "
-        slow_ids = f"{picks}{w} AND Duration >= {p90} ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES}"
-        normal_ids = f"{picks}{normal_cond} ORDER BY cityHash64(TraceId) LIMIT {SAMPLE_TRACES}"
+        # The traces of each cohort's most recent entry spans: they sit in a few minutes, and the scan below
+        # then reads those minutes instead of the whole window and baseline.
+        picks = f"SELECT TraceId, Timestamp FROM otel_traces WHERE {base_where} AND {entry_cond} AND "
+        recent = f"ORDER BY Timestamp DESC, TraceId LIMIT {SAMPLE_TRACES}"
+        slow_picks = f"{picks}{w} AND Duration >= {p90} {recent}"
+        normal_picks = f"{picks}{normal_cond} {recent}"
+        slow_ids, normal_ids = (f"SELECT TraceId FROM ({p})" for p in (slow_picks, normal_picks))
+        ranges = logged_query(sql, store, " UNION ALL ".join(
+            f"SELECT min(Timestamp), max(Timestamp) FROM ({p})" for p in (slow_picks, normal_picks))).rows
+        ranges = [(lo, hi) for lo, hi in ranges if utc(hi).year > 1970]  # an empty cohort gives epoch bounds
         slack = trace_slack(stat["max_d"])
-        span_range = f"Timestamp >= {ch_time(baseline.start - slack)} AND Timestamp < {ch_time(window.end + slack)}"
+        span_range = "(" + (" OR ".join(
+            f"(Timestamp >= {ch_time(utc(lo) - slack)} AND Timestamp < {ch_time(utc(hi) + slack)})"
+            for lo, hi in ranges) or "0") + ")"
         # Self time without a self-join: every span adds its duration under its own id and subtracts it
         # under its parent's id; per (trace, span id) the sum is duration minus the children's durations.
         # One set of trace ids for the scan (two sets cost a second lookup per span); the second
@@ -601,20 +614,25 @@ def exemplar_traces(
 
 
 def service_map(store: Store, window: TimeWindow) -> ToolResult:
-    """Caller -> callee edges from parent/child spans in different services (calls, error %, p95 of the
-    callee span), plus calls from client spans to uninstrumented systems named by db.system,
-    messaging.system or peer.service."""
+    """Caller -> callee edges: a span receiving a remote call (any kind but client, producer and internal,
+    which OpenTelemetry gives only to spans with a local parent) whose parent span is in another service,
+    with calls, error % and p95 of the callee span; plus calls from client spans to uninstrumented systems
+    named by db.system, messaging.system or peer.service."""
     name = "service_map"
     args = tool_args(window=window)
 
     def body(sql: list[str]) -> ToolResult:
-        parents = (f"Timestamp >= {ch_time(window.start - TRACE_SLACK)} "
-                   f"AND Timestamp < {ch_time(window.end + TRACE_SLACK)}")
+        # A parent starts before its child by at most its own duration: look back as far as the longest
+        # span that reaches into the window (the hash join's size follows this range).
+        longest = logged_query(sql, store, f"""SELECT max(Duration) FROM otel_traces
+            WHERE Timestamp >= {ch_time(window.start - TRACE_SLACK)} AND Timestamp < {ch_time(window.end)}""").scalar()
+        slack = trace_slack(longest)
+        parents = f"Timestamp >= {ch_time(window.start - slack)} AND Timestamp < {ch_time(window.end + slack)}"
         edges = logged_query(sql, store, f"""SELECT p.ServiceName AS caller, c.ServiceName AS callee, 'span' AS via,
                 count() AS calls, countIf(c.err) AS errors, quantile(0.95)(c.Duration) AS p95_ns,
                 avg(c.Duration) AS avg_ns
             FROM (SELECT cityHash64(TraceId, ParentSpanId) AS k, ServiceName, Duration, {ERROR} AS err
-                  FROM otel_traces WHERE {window.sql_filter()} AND ParentSpanId != '') AS c
+                  FROM otel_traces WHERE {window.sql_filter()} AND ParentSpanId != '' AND {REMOTE_CHILD}) AS c
             INNER JOIN (SELECT cityHash64(TraceId, SpanId) AS k, ServiceName FROM otel_traces WHERE {parents}) AS p
                 ON c.k = p.k
             WHERE p.ServiceName != c.ServiceName
