@@ -111,10 +111,14 @@ def main() -> int:
     end = dt.datetime.now(dt.UTC).replace(microsecond=0)
     have = store.query("SELECT count() FROM otel_traces").scalar()
     if have != args.spans:
-        store.command("TRUNCATE TABLE otel_traces")
-        store.command("TRUNCATE TABLE otel_traces_trace_id_ts")
+        for table in ("otel_traces", "otel_traces_trace_id_ts", "otel_traces_1m"):  # the spans and their MVs' tables
+            store.command(f"TRUNCATE TABLE {table}")
         gen = generate(store, args.spans, end)
-        print(f"generated {args.spans:,} spans in {gen:.1f} s")
+        print(f"generated {args.spans:,} spans in {gen:.1f} s (with the materialized views' inserts)")
+    sizes = dict(store.query("""SELECT table, formatReadableSize(sum(data_compressed_bytes)) || ', ' ||
+        toString(sum(rows)) || ' rows' FROM system.parts WHERE active AND database = currentDatabase()
+        AND table IN ('otel_traces', 'otel_traces_1m') GROUP BY table""").rows)
+    print(f"stored: spans {sizes.get('otel_traces')}; per-minute rollup {sizes.get('otel_traces_1m')}")
     end = store.query("SELECT max(Timestamp) FROM otel_traces").scalar().replace(tzinfo=dt.UTC) + dt.timedelta(
         seconds=1)
     window = TimeWindow(start=end - dt.timedelta(minutes=15), end=end)

@@ -11,7 +11,8 @@ Cluster variant of `CREATE TABLE [IF NOT EXISTS] name (...) ENGINE = XMergeTree(
   '{replica}', args)`, plus `name ON CLUSTER c AS name_local ENGINE = Distributed(c, <db>, name_local,
   <sharding key>)` so queries and inserts keep using the plain name.
 - materialized views get ON CLUSTER and read from / write to the `_local` tables (each shard
-  aggregates the rows it stores); plain views and other statements get ON CLUSTER.
+  aggregates the rows it stores); plain views and other statements get ON CLUSTER; `INSERT INTO ...
+  SELECT` (a backfill) runs once, unchanged, through the Distributed tables.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _DROP = re.compile(
 _ENGINE = re.compile(
     r"\bENGINE\s*=?\s*(?P<engine>[A-Za-z]*MergeTree)\s*(?:\((?P<args>(?:[^()]|\([^()]*\))*)\))?", re.I
 )
+_INSERT_SELECT = re.compile(rf"^\s*INSERT\s+INTO\s+{_IDENT}\s+SELECT\b", re.I)
 _COLUMN_ALTER = re.compile(r"^\s*(ADD|DROP|MODIFY|RENAME|COMMENT|CLEAR)\s+COLUMN\b", re.I)
 
 
@@ -202,6 +204,8 @@ def cluster_statements(statement: str, cluster: str, database: str) -> list[str]
         if kind == "TABLE":
             stmts.append(f"DROP TABLE {ie}{_q(name + LOCAL_SUFFIX)} {on} {m.group('rest')}".rstrip())
         return stmts
+    if _INSERT_SELECT.match(statement):  # a backfill: once, through the Distributed tables, which route rows to shards
+        return [statement]
     raise DDLError(f"no cluster variant for statement: {statement[:80]}...")
 
 

@@ -298,14 +298,15 @@ def test_retention_changes_existing_tables_only_where_ttl_applies(root_store: St
 
     before = engines()
     altered = set_retention(db, _settings(db), 30)
-    assert len(altered) == len(EXPECTED_KEYS)  # the eight exporter tables
+    # the eight exporter tables and the per-minute span rollup (migration 030)
+    ttl = {**{t: k[3] for t, k in EXPECTED_KEYS.items()}, "otel_traces_1m": "Minute"}
+    assert len(altered) == len(ttl)
     after = engines()
-    for table, (_, _, _, ttl_expr) in EXPECTED_KEYS.items():
+    for table, ttl_expr in ttl.items():
         assert f"TTL {ttl_expr} + toIntervalDay(30) " in after[table], table
-    assert {t: e for t, e in after.items() if t not in EXPECTED_KEYS} == {
-        t: e for t, e in before.items() if t not in EXPECTED_KEYS}
+    assert {t: e for t, e in after.items() if t not in ttl} == {t: e for t, e in before.items() if t not in ttl}
     set_retention(db, _settings(db), 0)
-    assert all(" TTL " not in e for t, e in engines().items() if t in EXPECTED_KEYS)
+    assert all(" TTL " not in e for t, e in engines().items() if t in ttl)
 
 
 def _cli(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
@@ -330,7 +331,7 @@ def test_db_cli_migrate_status_reset(tmp_path: Path) -> None:
     done = _cli("reset", "--yes", data=data)
     assert done.returncode == 0 and f"applied: {', '.join(versions)}" in done.stdout
     ret = _cli("retention", "14", data=data)
-    assert ret.returncode == 0 and "set to 14 days on 8 tables" in ret.stdout
+    assert ret.returncode == 0 and "set to 14 days on 9 tables" in ret.stdout  # 8 exporter tables + the span rollup
     assert "ALTER TABLE `otel_logs` MODIFY TTL TimestampTime + toIntervalDay(14)" in ret.stdout
 
 

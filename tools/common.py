@@ -10,6 +10,11 @@ from tools.result import ToolResult
 from tools.sql import error_message, query
 from tools.timewindow import TimeWindow
 
+ERROR = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
+# A span that receives work for its service: server/consumer kind, or a trace root. Migration 030's
+# Entry column is this test too (tests/test_tools_rollup.py checks they agree).
+ENTRY = "(SpanKind IN ('Server', 'Consumer', 'SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER') OR ParentSpanId = '')"
+
 
 def tool_args(**kw: Any) -> dict[str, Any]:  # noqa: ANN401
     """A tool's arguments as JSON-friendly values (windows as {start, end}), Nones dropped."""

@@ -11,7 +11,10 @@ NOTES = """Notes: Timestamp columns are UTC DateTime64(9); Duration is UInt64 NA
 StatusCode is 'Error' / 'Ok' / 'Unset'. Attributes are Map(String, String): SpanAttributes['http.route'],
 ResourceAttributes['k8s.pod.name']. Parent/child: child.ParentSpanId = parent.SpanId within one TraceId.
 Logs: SeverityNumber >= 17 is error level. Metrics: MetricName/MetricUnit, Value, TimeUnix; sums have
-IsMonotonic and AggregationTemporality (2 = cumulative). Only SELECT over these tables is allowed; no
+IsMonotonic and AggregationTemporality (2 = cumulative). otel_traces_1m: spans per minute (Minute) and
+ServiceName, SpanName, Entry (1 = server/consumer/root span), kept current at ingest: sum(Calls), sum(Errors),
+sum(DurationSum), max(DurationMax), quantilesMerge(0.5, 0.9, 0.95, 0.99)(DurationQuantiles): fast for
+counts, rates and latency over long ranges. Only SELECT over these tables is allowed; no
 table functions, system tables or SETTINGS; results are capped at 10,000 rows (LIMIT 200 by default)."""
 
 # Long nested types add little for a model: show their shape only.

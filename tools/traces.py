@@ -15,14 +15,12 @@ from collections import defaultdict
 from typing import Any
 
 from store import Store
-from tools.common import in_either, in_window, logged_query, run_tool, tool_args
+from tools.common import ENTRY, ERROR, in_either, in_window, logged_query, run_tool, tool_args
 from tools.result import ToolResult
+from tools.rollup import QUANTILES, SKETCH_ERROR, merge_quantiles, merge_sketch, span_minutes
 from tools.sql import literal
 from tools.timewindow import TimeWindow, ch_time, utc
 
-ERROR = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
-# A span that receives work for its service: server/consumer kind, or a trace root.
-ENTRY = "(SpanKind IN ('Server', 'Consumer', 'SPAN_KIND_SERVER', 'SPAN_KIND_CONSUMER') OR ParentSpanId = '')"
 # A span that may receive a remote call: OpenTelemetry gives client, producer and internal spans local parents.
 REMOTE_CHILD = ("SpanKind NOT IN ('Client', 'Producer', 'Internal', "
                 "'SPAN_KIND_CLIENT', 'SPAN_KIND_PRODUCER', 'SPAN_KIND_INTERNAL')")
@@ -73,15 +71,17 @@ OVERVIEW_UNITS = {
 
 
 def _overview_sql(window: TimeWindow, baseline: TimeWindow) -> str:
-    """One scan: per (service, operation), and per (service, entry-or-not) for the service rows."""
+    """Per (service, operation), and per (service, entry-or-not) for the service rows, from whole minutes of
+    the rollup and the raw spans of the partial minutes (tools.rollup)."""
     return f"""SELECT ServiceName AS service, SpanName AS operation, entry, grouping(SpanName) AS service_level,
-        countIf(w) AS calls, countIf(w AND err) AS errors, quantilesIf(0.5, 0.95, 0.99)(Duration, w) AS q,
-        countIf(NOT w) AS base_calls, countIf(NOT w AND err) AS base_errors,
-        quantilesIf(0.5, 0.95, 0.99)(Duration, NOT w) AS bq
-    FROM (SELECT ServiceName, SpanName, Duration, {ENTRY} AS entry, {ERROR} AS err, {in_window(window)} AS w
-          FROM otel_traces WHERE {in_either(window, baseline)})
+        sumIf(n, period = 1) AS calls, sumIf(n_err, period = 1) AS errors, {merge_quantiles(1)} AS q,
+        sumIf(n, period = 0) AS base_calls, sumIf(n_err, period = 0) AS base_errors, {merge_quantiles(0)} AS bq
+    FROM ({span_minutes({1: window, 0: baseline})})
     GROUP BY GROUPING SETS ((ServiceName, SpanName), (ServiceName, entry))
     ORDER BY calls DESC LIMIT {4 * MAX_GROUPS}"""
+
+
+_P50, _P90, _P95, _P99 = (QUANTILES.index(q) for q in (0.5, 0.9, 0.95, 0.99))
 
 
 def _overview_row(r: dict[str, Any], window: TimeWindow, baseline: TimeWindow) -> dict[str, Any]:
@@ -91,15 +91,15 @@ def _overview_row(r: dict[str, Any], window: TimeWindow, baseline: TimeWindow) -
         "calls": calls,
         "rate_per_s": round(calls / window.seconds, 4),
         "error_pct": _pct(r["errors"], calls),
-        "p50_ms": _ms(q[0]) if calls else None,
-        "p95_ms": _ms(q[1]) if calls else None,
-        "p99_ms": _ms(q[2]) if calls else None,
+        "p50_ms": _ms(q[_P50]) if calls else None,
+        "p95_ms": _ms(q[_P95]) if calls else None,
+        "p99_ms": _ms(q[_P99]) if calls else None,
         "base_calls": base,
         "base_rate_per_s": round(base / baseline.seconds, 4),
         "base_error_pct": _pct(r["base_errors"], base),
-        "base_p50_ms": _ms(bq[0]) if base else None,
-        "base_p95_ms": _ms(bq[1]) if base else None,
-        "base_p99_ms": _ms(bq[2]) if base else None,
+        "base_p50_ms": _ms(bq[_P50]) if base else None,
+        "base_p95_ms": _ms(bq[_P95]) if base else None,
+        "base_p99_ms": _ms(bq[_P99]) if base else None,
     }
     row["p95_ratio"] = _ratio(row["p95_ms"], row["base_p95_ms"])
     row["error_pct_delta"] = (
@@ -358,13 +358,14 @@ def attribute_comparison(
             total = logged_query(sql, store, f"SELECT count() FROM otel_traces WHERE {window.sql_filter()}{flt}"
                                  ).scalar() or 0
         else:
-            # Thresholds first (one small row per operation), then one scan of the window: a join of the
-            # spans to their thresholds would read the attribute maps of every span before filtering.
-            w = in_window(window)
-            thresholds = logged_query(sql, store, f"""SELECT ServiceName, SpanName, if(countIf(NOT {w}) >= 20,
-                    quantileIf(0.95)(Duration, NOT {w}), quantileIf(0.9)(Duration, {w})) AS threshold,
-                    countIf({w}) AS spans
-                FROM otel_traces WHERE {in_either(window, baseline)}{flt}
+            # Thresholds first (one small row per operation, from the per-minute rollup's sketches, raised by their
+            # error so that spans at the quantile itself never count as slow), then one scan of the window: a
+            # join of the spans to their thresholds would read the attribute maps of every span.
+            thresholds = logged_query(sql, store, f"""SELECT ServiceName, SpanName,
+                    if(sumIf(n, period = 0) >= 20, {merge_sketch(0)}[{_P95 + 1}],
+                       {merge_sketch(1)}[{_P90 + 1}]) / {1 - SKETCH_ERROR} AS threshold,
+                    sumIf(n, period = 1) AS spans
+                FROM ({span_minutes({1: window, 0: baseline}, flt)})
                 GROUP BY ServiceName, SpanName HAVING spans > 0 ORDER BY spans DESC, ServiceName, SpanName""").rows
             total = sum(int(n) for *_, n in thresholds)
             if len(thresholds) > MAX_THRESHOLDS:  # keeps the query text within ClickHouse's max_query_size
