@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import ask_sync  # noqa: E402
+from benchmarks.tools import clear_spans  # noqa: E402
 from otel_ai.settings import Settings  # noqa: E402
 from store import Store  # noqa: E402
 from store.migrations import migrate  # noqa: E402
@@ -104,7 +105,7 @@ def main() -> int:
         stored = store.query("SELECT count() FROM otel_traces").scalar()
         gen_s = 0.0
         if not (args.reuse and stored == args.spans):
-            store.command("TRUNCATE TABLE otel_traces")
+            clear_spans(store)
             end = dt.datetime.now(dt.UTC).replace(microsecond=0)
             gen_s = generate(store, args.spans, end, args.hours)
             stored = store.query("SELECT count() FROM otel_traces").scalar()

@@ -69,6 +69,12 @@ FROM (SELECT number, intDiv(number, {per_trace}) AS trace, number % {per_trace} 
 """
 
 
+def clear_spans(store: Store) -> None:
+    """Empty the spans and the tables their materialized views feed (trace-id lookup, per-minute rollup)."""
+    for table in ("otel_traces", "otel_traces_trace_id_ts", "otel_traces_1m"):
+        store.command(f"TRUNCATE TABLE {table}")
+
+
 def generate(store: Store, total: int, end: dt.datetime, chunk: int = 1_000_000) -> float:
     t0 = time.perf_counter()
     services = "[" + ", ".join(f"'{s}'" for s in SERVICES) + "]"
@@ -111,8 +117,7 @@ def main() -> int:
     end = dt.datetime.now(dt.UTC).replace(microsecond=0)
     have = store.query("SELECT count() FROM otel_traces").scalar()
     if have != args.spans:
-        for table in ("otel_traces", "otel_traces_trace_id_ts", "otel_traces_1m"):  # the spans and their MVs' tables
-            store.command(f"TRUNCATE TABLE {table}")
+        clear_spans(store)
         gen = generate(store, args.spans, end)
         print(f"generated {args.spans:,} spans in {gen:.1f} s (with the materialized views' inserts)")
     sizes = dict(store.query("""SELECT table, formatReadableSize(sum(data_compressed_bytes)) || ', ' ||
