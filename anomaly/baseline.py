@@ -91,6 +91,18 @@ def _robust(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return center, scale
 
 
+def _tail_scale(x: np.ndarray, center: float) -> float:
+    """Scale of a p99 implied by the 90th percentile of normal windows (Gaussian-consistent: the MAD's scale
+    for well-behaved data). A p99 is the latency of a window's one or two slowest requests: a call that now
+    and then waits on a slow dependency has a p99 of 1 ms in most windows and 50 ms in some, a normal the
+    MAD alone calls impossibly sharp. The 90th percentile ignores an incident covering less than a tenth of
+    the history, and p50/p95 (MAD only) still see a longer one."""
+    present = x[~np.isnan(x)]
+    if not len(present) or math.isnan(center):
+        return 0.0
+    return max(float(np.quantile(present, 0.90)) - center, 0.0) / 1.2816
+
+
 def _mean_shares(calls: list[dict[str, float]]) -> dict[str, float]:
     totals: dict[str, float] = {}
     n = 0
@@ -114,13 +126,15 @@ class Normaliser:
     hourly_min_days: int = 2
 
     @classmethod
-    def fit(cls, table: FeatureTable, min_windows: int = 10) -> Normaliser:
+    def fit(cls, table: FeatureTable, min_windows: int = 10, tails: bool = True) -> Normaliser:
+        """`tails`: widen p99 scales to what the 90th percentile of windows reaches; for a history expected
+        free of incidents (an incident over a tenth of it would pass for the normal tail)."""
         norm = cls(min_windows=min_windows)
         for entity, rows in table.rows_by_entity().items():
-            norm.fit_entity(entity, table, rows)
+            norm.fit_entity(entity, table, rows, tails)
         return norm
 
-    def fit_entity(self, entity: Entity, table: FeatureTable, rows: np.ndarray) -> None:
+    def fit_entity(self, entity: Entity, table: FeatureTable, rows: np.ndarray, tails: bool = True) -> None:
         if len(rows) < self.min_windows:
             return
         shares = _mean_shares([table.calls[r] for r in rows])
@@ -129,13 +143,19 @@ class Normaliser:
         mask_thin_quantiles(values)
         x = transform(values)
         center, scale = _robust(x)
+        # a feature present in too few windows has no normal to score against (a p99 that reaches its request
+        # minimum only in the busiest windows): learned from one or two windows, its next value looks extreme
+        unseen = (~np.isnan(x)).sum(axis=0) < self.min_windows
+        center[unseen] = np.nan
+        if tails:
+            scale[_P99] = max(scale[_P99], _tail_scale(x[:, _P99], center[_P99]))
         hourly: dict[int, np.ndarray] = {}
         hours = hour_of_day(table.window[rows])
         days = table.window[rows] // 86400
         for h in np.unique(hours):
             sel = hours == h
             if sel.sum() >= self.hourly_min_windows and len(np.unique(days[sel])) >= self.hourly_min_days:
-                hourly[int(h)] = _robust(x[sel])[0]
+                hourly[int(h)] = np.where(unseen, np.nan, _robust(x[sel])[0])
         self.stats[entity] = EntityStats(center=center, scale=scale, windows=len(rows), hourly=hourly, shares=shares)
 
     def known(self, table: FeatureTable) -> np.ndarray:

@@ -54,6 +54,17 @@ _KIND = {
 }
 
 
+_RESOURCES = np.array([FEATURE_NAMES.index("cpu"), FEATURE_NAMES.index("memory")])
+
+
+def two_sources(contrib: np.ndarray, share: float = 0.15) -> bool:
+    """Both the service's resource gauges (CPU, memory) and its requests (spans, logs) carry the anomaly. A
+    rare normal event (one slow call, one background error) moves only its requests' statistics: evidence
+    from an independent source needs no second window to be believed (a leak that slows requests)."""
+    resources = float(contrib[_RESOURCES].sum())
+    return resources >= share and float(contrib.sum()) - resources >= share
+
+
 class AnomalyConfig(BaseSettings):
     """Scorer knobs (env OTEL_AI_ANOMALY_*); the window length comes from Settings.anomaly_window_seconds."""
 
@@ -227,9 +238,10 @@ class Scorer:
     def fit_table(self, table: FeatureTable, train_model: bool = True) -> dict:
         """Fit the normaliser and baseline on `table`; train the autoencoder if there is enough history."""
         t0 = time.monotonic()
-        self.normaliser = Normaliser.fit(table, min_windows=self.config.min_history_windows)
+        # a cold-start fit keeps the fixed threshold and the MAD scales: its history may hold the incident itself
+        self.normaliser = Normaliser.fit(table, min_windows=self.config.min_history_windows, tails=train_model)
         self.baseline = BaselineDetector(self.normaliser)
-        if train_model:  # a cold-start fit keeps the fixed threshold: its history may hold the incident itself
+        if train_model:
             self.baseline.calibrate(table)
         info: dict = {"rows": len(table), "windows": int(len(table.windows())), "entities": len(self.normaliser.stats),
                       "baseline_thresholds": {n: round(float(t), 2)
@@ -327,7 +339,7 @@ class Scorer:
                 silent = table.values[r, 0] == 0 and np.isnan(table.values[r, 1])  # no span at all
                 recent = previous is not None and 0 < ws - previous <= self.config.recent_windows * table.window_seconds
                 if (decision.action == "alert" and (score < self.config.immediate_score or silent)
-                        and not recent):
+                        and not recent and not two_sources(scores.contrib[r])):
                     continue
             if decision.action == "suppress" or (decision.action == "alert" and not anomalous):
                 continue

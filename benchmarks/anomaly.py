@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -197,6 +198,40 @@ def faulty_windows(store: Store, scenario: str, truth: GroundTruth, fs: float, f
     return (int((float(first) - (fs // W) * W) // W) if int(n) else None), int(n)
 
 
+DETECTORS = ("autoencoder", "baseline")
+WALK_TRAIN_MINUTES = 60  # serve trains once an hour of history exists (AnomalyConfig.train_min_windows)
+
+
+def score_with(scorer: Scorer, model: object, detector: str, table: object) -> tuple[list, float]:
+    """Score `table` window by window with one detector from a fresh state: (records, seconds)."""
+    scorer.model = model if detector == "autoencoder" else None  # type: ignore[assignment]
+    scorer.drift = type(scorer.drift)(scorer.config.drift_sustain_windows, scorer.config.drift_confirm_windows)
+    scorer.last_anomalous = {}
+    t = time.monotonic()
+    records = scorer.score_table(table)  # type: ignore[arg-type]
+    return records, time.monotonic() - t
+
+
+def walk_forward(store: Store, first: float, last: float) -> dict:
+    """False alarms as `serve` raises them over a fault-free run: trained once on its first hour, then every
+    later window scored in order. Unlike the evaluation range (the same minutes for every scenario of a
+    seed), these are hours of independent normal windows per seed."""
+    train_end = math.ceil(first / W) * W + WALK_TRAIN_MINUTES * 60
+    scorer = Scorer(store, W, AnomalyConfig(train_min_windows=40))
+    info = scorer.fit(first, train_end, persist=False)
+    table = scorer.with_silent_entities(scorer.features(train_end, (last // W) * W))
+    out: dict = {"train_windows": info["windows"], "entity_windows": len(table),
+                 "windows": int(len(table.windows()))}
+    model = scorer.model
+    for detector in DETECTORS:
+        records, _ = score_with(scorer, model, detector, table)
+        out[detector] = {"flags": len(records), "per_entity_day": round(len(records) / max(len(table), 1) * 2880, 3),
+                         "flags_list": [f"{r.window_start:%H:%M:%S} {r.service}/{r.operation} {r.score:.2f} "
+                                        f"{r.explanation[:90]}" for r in records][:20]}
+    scorer.model = model
+    return out
+
+
 def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: int, rate: float,
              keep: Path | None = None) -> dict:
     t0 = time.monotonic()
@@ -223,14 +258,9 @@ def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: i
     table = scorer.with_silent_entities(scorer.features(eval_start, eval_end))
     windows = np.arange(eval_start, eval_end, W)
     model = scorer.model
-    for detector in ("autoencoder", "baseline"):
-        scorer.model = model if detector == "autoencoder" else None
-        scorer.drift = type(scorer.drift)(scorer.config.drift_sustain_windows, scorer.config.drift_confirm_windows)
-        scorer.last_anomalous = {}
+    for detector in DETECTORS:
         store.command("TRUNCATE TABLE anomalies")
-        t2 = time.monotonic()
-        records = scorer.score_table(table)
-        score_s = time.monotonic() - t2
+        records, score_s = score_with(scorer, model, detector, table)
         write_records(store, records)
         flagged_any = {r.window_start.timestamp() for r in records}
         flagged_aff = {r.window_start.timestamp() for r in records if r.service in affected}
@@ -264,12 +294,15 @@ def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: i
                                                        and r.window_start.timestamp() < fe)][:5]
         out[detector] = res
     scorer.model = model
+    if scenario == "none":
+        out["walk_forward"] = walk_forward(store, first, last)
     return out
 
 
 def summarise(results: list[dict]) -> dict:
     summary: dict = {}
-    for detector in ("autoencoder", "baseline"):
+    walks = [r["walk_forward"] for r in results if "walk_forward" in r]
+    for detector in DETECTORS:
         faulty = [r[detector] for r in results if r["scenario"] != "none"]
         clean = [r[detector] for r in results if r["scenario"] == "none"]
         tp, fp, fn = (sum(x[k] for x in faulty) for k in ("tp", "fp", "fn"))
@@ -294,6 +327,10 @@ def summarise(results: list[dict]) -> dict:
                 / max(sum(x["entity_windows"] for x in faulty + clean), 1) * 2880, 3),
             "false_alarms_per_entity_day_fault_free": round(
                 np.mean([x["false_alarms_per_entity_day"] for x in clean]), 3) if clean else None,
+            "false_alarms_per_entity_day_walk_forward": round(
+                sum(w[detector]["flags"] for w in walks) / sum(w["entity_windows"] for w in walks) * 2880, 3
+            ) if walks else None,
+            "walk_forward_entity_windows": sum(w["entity_windows"] for w in walks),
         }
     return summary
 
@@ -309,7 +346,7 @@ def markdown(results: list[dict]) -> str:
         cells = [name, str(len(runs)), ", ".join(
             f"{'-' if r.get('first_faulty_window') is None else r['first_faulty_window']} ({r.get('faulty_windows')})"
             for r in runs) if name != "none" else ""]
-        for det in ("autoencoder", "baseline"):
+        for det in DETECTORS:
             s = summarise(runs)[det]
             if name == "none":
                 cells += [f"false alarms/entity-day {s['false_alarms_per_entity_day_fault_free']}", "", ""]

@@ -206,3 +206,51 @@ def test_intermittent_anomaly_alerts_once_confirmed_within_recent_windows() -> N
         alerted = sorted(int((r.window_start.timestamp() - live.window.min()) // 30) for r in records
                          if (r.service, r.operation, r.span_kind) == target)
         assert alerted == expected
+
+
+def _alerted(scorer: Scorer, live: FeatureTable, entity: tuple[str, str, str]) -> list[int]:
+    return sorted(int((r.window_start.timestamp() - live.window.min()) // 30) for r in scorer.score_table(live)
+                  if (r.service, r.operation, r.span_kind) == entity)
+
+
+def test_resources_and_requests_together_alert_without_confirmation() -> None:
+    """A leak that slows requests: memory and latency of one service move in the same window. Evidence from
+    two independent sources alerts in the first marginal window; either alone waits for its repeat."""
+    target = ENTS[4]  # ('svc001', '', 'service')
+    for memory, latency, expected in ((1.1, 1.5, [20, 21, 22]), (1.12, 1.0, [21, 22]), (1.0, 1.8, [21, 22])):
+        plants = (Plant(target, 280, 3, "memory", memory), Plant(target, 280, 3, "p50", latency),
+                  Plant(target, 280, 3, "p95", latency))
+        history, live = split(generate(8, 320, seed=5, plants=plants), 260)
+        scorer = fitted(history)
+        scores = scorer.model.score(live)
+        first = [r for r in range(len(live)) if live.entity_of(r) == target and live.window[r] == live.window[0] + 600]
+        assert 1 <= scores.score[first[0]] < 5, "the first planted window must be marginal for the test to mean a thing"
+        assert _alerted(scorer, live, target) == expected, (memory, latency)
+
+
+def test_heavy_latency_tail_is_normal_and_unseen_quantiles_are_not_scored() -> None:
+    """p99 of a call that now and then waits on a slow dependency: 30x its usual value in a fifth of the
+    windows. A spike of that size is its normal, not an anomaly; a well-behaved entity keeps the sensitivity
+    of its MAD. A quantile that reached its request minimum in only a few windows has no normal: not scored."""
+    p99, p95 = FEATURE_INDEX["p99"], FEATURE_INDEX["p95"]
+    full = generate(8, 320, seed=7)
+    rows = np.flatnonzero(full.entity_idx == 1)  # TARGET
+    rng = np.random.default_rng(1)
+    full.values[rows[rng.random(len(rows)) < 0.2], p99] *= 30
+    history, live = split(full, 260)
+    spiky, steady = np.flatnonzero(live.entity_idx == 1)[5], np.flatnonzero(live.entity_idx == 2)[5]
+    live.values[spiky, p99] = np.nanmedian(history.values[history.entity_idx == 1, p99]) * 30
+    live.values[steady, p99] = np.nanmedian(history.values[history.entity_idx == 2, p99]) * 3
+    z_tails = Normaliser.fit(history).z(live)[0]
+    z_mad = Normaliser.fit(history, tails=False).z(live)[0]
+    assert z_tails[spiky, p99] < 2 < 5 <= z_mad[spiky, p99]
+    assert z_tails[steady, p99] >= max(5.0, 0.7 * z_mad[steady, p99])
+    scorer = fitted(history)
+    assert scorer.model.score(live).score[spiky] < 1 and scorer.baseline.score(live).score[spiky] < 1
+
+    sparse = history.values[history.entity_idx == 2]
+    sparse[5:, p95] = np.nan  # the p95 reached its request minimum in 5 windows only
+    history.values[history.entity_idx == 2] = sparse
+    _, mask, _, _ = Normaliser.fit(history, min_windows=20).z(live)
+    assert not mask[live.entity_idx == 2, p95].any()
+    assert mask[live.entity_idx == 1, p95].all()
