@@ -41,12 +41,15 @@ def transform(values: np.ndarray) -> np.ndarray:
 
 
 def inverse(i: int, value: float) -> float:
-    """One transformed value back to the raw unit, for explanations."""
+    """One transformed value back to the raw unit, for explanations (a reconstruction can land outside the
+    feature's range: no "-0.1% errors expected")."""
     f = FEATURES[i]
     if f.transform == "log1p":
-        return float(np.expm1(value))
+        return max(float(np.expm1(value)), 0.0)
     if f.transform == "logms":
-        return float(np.expm1(value) / 1000.0)
+        return max(float(np.expm1(value) / 1000.0), 0.0)
+    if f.unit in ("ratio", "share"):
+        return min(max(float(value), 0.0), 1.0)
     return float(value)
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from anomaly.baseline import FEATURE_INDEX, Normaliser, fmt_value
+from anomaly.baseline import FEATURE_INDEX, Normaliser, fmt_value, inverse
 from anomaly.features import FeatureTable
 from anomaly.model import TrainConfig, train
 from anomaly.scorer import AnomalyConfig, Scorer
@@ -173,6 +173,8 @@ def test_value_formatting_reads_like_a_person_wrote_it() -> None:
     assert fmt_value(req, 1234) == "1,234"
     assert fmt_value(mem, 3 * 2**30) == "3.0 GiB"
     assert fmt_value(p95, float("nan")) == "n/a"
+    # a reconstruction outside the feature's range reads as its edge, not "-0.1% expected"
+    assert inverse(err, -0.001) == 0.0 and inverse(err, 1.2) == 1.0 and inverse(req, -0.2) == 0.0
 
 
 def test_training_is_abandoned_when_serve_stops() -> None:
