@@ -19,7 +19,15 @@ from store.migrations import discover, migrate
 from tests.conftest import new_database
 from tests.fixtures.telemetry import Span, insert_spans, root
 from tools.common import ENTRY
-from tools.rollup import QUANTILES, SKETCH_ERROR, merge_quantiles, merge_sketch, span_minutes, whole_minutes
+from tools.rollup import (
+    QUANTILES,
+    SKETCH_ERROR,
+    longest_span_sql,
+    merge_quantiles,
+    merge_sketch,
+    span_minutes,
+    whole_minutes,
+)
 from tools.schema_info import describe_tables
 from tools.sql import run_sql
 from tools.timewindow import TimeWindow
@@ -119,6 +127,13 @@ def test_span_minutes_equal_the_raw_spans(rstore: Store, spans: list[Span], labe
         # the sketch: a duration next to the quantile's rank, truncated to 8 significant bits
         for value, low, high in zip(dd, w["q_low"], w["q_high"], strict=True):
             assert low * (1 - SKETCH_ERROR) <= value <= high, key
+
+
+@pytest.mark.parametrize("label", WINDOWS)
+def test_longest_span_is_the_raw_maximum(rstore: Store, spans: list[Span], label: str) -> None:
+    window = WINDOWS[label]
+    inside = [round(s.duration_ms * 1e6) for s in spans if window.start <= s.start < window.end]
+    assert rstore.query(longest_span_sql(window)).scalar() == max(inside)
 
 
 def test_service_overview_off_the_minute_counts_every_span(rstore: Store, spans: list[Span]) -> None:

@@ -248,3 +248,22 @@ def test_attribute_comparison_samples_only_the_others(tstore: Store, monkeypatch
     top = sampled.rows[0]
     assert (top["key"], top["value"], top["target_spans"]) == ("app.version", "v2", 10)
     assert "1 in 6 sampled" in sampled.summary
+
+
+def test_latency_breakdown_counts_callers_that_started_long_before(root_store: Store) -> None:
+    """A caller span that began minutes before the service's entry span is part of its trace's time."""
+    store = new_database(root_store, prefix="callers")
+    spans = []
+    for i in range(30):
+        start = WINDOW.start + dt.timedelta(seconds=20 * i)
+        caller = root("batch", "nightly job", start, 200_000.0)  # 200 s, its call to api 150 s in
+        spans += [caller, caller.child("api", "POST /import", 150_000, 800.0 if i % 10 == 0 else 80.0, kind="Server")]
+    insert_spans(store, spans)
+    result = latency_breakdown(store, WINDOW, "api")
+    assert result.ok, result.error
+    rows = {(r["service"], r["operation"]): r for r in result.rows}
+    slow = [s for s in spans if s.service == "api" and s.duration_ms >= 800.0]
+    assert result.details["slow_traces"] == len(slow) == 3
+    # the caller's self time (200 s minus its 0.8 s call) is in every slow trace
+    assert rows[("batch", "nightly job")]["slow_self_ms"] == pytest.approx(200_000.0 - 800.0, abs=0.01)
+    store.close()

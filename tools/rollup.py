@@ -52,6 +52,16 @@ def _raw(period: int, start: dt.datetime, end: dt.datetime, where: str) -> str:
         GROUP BY ServiceName, SpanName, entry"""
 
 
+def pieces(window: TimeWindow) -> list[tuple[bool, dt.datetime, dt.datetime]]:
+    """`window` as (from the rollup?, start, end): its whole minutes, and the partial minutes at its edges."""
+    minutes = whole_minutes(window)
+    if minutes is None:
+        return [(False, utc(window.start), utc(window.end))]
+    first, last = minutes
+    edges = [(False, utc(window.start), first), (False, last, utc(window.end))]
+    return [(True, first, last)] + [e for e in edges if e[1] < e[2]]
+
+
 def span_minutes(periods: dict[int, TimeWindow], where: str = "") -> str:
     """SQL rows (period, ServiceName, SpanName, entry, n, n_err, d_sum, d_max, q_state, sk_state) covering
     each window in `periods` (keyed by the `period` value its rows get). `where` (" AND ...") may test
@@ -59,17 +69,21 @@ def span_minutes(periods: dict[int, TimeWindow], where: str = "") -> str:
     sum / max of Duration (ns), q_state / sk_state: quantile states (`merge_quantiles` / `merge_sketch`)."""
     parts = []
     for period, window in periods.items():
-        minutes = whole_minutes(window)
-        if minutes is None:
-            parts.append(_raw(period, window.start, window.end, where))
-            continue
-        first, last = minutes
-        parts.append(f"""SELECT {period} AS period, ServiceName, SpanName, Entry AS entry, Calls AS n,
+        for rolled, start, end in pieces(window):
+            if not rolled:
+                parts.append(_raw(period, start, end, where))
+                continue
+            parts.append(f"""SELECT {period} AS period, ServiceName, SpanName, Entry AS entry, Calls AS n,
                 Errors AS n_err, DurationSum AS d_sum, DurationMax AS d_max, DurationQuantiles AS q_state,
                 DurationSketch AS sk_state
-            FROM {ROLLUP_TABLE} WHERE Minute >= {ch_time(first)} AND Minute < {ch_time(last)}{where}""")
-        if utc(window.start) < first:
-            parts.append(_raw(period, window.start, first, where))
-        if last < utc(window.end):
-            parts.append(_raw(period, last, window.end, where))
+            FROM {ROLLUP_TABLE} WHERE Minute >= {ch_time(start)} AND Minute < {ch_time(end)}{where}""")
     return "\nUNION ALL\n".join(parts)
+
+
+def longest_span_sql(window: TimeWindow) -> str:
+    """SQL for the longest duration (ns) of the spans that started in `window` (0 when there are none)."""
+    parts = [f"SELECT max(DurationMax) AS d FROM {ROLLUP_TABLE} WHERE Minute >= {ch_time(start)} "
+             f"AND Minute < {ch_time(end)}" if rolled else
+             f"SELECT max(Duration) AS d FROM otel_traces WHERE Timestamp >= {ch_time(start)} "
+             f"AND Timestamp < {ch_time(end)}" for rolled, start, end in pieces(window)]
+    return f"SELECT max(d) FROM ({' UNION ALL '.join(parts)})"

@@ -17,7 +17,7 @@ from typing import Any
 from store import Store
 from tools.common import ENTRY, ERROR, in_either, in_window, logged_query, run_tool, tool_args
 from tools.result import ToolResult
-from tools.rollup import QUANTILES, SKETCH_ERROR, merge_quantiles, merge_sketch, span_minutes
+from tools.rollup import QUANTILES, SKETCH_ERROR, longest_span_sql, merge_quantiles, merge_sketch, span_minutes
 from tools.sql import literal
 from tools.timewindow import TimeWindow, ch_time, utc
 
@@ -37,6 +37,11 @@ def trace_slack(longest_ns: float | None) -> dt.timedelta:
     if longest_ns is None or math.isnan(longest_ns):
         return TRACE_SLACK
     return min(TRACE_SLACK, max(TRACE_SLACK_MIN, dt.timedelta(microseconds=2 * float(longest_ns) / 1000)))
+
+
+def longest_span(sql: list[str], store: Store, start: dt.datetime, end: dt.datetime) -> float:
+    """The longest duration (ns) of the spans that started in [start, end), from the per-minute rollup."""
+    return float(logged_query(sql, store, longest_span_sql(TimeWindow(start=start, end=end))).scalar() or 0)
 
 
 def _filters(service: str | None, operation: str | None, prefix: str = "") -> str:
@@ -199,7 +204,7 @@ def latency_breakdown(
         base_where = f"1 = 1{_filters(service, operation)} AND {in_either(window, baseline)}"
         stats = logged_query(sql, store, f"""SELECT {ENTRY} AS entry, countIf({w}) AS n_w, countIf(NOT {w}) AS n_b,
             quantileIf(0.9)(Duration, {w}) AS p90_w, quantileIf(0.5)(Duration, {w}) AS p50_w,
-            avgIf(Duration, {w}) AS avg_w, avgIf(Duration, NOT {w}) AS avg_b, max(Duration) AS max_d
+            avgIf(Duration, {w}) AS avg_w, avgIf(Duration, NOT {w}) AS avg_b
             FROM otel_traces WHERE {base_where} GROUP BY entry ORDER BY entry DESC""").dicts()
         stat = next((s for s in stats if s["entry"] and s["n_w"]), None) or next((s for s in stats if s["n_w"]), None)
         if stat is None:
@@ -221,13 +226,14 @@ def latency_breakdown(
         slow_picks = f"{picks}{w} AND Duration >= {p90} {recent}"
         normal_picks = f"{picks}{normal_cond} {recent}"
         slow_ids, normal_ids = (f"SELECT TraceId FROM ({p})" for p in (slow_picks, normal_picks))
-        ranges = logged_query(sql, store, " UNION ALL ".join(
-            f"SELECT min(Timestamp), max(Timestamp) FROM ({p})" for p in (slow_picks, normal_picks))).rows
-        ranges = [(lo, hi) for lo, hi in ranges if utc(hi).year > 1970]  # an empty cohort gives epoch bounds
-        slack = trace_slack(stat["max_d"])
+        # Each cohort's time range: its entry spans, give or take twice the longest span of any service
+        # around then (a caller may have started that long before its call, minutes for a batch job).
+        slack = trace_slack(longest_span(sql, store, baseline.start - TRACE_SLACK, window.end))
+        entries = logged_query(sql, store, " UNION ALL ".join(
+            f"SELECT min(Timestamp), max(Timestamp), count() FROM ({p})" for p in (slow_picks, normal_picks)))
         span_range = "(" + (" OR ".join(
             f"(Timestamp >= {ch_time(utc(lo) - slack)} AND Timestamp < {ch_time(utc(hi) + slack)})"
-            for lo, hi in ranges) or "0") + ")"
+            for lo, hi, n in entries.rows if n) or "0") + ")"
         # Self time without a self-join: every span adds its duration under its own id and subtracts it
         # under its parent's id; per (trace, span id) the sum is duration minus the children's durations.
         # One set of trace ids for the scan (two sets cost a second lookup per span); the second
@@ -625,9 +631,7 @@ def service_map(store: Store, window: TimeWindow) -> ToolResult:
     def body(sql: list[str]) -> ToolResult:
         # A parent starts before its child by at most its own duration: look back as far as the longest
         # span that reaches into the window (the hash join's size follows this range).
-        longest = logged_query(sql, store, f"""SELECT max(Duration) FROM otel_traces
-            WHERE Timestamp >= {ch_time(window.start - TRACE_SLACK)} AND Timestamp < {ch_time(window.end)}""").scalar()
-        slack = trace_slack(longest)
+        slack = trace_slack(longest_span(sql, store, window.start - TRACE_SLACK, window.end))
         parents = f"Timestamp >= {ch_time(window.start - slack)} AND Timestamp < {ch_time(window.end + slack)}"
         edges = logged_query(sql, store, f"""SELECT p.ServiceName AS caller, c.ServiceName AS callee, 'span' AS via,
                 count() AS calls, countIf(c.err) AS errors, quantile(0.95)(c.Duration) AS p95_ns,
