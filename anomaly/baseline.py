@@ -244,6 +244,14 @@ def directional(z: np.ndarray) -> np.ndarray:
     return np.where(_UPWARD, np.clip(z, 0, None), z)
 
 
+def residual(z: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """The deviations that matter from a reconstruction (z units, non-negative). For latency, errors and
+    resources only what lies above both the reconstruction and the entity's normal: the network may expect
+    more than normal (a busy hour), but a value at or below normal (or held there by the latency floor) is
+    never an increase, however low it expected it."""
+    return np.abs(directional(z - np.where(_UPWARD, np.maximum(recon, 0.0), recon)))
+
+
 @dataclass
 class Scores:
     """A detector's verdict per row: score (1.0 = threshold), per-feature deviation and expectation."""

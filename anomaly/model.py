@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomaly.baseline import Normaliser, Scores, directional
+from anomaly.baseline import Normaliser, Scores, directional, residual
 from anomaly.features import N_FEATURES, Entity, FeatureTable
 
 INPUT_CLIP = 5.0
@@ -88,7 +88,7 @@ class AutoencoderDetector:
         recon = np.zeros_like(z)
         if known.any():
             recon[known] = predict(self.model, z[known], mask[known], idx[known])
-        resid = np.abs(directional(z - recon)) * mask / self.feature_scale
+        resid = residual(z, recon) * mask / self.feature_scale
         err = (resid**2).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
         med = np.where(known, self.entity_median[np.clip(idx, 0, None)], 1.0)
         joint = np.sqrt(err / (med * self.threshold)) if n else np.zeros(0)
@@ -198,7 +198,7 @@ def train(table: FeatureTable, normaliser: Normaliser, config: TrainConfig | Non
     # calibration on held-out normal windows: first each feature's typical residual (noisy features such as
     # the p99 of a fast call must not drown a clean one such as an error ratio), then the error quantile
     recon = predict(model, z[hold], mask[hold], idx[hold])
-    resid = np.abs(directional(z[hold] - recon)) * mask[hold]
+    resid = residual(z[hold], recon) * mask[hold]
     feature_scale = np.ones(N_FEATURES)
     for f in range(N_FEATURES):
         present = mask[hold][:, f]

@@ -10,31 +10,33 @@ range (normal minutes + the fault) window by window.
 - root cause top-1 / top-3: `anomaly.rootcause.rank_root_causes` over the fault window, from that
   detector's anomalies alone, against the ground truth's root-cause service;
 - fault-free runs (scenario "none"): false alarms per entity per simulated day = flagged
-  (entity, window) pairs / entity-windows scored x 2880.
+  (entity, window) pairs / entity-windows scored x 2880; also walk-forward, as `serve` raises them in its
+  first hours: trained once on the first hour, every later window scored in order (hours of independent
+  normal windows, where the evaluation range is the same 10 minutes for every scenario of a seed).
 Cost: scoring one window of 1,000 entities and training on 24 h of 30 s windows x 200 entities
 (generated feature tables: anomaly/synthetic.py), on this CPU with torch limited to one thread.
 
-Usage: .venv/bin/python benchmarks/anomaly.py [--scenarios all|a,b] [--seeds 1,2,3] [--history 70m]
-       [--eval-normal 10] [--rate 2.5] [--cost-only | --skip-cost] [--json out.json]
+Usage: .venv/bin/python benchmarks/anomaly.py [--scenarios all|a,b] [--seeds 1,2,3] [--history 3h]
+       [--eval-normal 10] [--rate 3] [--cost-only | --skip-cost] [--json out.json]
        [--keep DIR [--prepare-only | --loaded-only] [--anchor ISO]] [--report a.json,b.json]
 Loading a run (simulating hours of a shop and ingesting it over OTLP) costs far more than scoring it and
 does not depend on the detectors: `--keep DIR --prepare-only` loads runs into a persistent chDB directory
 (one process per directory, so several can load in parallel), later runs score them again in seconds.
 
-Shared history (with --keep): the simulator is seeded only by the seed (arrivals and per-request random
-streams) and a fault changes nothing before it starts, so for one seed, anchor and history length every
-scenario produces the same telemetry before the fault. The seed's history up to the evaluation range
-(fault start - --eval-normal) is therefore loaded once, from the fault-free run, into a base database; each
-scenario's database gets a copy of it (INSERT ... SELECT inside chDB) and the simulator then runs the whole
-scenario again but sends only the items stamped from the cut-off on (`sim.split.time_range`) through the
-real OTLP receiver. Verified on 2026-11-28: (1) with the SDK's in-memory exporters, every span, log record
-and metric point (ids, times, attributes, resources, values) stamped before fault start is identical
-between `none` and each of the 17 scenarios (seed 1, 30 min) and for checkoutBadDeploy, nodeCpuSaturation,
-kafkaQueueProblems and adFailure with seeds 2 and 3 (20 min); the only difference before fault start is
-nodeCpuSaturation seed 2 in the last minute before it (a trace started before the fault whose later spans
-are slowed), far after the cut-off; (2) in chDB, a scenario loaded this way and the same scenario loaded
-whole over OTLP have identical tables (row counts and sum of row hashes of every telemetry table, including
-the materialized view's; paymentFailure and nodeCpuSaturation, 30 min).
+Shared history (always; `--keep` makes the loaded runs persist): the simulator is seeded only by the seed
+(arrivals and per-request random streams) and a fault changes nothing before it starts, so for one seed,
+anchor and history length every scenario produces the same telemetry before the fault. The seed's history up
+to the evaluation range (fault start - --eval-normal) is therefore loaded once, from the fault-free run, into
+a base database; each scenario's database gets a copy of it (INSERT ... SELECT inside chDB) and the simulator
+then runs the whole scenario again but sends only the items stamped from the cut-off on
+(`sim.split.time_range`) through the real OTLP receiver. Verified on 2026-11-28: (1) with the SDK's in-memory
+exporters, every span, log record and metric point (ids, times, attributes, resources, values) stamped before
+fault start is identical between `none` and each of the 17 scenarios (seed 1, 30 min) and for
+checkoutBadDeploy, nodeCpuSaturation, kafkaQueueProblems and adFailure with seeds 2 and 3 (20 min); the only
+difference before fault start is nodeCpuSaturation seed 2 in the last minute before it (a trace started before
+the fault whose later spans are slowed), far after the cut-off; (2) in chDB, a scenario loaded this way and
+the same scenario loaded whole over OTLP have identical tables (row counts and sum of row hashes of every
+telemetry table, including the materialized view's; paymentFailure and nodeCpuSaturation, 30 min).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from ingest.service import IngestThread  # noqa: E402
 from otel_ai.context import ServerContext  # noqa: E402
 from otel_ai.settings import Settings  # noqa: E402
 from sim.emit import otlp_exporters  # noqa: E402
-from sim.runner import SimResult, fault_window, run_simulation  # noqa: E402
+from sim.runner import DEFAULT_RATE, SimResult, fault_window, run_simulation  # noqa: E402
 from sim.scenarios import SCENARIOS, Fail, GroundTruth, Slow, get_scenario  # noqa: E402
 from sim.split import time_range  # noqa: E402
 from store import Store  # noqa: E402
@@ -233,9 +235,9 @@ def walk_forward(store: Store, first: float, last: float) -> dict:
 
 
 def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: int, rate: float,
-             keep: Path | None = None) -> dict:
+             keep: Path | None = None, anchor: datetime | None = None) -> dict:
     t0 = time.monotonic()
-    store, truth = load(root, scenario, seed, history, rate, keep, eval_normal)
+    store, truth = load(root, scenario, seed, history, rate, keep, eval_normal, anchor)
     load_s = time.monotonic() - t0
     first = float(store.query("SELECT toUnixTimestamp64Milli(min(Timestamp)) / 1000 FROM otel_traces").scalar())
     last = float(store.query("SELECT toUnixTimestamp64Milli(max(Timestamp)) / 1000 FROM otel_traces").scalar())
@@ -388,9 +390,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenarios", default="all")
     ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--history", default="70m")
+    ap.add_argument("--history", default="3h")
     ap.add_argument("--eval-normal", type=int, default=10, help="fault-free minutes scored before the fault")
-    ap.add_argument("--rate", type=float, default=2.5, help="simulated user flows per second")
+    ap.add_argument("--rate", type=float, default=DEFAULT_RATE, help="simulated user flows per second")
     ap.add_argument("--cost-only", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--keep", help="persistent data directory: load each scenario run once, reuse it later")
@@ -420,15 +422,14 @@ def main() -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
         results = []
         # chDB may still write to its directory after close: cleanup errors are not benchmark errors
-        keep = Path(args.keep).resolve() if args.keep else None
         anchor = datetime.fromisoformat(args.anchor).astimezone(UTC) if args.anchor else None
         with tempfile.TemporaryDirectory(prefix="otel-ai-bench-", ignore_cleanup_errors=True) as tmp:
-            if keep is not None:
-                keep.mkdir(parents=True, exist_ok=True)
-            root = Store.connect(f"chdb://{keep or tmp}", database="default")
+            keep = Path(args.keep or tmp).resolve()  # a temporary one still shares each seed's history
+            keep.mkdir(parents=True, exist_ok=True)
+            root = Store.connect(f"chdb://{keep}", database="default")
             for seed in seeds:  # every scenario once before the next seed: a cut-short run still covers all
                 for name in names:
-                    if args.loaded_only and keep is not None and not (
+                    if args.loaded_only and not (
                             keep / f"{_db_name(name, seed, args.history, args.rate)}.truth.json").exists():
                         continue
                     if args.prepare_only:
@@ -436,7 +437,7 @@ def main() -> int:
                         load(root, name, seed, args.history, args.rate, keep, args.eval_normal, anchor)
                         print(f"loaded {name} seed {seed} in {time.monotonic() - t0:.0f} s ({machine()})", flush=True)
                         continue
-                    r = evaluate(root, name, seed, args.history, args.eval_normal, args.rate, keep)
+                    r = evaluate(root, name, seed, args.history, args.eval_normal, args.rate, keep, anchor)
                     r["machine"] = machine()
                     results.append(r)
                     print(json.dumps(r), flush=True)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from anomaly.baseline import FEATURE_INDEX, Normaliser, fmt_value, inverse
+from anomaly.baseline import FEATURE_INDEX, Normaliser, fmt_value, inverse, residual
 from anomaly.features import FeatureTable
 from anomaly.model import TrainConfig, train
 from anomaly.scorer import AnomalyConfig, Scorer
@@ -256,3 +256,17 @@ def test_heavy_latency_tail_is_normal_and_unseen_quantiles_are_not_scored() -> N
     _, mask, _, _ = Normaliser.fit(history, min_windows=20).z(live)
     assert not mask[live.entity_idx == 2, p95].any()
     assert mask[live.entity_idx == 1, p95].all()
+
+
+def test_residual_counts_increases_above_normal_only() -> None:
+    """A latency at its normal (or held there by the 20/50 ms floor) is no increase, however low the network
+    expected it; above normal it counts from normal or from the expectation, whichever is higher. Traffic
+    counts both ways."""
+    p95, req = FEATURE_INDEX["p95"], FEATURE_INDEX["requests"]
+    z, recon = np.zeros((3, len(FEATURE_INDEX))), np.zeros((3, len(FEATURE_INDEX)))
+    z[0, p95], recon[0, p95] = 0.0, -3.0  # held at normal, expected lower
+    z[1, p95], recon[1, p95] = 4.0, -3.0  # above normal, expected lower: 4 above normal
+    z[2, p95], recon[2, p95] = 4.0, 1.5  # above normal, expected above normal too
+    z[0, req], recon[0, req] = -4.0, 0.0  # traffic drop
+    r = residual(z, recon)
+    assert r[0, p95] == 0.0 and r[1, p95] == 4.0 and r[2, p95] == 2.5 and r[0, req] == 4.0
