@@ -303,7 +303,7 @@ def evaluate(root: Store, scenario: str, seed: int, history: str, eval_normal: i
 
 def summarise(results: list[dict]) -> dict:
     summary: dict = {}
-    walks = [r["walk_forward"] for r in results if "walk_forward" in r]
+    walks = [r["walk_forward"] for r in results if r.get("walk_forward", {}).get("entity_windows")]
     for detector in DETECTORS:
         faulty = [r[detector] for r in results if r["scenario"] != "none"]
         clean = [r[detector] for r in results if r["scenario"] == "none"]
