@@ -471,15 +471,16 @@ def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iter
     for r in rows:
         svc, metric = r["service"], r["metric"]
         nodes.setdefault(svc, set()).update(n for n in r.get("nodes") or [] if n)
-        avg, base, last, first = (float(r.get(k) or 0) for k in ("avg", "avg_base", "last", "first"))
+        avg, base, last, first, p75 = (float(r.get(k) or 0) for k in ("avg", "avg_base", "last", "first", "p75"))
         if not r.get("n") or not r.get("n_base"):
             continue
         name = metric.lower()
         msg, s = "", 0.0
         if ("cpu" in name or "utilization" in name) and (str(r.get("unit")) == "%" or 1.5 < avg <= 100):
-            avg, base = avg / 100, base / 100  # percent -> fraction
-        # the level now: the window's mean, or its last value when the fault began inside the window
-        level = max(avg, last if avg >= 0.5 else 0.0)
+            avg, base, last, p75 = avg / 100, base / 100, last / 100, p75 / 100  # percent -> fraction
+        # the level in the window: its mean, its last value when the fault began inside the window, or what a
+        # quarter of its samples reached (pinned for minutes, even if the last sample is back to idle)
+        level = max(avg, p75, last if avg >= 0.5 else 0.0)
         if ("cpu" in name or "utilization" in name) and base < 0.7 * level and 0.8 <= level <= 1.5:
             msg, s = (f"{metric} {base:.2f} -> {avg:.2f} (last {last:.2f}, peak {float(r.get('max') or 0):.2f})",
                       level)

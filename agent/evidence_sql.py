@@ -121,13 +121,15 @@ METRIC_SERVICE = (
 
 
 def resource_gauges_sql(w: Window) -> str:
-    """Resource gauges per service and metric: window vs baseline average, peak, first/last value."""
+    """Resource gauges per service and metric: window vs baseline average, peak, first/last value and the
+    level a quarter of the window reached (p75: a resource pinned for minutes, whatever its last sample)."""
     return f"""
 SELECT {METRIC_SERVICE} AS service, MetricName AS metric, any(MetricUnit) AS unit,
     avgIf(Value, TimeUnix >= {_t(w.start)}) AS avg, avgIf(Value, TimeUnix < {_t(w.start)}) AS avg_base,
     maxIf(Value, TimeUnix >= {_t(w.start)}) AS max, maxIf(Value, TimeUnix < {_t(w.start)}) AS max_base,
     argMinIf(Value, TimeUnix, TimeUnix >= {_t(w.start)}) AS first,
     argMaxIf(Value, TimeUnix, TimeUnix >= {_t(w.start)}) AS last,
+    quantileExactIf(0.75)(Value, TimeUnix >= {_t(w.start)}) AS p75,
     countIf(TimeUnix >= {_t(w.start)}) AS n, countIf(TimeUnix < {_t(w.start)}) AS n_base,
     groupUniqArray(coalesce(nullIf(ResourceAttributes['k8s.node.name'], ''), ResourceAttributes['host.name']))
         AS nodes
