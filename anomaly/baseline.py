@@ -60,6 +60,31 @@ def mask_thin_quantiles(values: np.ndarray) -> None:
     values[few < MIN_REQUESTS_P99, _P99] = np.nan
 
 
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how surprising k errors in n requests are at error rate p. Summed in
+    log space from the k-th term, so a tail of 1e-40 is as exact as one of 0.1."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    i = np.arange(k, n, dtype=np.float64)  # each next term: pmf(i + 1) = pmf(i) (n - i) / (i + 1) p / (1 - p)
+    first = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p)
+             + (n - k) * math.log1p(-p))
+    log_pmf = first + np.concatenate(([0.0], np.cumsum(np.log((n - i) / (i + 1)) + math.log(p) - math.log1p(-p))))
+    top = float(log_pmf.max())
+    return min(1.0, math.exp(top) * float(np.exp(log_pmf - top).sum()))
+
+
+def error_rate(values: np.ndarray) -> float:
+    """The mean error rate of windows (rows of raw features), with half an error of prior: an entity that
+    never failed in 6,000 requests gets 1 in 12,000, not an impossible 0."""
+    req = np.nan_to_num(values[:, _REQ], nan=0.0)
+    errors = np.nan_to_num(values[:, _ERR], nan=0.0) * req
+    return float((errors.sum() + 0.5) / (req.sum() + 1.0))
+
+
 def hour_of_day(window: np.ndarray) -> np.ndarray:
     return (np.asarray(window) // 3600) % 24
 
@@ -73,6 +98,7 @@ class EntityStats:
     windows: int
     hourly: dict[int, np.ndarray] = field(default_factory=dict)
     shares: dict[str, float] = field(default_factory=dict)
+    error_rate: float = math.nan  # errors per request over the whole history (the median window has none)
 
     def center_at(self, hour: int) -> np.ndarray:
         h = self.hourly.get(int(hour))
@@ -159,7 +185,19 @@ class Normaliser:
             sel = hours == h
             if sel.sum() >= self.hourly_min_windows and len(np.unique(days[sel])) >= self.hourly_min_days:
                 hourly[int(h)] = np.where(unseen, np.nan, _robust(x[sel])[0])
-        self.stats[entity] = EntityStats(center=center, scale=scale, windows=len(rows), hourly=hourly, shares=shares)
+        self.stats[entity] = EntityStats(center=center, scale=scale, windows=len(rows), hourly=hourly, shares=shares,
+                                         error_rate=error_rate(values))
+
+    def error_tail(self, entity: Entity, values: np.ndarray) -> float:
+        """How likely a window's errors (one row of raw features) are at the entity's learned error rate: the
+        binomial tail P(>= its errors). 1.0 without errors, without requests or for an unknown entity."""
+        st = self.stats.get(entity)
+        n = int(round(float(np.nan_to_num(values[_REQ], nan=0.0))))
+        k = int(round(float(np.nan_to_num(values[_ERR], nan=0.0)) * n))
+        if st is None or k <= 0:
+            return 1.0
+        rate = st.error_rate if math.isfinite(st.error_rate) else max(inverse(_ERR, float(st.center[_ERR])), 1e-4)
+        return binomial_tail(k, n, rate)
 
     def known(self, table: FeatureTable) -> np.ndarray:
         known_entity = np.array([e in self.stats for e in table.entities], dtype=bool)
@@ -211,6 +249,9 @@ class Normaliser:
         st.center = np.where(np.isnan(center), st.center, center)
         st.scale = np.maximum(st.scale, np.nan_to_num(scale))
         st.hourly = {}
+        raw = np.array(x_recent, dtype=np.float64, copy=True)
+        raw[:, _REQ] = np.expm1(raw[:, _REQ])  # requests are log1p in transformed rows; the error ratio is raw
+        st.error_rate = error_rate(raw)
 
     # persistence: plain arrays and lists only, so state loads with torch.load(weights_only=True)
     def to_state(self) -> dict:
@@ -222,12 +263,14 @@ class Normaliser:
             "windows": [self.stats[e].windows for e in ents],
             "hourly": [[[h, v.tolist()] for h, v in sorted(self.stats[e].hourly.items())] for e in ents],
             "shares": [[[k, v] for k, v in sorted(self.stats[e].shares.items())] for e in ents],
+            "error_rate": [self.stats[e].error_rate if math.isfinite(self.stats[e].error_rate) else -1.0 for e in ents],
             "min_windows": self.min_windows,
         }
 
     @classmethod
     def from_state(cls, state: dict) -> Normaliser:
         norm = cls(min_windows=int(state.get("min_windows", 10)))
+        rates = state.get("error_rate") or [-1.0] * len(state["entities"])  # state saved before error rates
         for i, e in enumerate(state["entities"]):
             norm.stats[(str(e[0]), str(e[1]), str(e[2]))] = EntityStats(
                 center=np.array(state["center"][i], dtype=np.float64),
@@ -235,6 +278,7 @@ class Normaliser:
                 windows=int(state["windows"][i]),
                 hourly={int(h): np.array(v, dtype=np.float64) for h, v in state["hourly"][i]},
                 shares={str(k): float(v) for k, v in state["shares"][i]},
+                error_rate=float(rates[i]) if float(rates[i]) >= 0 else math.nan,
             )
         return norm
 

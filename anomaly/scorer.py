@@ -55,6 +55,8 @@ _KIND = {
 
 
 _RESOURCES = np.array([FEATURE_NAMES.index("cpu"), FEATURE_NAMES.index("memory")])
+_ERROR_RATIO = FEATURE_NAMES.index("error_ratio")
+ERROR_LED = 0.5  # the error ratio's share of a window's score above which its error count decides
 
 
 def two_sources(contrib: np.ndarray, share: float = 0.15) -> bool:
@@ -81,6 +83,12 @@ class AnomalyConfig(BaseSettings):
     silent_min_requests: float = 5.0  # entities normally this busy per window are expected in every window
     immediate_score: float = 5.0  # below this, an entity must be anomalous in two windows close together to alert
     recent_windows: int = 3  # "close together": the earlier anomalous window at most this many windows before
+    # windows whose anomaly is mostly the error ratio: judged by how likely their error count is at the entity's
+    # learned error rate (binomial tail). At least this likely (by chance 3 times a day per entity at 30 s): a
+    # failure among a dozen calls, it cannot start an alert. At most this likely: it alerts at once; by chance
+    # 0.03 times a day per entity, 3% of the false-alarm budget (1 per entity-day).
+    error_chance_p: float = 1e-3
+    error_certain_p: float = 1e-5
     grace_seconds: float = 10.0  # a window is closed this long after its end (late spans)
     max_catchup_windows: int = 20
     template_lookback_seconds: float = 3600.0
@@ -333,19 +341,33 @@ class Scorer:
             ws = int(table.window[r])
             if anomalous:
                 previous = self.last_anomalous.get(entity)
-                self.last_anomalous[entity] = ws
+                errors = self._error_evidence(entity, table.values[r], scores.contrib[r])
+                if errors != "chance":  # chance errors continue an incident, never start one
+                    self.last_anomalous[entity] = ws
                 # a lone marginal window is noise (long tails), so is one silent window of a quiet entity:
                 # alert when it persists or is strong
                 silent = table.values[r, 0] == 0 and np.isnan(table.values[r, 1])  # no span at all
                 recent = previous is not None and 0 < ws - previous <= self.config.recent_windows * table.window_seconds
-                if (decision.action == "alert" and (score < self.config.immediate_score or silent)
-                        and not recent and not two_sources(scores.contrib[r])):
+                strong = errors == "certain" or (score >= self.config.immediate_score and not silent
+                                                 and errors != "chance")
+                if (decision.action == "alert" and not recent and not strong
+                        and (errors == "chance" or not two_sources(scores.contrib[r]))):
                     continue
             if decision.action == "suppress" or (decision.action == "alert" and not anomalous):
                 continue
             records.append(self._record(table, r, entity, score, "autoencoder" if use_ae else "baseline",
                                         scores, z[r], decision))
         return records
+
+    def _error_evidence(self, entity: Entity, values: np.ndarray, contrib: np.ndarray) -> str | None:
+        """For a window anomalous mostly through its error ratio: "chance" or "certain" by its error count at
+        the entity's learned rate (a ratio alone makes 1 failure in 5 calls look like 4 in 20)."""
+        if self.normaliser is None or contrib[_ERROR_RATIO] < ERROR_LED:
+            return None
+        p = self.normaliser.error_tail(entity, values)
+        if p >= self.config.error_chance_p:
+            return "chance"
+        return "certain" if p <= self.config.error_certain_p else None
 
     def _record(self, table: FeatureTable, r: int, entity: Entity, score: float, detector: str, scores: Scores,
                 z: np.ndarray, decision: Decision) -> AnomalyRecord:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from anomaly.baseline import FEATURE_INDEX, Normaliser, fmt_value, inverse, residual
+from anomaly.baseline import FEATURE_INDEX, Normaliser, binomial_tail, fmt_value, inverse, residual
 from anomaly.features import FeatureTable
 from anomaly.model import TrainConfig, train
 from anomaly.scorer import AnomalyConfig, Scorer
@@ -193,10 +193,10 @@ def test_training_is_abandoned_when_serve_stops() -> None:
 
 
 def test_intermittent_anomaly_alerts_once_confirmed_within_recent_windows() -> None:
-    """One failing burst every other window: a lone marginal window is not alerted, its repeat two windows
+    """One slow burst every other window: a lone marginal window is not alerted, its repeat two windows
     later is (within `recent_windows`); with back-to-back confirmation only, it never would be."""
     target = ENTS[4]  # ('svc001', '', 'service')
-    plants = tuple(Plant(target, 280 + k, 1, "error_ratio", value=0.4) for k in (0, 2, 4))
+    plants = tuple(Plant(target, 280 + k, 1, feature, 2.0) for k in (0, 2, 4) for feature in ("p50", "p95"))
     history, live = split(generate(8, 320, seed=5, plants=plants), 260)
     for recent, expected in ((3, [22, 24]), (1, [])):
         scorer = fitted(history, recent_windows=recent)
@@ -208,6 +208,41 @@ def test_intermittent_anomaly_alerts_once_confirmed_within_recent_windows() -> N
         alerted = sorted(int((r.window_start.timestamp() - live.window.min()) // 30) for r in records
                          if (r.service, r.operation, r.span_kind) == target)
         assert alerted == expected
+
+
+def test_error_windows_are_judged_by_their_count() -> None:
+    """An operation that never fails, 8 calls a window. One failure in each of two neighbouring windows is
+    chance at its learned rate (p = 0.002): no alert, though both windows score as anomalous and confirm each
+    other. Two failures in one window are not (p = 2e-6): an alert at once, though the score is marginal.
+    Judged by the error ratio alone (the rule off), it is the other way round."""
+    target = ENTS[1]  # ('svc000', 'op0', 'server')
+    plants = (Plant(target, 0, 320, "requests", value=8), Plant(target, 0, 320, "error_ratio", value=0.0),
+              Plant(target, 280, 2, "error_ratio", value=1 / 8), Plant(target, 290, 1, "error_ratio", value=2 / 8))
+    history, live = split(generate(8, 320, seed=5, plants=plants), 260)
+    rows = {int((live.window[r] - live.window.min()) // 30): r for r in range(len(live)) if live.entity_of(r) == target}
+    scorer = fitted(history)
+    assert scorer.normaliser.stats[target].error_rate == pytest.approx(0.5 / (8 * 260 + 1))
+    assert scorer.normaliser.error_tail(target, live.values[rows[20]]) == pytest.approx(1 - (1 - 0.5 / 2081) ** 8)
+    scores = scorer.model.score(live)
+    assert [k for k in sorted(rows) if scores.score[rows[k]] >= 1] == [20, 21, 30]
+    assert scores.score[rows[30]] < 5, "the burst must be marginal for the test to mean anything"
+    assert _alerted(scorer, live, target) == [30]
+    baseline_only = fitted(history)
+    baseline_only.model = None  # the baseline alone: the same count decides
+    assert _alerted(baseline_only, live, target) == [30]
+    by_ratio = fitted(history, error_chance_p=1.0, error_certain_p=0.0)
+    assert _alerted(by_ratio, live, target) == [21]
+    # the learned rate survives a restart
+    restored = Normaliser.from_state(scorer.normaliser.to_state())
+    assert restored.stats[target].error_rate == scorer.normaliser.stats[target].error_rate
+
+
+def test_binomial_tail_matches_the_sum_of_the_distribution() -> None:
+    for k, n, p in ((1, 12, 0.02), (2, 8, 2.4e-4), (5, 20, 8e-5), (50, 1000, 0.02), (6, 6, 0.5), (40, 400, 1e-4)):
+        exact = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+        assert binomial_tail(k, n, p) == pytest.approx(exact, rel=1e-9)
+    assert 0 < binomial_tail(40, 400, 1e-4) < 1e-100  # a tail far below what a ratio's z could express
+    assert binomial_tail(0, 5, 0.1) == 1.0 and binomial_tail(6, 5, 0.1) == 0.0 and binomial_tail(1, 5, 0.0) == 0.0
 
 
 def _alerted(scorer: Scorer, live: FeatureTable, entity: tuple[str, str, str]) -> list[int]:
