@@ -188,16 +188,16 @@ class Normaliser:
         self.stats[entity] = EntityStats(center=center, scale=scale, windows=len(rows), hourly=hourly, shares=shares,
                                          error_rate=error_rate(values))
 
-    def error_tail(self, entity: Entity, values: np.ndarray) -> float:
+    def error_tail(self, entity: Entity, values: np.ndarray) -> float | None:
         """How likely a window's errors (one row of raw features) are at the entity's learned error rate: the
-        binomial tail P(>= its errors). 1.0 without errors, without requests or for an unknown entity."""
+        binomial tail P(>= its errors); 1.0 without errors. None when there is no rate to judge by (an unknown
+        entity, a state saved before rates were learned)."""
         st = self.stats.get(entity)
+        if st is None or not math.isfinite(st.error_rate):
+            return None
         n = int(round(float(np.nan_to_num(values[_REQ], nan=0.0))))
         k = int(round(float(np.nan_to_num(values[_ERR], nan=0.0)) * n))
-        if st is None or k <= 0:
-            return 1.0
-        rate = st.error_rate if math.isfinite(st.error_rate) else max(inverse(_ERR, float(st.center[_ERR])), 1e-4)
-        return binomial_tail(k, n, rate)
+        return binomial_tail(k, n, st.error_rate)
 
     def known(self, table: FeatureTable) -> np.ndarray:
         known_entity = np.array([e in self.stats for e in table.entities], dtype=bool)

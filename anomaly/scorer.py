@@ -365,6 +365,8 @@ class Scorer:
         if self.normaliser is None or contrib[_ERROR_RATIO] < ERROR_LED:
             return None
         p = self.normaliser.error_tail(entity, values)
+        if p is None:
+            return None
         if p >= self.config.error_chance_p:
             return "chance"
         return "certain" if p <= self.config.error_certain_p else None

@@ -232,9 +232,14 @@ def test_error_windows_are_judged_by_their_count() -> None:
     assert _alerted(baseline_only, live, target) == [30]
     by_ratio = fitted(history, error_chance_p=1.0, error_certain_p=0.0)
     assert _alerted(by_ratio, live, target) == [21]
-    # the learned rate survives a restart
-    restored = Normaliser.from_state(scorer.normaliser.to_state())
-    assert restored.stats[target].error_rate == scorer.normaliser.stats[target].error_rate
+    # the learned rate survives a restart; a state saved before rates were learned judges by the ratio alone
+    state = scorer.normaliser.to_state()
+    assert Normaliser.from_state(state).stats[target].error_rate == scorer.normaliser.stats[target].error_rate
+    by_ratio.normaliser = Normaliser.from_state({k: v for k, v in state.items() if k != "error_rate"})
+    by_ratio.config = AnomalyConfig(train_min_windows=100)
+    by_ratio.last_anomalous = {}
+    assert by_ratio.normaliser.error_tail(target, live.values[rows[20]]) is None
+    assert _alerted(by_ratio, live, target) == [21]
 
 
 def test_binomial_tail_matches_the_sum_of_the_distribution() -> None:
