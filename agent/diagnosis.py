@@ -486,9 +486,14 @@ def _apply_resources(analysis: Analysis, rows: list[dict[str, Any]], scope: Iter
                       level)
             if level >= 0.85 and base < 0.6:
                 pinned.add(svc)
-        elif ("memory" in name or "heap" in name or "mem." in name) and base > 0 and last >= 1.3 * base \
-                and last > first * 1.1:
-            msg, s = f"{metric} grew {_bytes(base)} -> {_bytes(last)} and still climbing", min(1.0, last / base / 3)
+        elif ("memory" in name or "heap" in name or "mem." in name) and base > 0 \
+                and (grown := max(last, p75)) >= 1.3 * base and grown > first * 1.1:
+            # grown for a quarter of the window, or up to its last sample: a leak, still climbing or just
+            # restarted (the last sample back at the start does not undo the growth before it)
+            msg = (f"{metric} grew {_bytes(base)} -> {_bytes(last)} and still climbing" if last >= p75 else
+                   f"{metric} grew {_bytes(base)} -> {_bytes(float(r.get('max') or grown))}, then fell to "
+                   f"{_bytes(last)}")
+            s = min(1.0, grown / base / 3)
         elif "lag" in name and avg > 3 * max(base, 1) and avg >= 10:
             msg, s = f"{metric} {base:.0f} -> {avg:.0f} (peak {float(r.get('max') or 0):.0f})", 0.7
         if msg and msg not in by_service.get(svc, []):
