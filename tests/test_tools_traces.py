@@ -32,14 +32,15 @@ def make_trace(start: dt.datetime, slow: bool, error: bool, i: int) -> list[Span
     """gateway GET /buy -> inventory reserve, billing charge -> billing client db query."""
     charge_ms = 400.0 + i if slow else 40.0 + (i % 7)
     reserve_ms = 30.0 + (i % 5)
+    # region and pod vary within the slow traces (every 6th), so the new version alone sets them apart
     gw = root("gateway", "GET /buy", start, 10 + reserve_ms + charge_ms + 5 + (i % 3),
-              attributes={"http.route": "/buy", "region": ["eu", "us"][i % 2]})
+              attributes={"http.route": "/buy", "region": ["eu", "us"][(i // 2) % 2]})
     reserve = gw.child("inventory", "reserve", 5, reserve_ms, kind="Server")
     charge = gw.child(
         "billing", "charge", 10 + reserve_ms, charge_ms, kind="Server",
         status="Error" if error else "Unset",
         attributes={"app.version": "v2" if slow else "v1"},
-        resource={"k8s.pod.name": "billing-7" if error else f"billing-{i % 3}"},
+        resource={"k8s.pod.name": "billing-7" if error else f"billing-{i % 4}"},
     )
     db = charge.child("billing", "SELECT orders", 2, 12.0, kind="Client", attributes={"db.system": "postgresql"})
     return [gw, reserve, charge, db]
