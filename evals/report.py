@@ -58,7 +58,8 @@ def print_table(results: list[SuiteResult], console: Console | None = None) -> N
             console.print(f"[red]below threshold[/red] {r.model}: {failure}")
     failed = _failed_cases(results)
     for r, case, reasons in failed[:MAX_LISTED]:
-        console.print(f"[red]failed[/red] {r.suite}/{case.name} ({r.model}): {_cell(reasons)}", highlight=False)
+        console.print(f"[red]failed[/red] {r.suite}/{case.name} ({r.model}{_data_end(case)}): {_cell(reasons)}",
+                      highlight=False)
     if len(failed) > MAX_LISTED:
         console.print(f"... and {len(failed) - MAX_LISTED} more failed cases (see --report)")
     for r, case, failure in _evaluator_failures(results)[:MAX_LISTED]:
@@ -77,12 +78,19 @@ def _failed_cases(results: list[SuiteResult]) -> list[tuple[SuiteResult, Any, st
     return failed
 
 
+def _data_end(case: Any) -> str:  # noqa: ANN401 - pydantic-evals ReportCase
+    """Where the case's simulated data ended: `--anchor` with it loads the same data again."""
+    end = case.output.truth.get("data_end")
+    return f", data ending {end}" if end else ""
+
+
 def _case_json(case: Any) -> dict[str, Any]:  # noqa: ANN401 - pydantic-evals ReportCase
     out: EvalOutput = case.output
     return {
         "name": case.name,
         "assertions": {k: {"value": v.value, "reason": v.reason} for k, v in case.assertions.items()},
         "scores": {k: {"value": v.value, "reason": v.reason} for k, v in case.scores.items()},
+        "data_end": out.truth.get("data_end"),
         "seconds": round(out.seconds, 3),
         "tokens": out.tokens,
         "error": out.error,
@@ -116,7 +124,7 @@ def to_markdown(results: list[SuiteResult], conditions: str = "") -> str:
     failed = _failed_cases(results)
     if failed:
         lines += ["", "## Failed cases", ""]
-        lines += [f"- `{r.suite}/{c.name}` ({r.model}): {reasons}" for r, c, reasons in failed]
+        lines += [f"- `{r.suite}/{c.name}` ({r.model}{_data_end(c)}): {reasons}" for r, c, reasons in failed]
     lines += _judge_section(results)
     errors = [x for x in _evaluator_failures(results) if x[2].name != JUDGE_NAME]
     if errors:

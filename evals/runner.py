@@ -112,6 +112,7 @@ class EvalRun:
     settings: Settings
     rate: float | None = None
     live: Store | None = None
+    anchor: datetime | None = None  # end of every scenario's history; None: the minute each case loads
     _loaded: dict[tuple, LoadedData] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -133,9 +134,10 @@ class EvalRun:
         migrate(store, self.settings.model_copy(update={"database": store.database}))
         result, _ = load_scenario_into(
             store, inputs.scenario, inputs.seed, parse_duration(inputs.history), rate=self.rate,
-            plant=_plant_sender(inputs.plant) if inputs.plant else None,
+            plant=_plant_sender(inputs.plant) if inputs.plant else None, anchor=self.anchor,
         )
         truth = result.ground_truth.model_dump(mode="json")
+        truth["data_end"] = result.end.isoformat()  # what --anchor takes to load the same data again
         # The window questions name: the fault's, or on a fault-free run the last 10 minutes of history.
         truth["window_start"] = truth.get("start") or (result.end - FAULT_FREE_WINDOW).isoformat()
         truth["window_end"] = truth.get("end") or result.end.isoformat()
@@ -328,7 +330,8 @@ async def run_suites(
 
 
 
-def new_run(settings: Settings, data_dir: Path, rate: float | None = None, live: bool = False) -> EvalRun:
+def new_run(settings: Settings, data_dir: Path, rate: float | None = None, live: bool = False,
+            anchor: datetime | None = None) -> EvalRun:
     """An eval run on its own embedded engine in `data_dir`, with a canary secret if none is set.
 
     With `live`, cases without a scenario run on the store the settings name: a ClickHouse server, or
@@ -344,7 +347,7 @@ def new_run(settings: Settings, data_dir: Path, rate: float | None = None, live:
     if settings.openai_api_key is None:
         settings = settings.model_copy(update={"openai_api_key": SecretStr("sk-canary-" + secrets.token_hex(12))})
     return EvalRun(root=root, settings=settings.model_copy(update={"clickhouse_url": f"chdb://{data_dir}"}),
-                   rate=rate, live=live_store)
+                   rate=rate, live=live_store, anchor=anchor)
 
 
 __all__ = ["EvalRun", "Expect", "SuiteResult", "load_suite", "new_run", "run_suites"]

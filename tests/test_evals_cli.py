@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,34 @@ def test_bad_flags_give_clear_errors(tmp_path: Path) -> None:
     assert "error: cannot open ClickHouse at http://default:***@127.0.0.1:1/otel" in live.stderr
     judge = otel_ai("eval", "rca", "--judge", "builtin")
     assert judge.returncode == 2 and "the built-in analyst cannot grade answers" in judge.stderr
+
+
+def test_a_failed_case_names_its_data_and_anchor_loads_it_again(tmp_path: Path) -> None:
+    """A failing case prints where its simulated data ended; `--anchor` with that time loads the same data, so a
+    CI failure can be run again on the same telemetry."""
+    suite = tmp_path / "wrong.yaml"  # paymentSlow has a root cause, so expecting none fails
+    suite.write_text(yaml.safe_dump({"name": "wrong", "cases": [{
+        "name": "slow-expects-none", "inputs": {"scenario": "paymentSlow", "seed": 1, "history": "20m",
+                                                "questions": ["Why is checkout slow?"]},
+        "metadata": {"root_cause": "none"}}], "evaluators": ["RootCauseTop1"]}))
+    first = otel_ai("eval", str(suite), "--rate", "2.5", "--min-score", "1", "--report", str(tmp_path / "first"))
+    assert first.returncode == 1, first.stdout + first.stderr
+    case = json.loads((tmp_path / "first" / "eval-report.json").read_text())[0]["cases"][0]
+    end = case["data_end"]
+    printed = f"failed {suite}/slow-expects-none (builtin, data ending {end})"
+    assert "".join(printed.split()) in "".join(first.stdout.split())  # rich wraps the line anywhere
+    again = otel_ai("eval", str(suite), "--rate", "2.5", "--min-score", "1", "--anchor", end,
+                    "--report", str(tmp_path / "again"))
+    assert again.returncode == 1, again.stdout + again.stderr
+    replay = json.loads((tmp_path / "again" / "eval-report.json").read_text())[0]["cases"][0]
+    assert replay["data_end"] == end
+    assert replay["turns"][0]["root_causes"] == case["turns"][0]["root_causes"] != []
+    report = (tmp_path / "again" / "eval-report.md").read_text()
+    assert f"data ending {end[:16].replace('T', ' ')} UTC" in report
+    day_before = (datetime.fromisoformat(end) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")  # no zone: UTC
+    earlier = otel_ai("eval", str(suite), "--rate", "2.5", "--anchor", day_before, "--report", str(tmp_path / "d"))
+    assert earlier.returncode == 0, earlier.stdout + earlier.stderr  # no --min-score, no target for this suite
+    assert json.loads((tmp_path / "d" / "eval-report.json").read_text())[0]["cases"][0]["data_end"] == (
+        datetime.fromisoformat(end) - timedelta(days=1)).isoformat()
+    bad = otel_ai("eval", "rca", "--anchor", "yesterday")
+    assert bad.returncode == 2 and "bad --anchor 'yesterday': use an ISO time like" in bad.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 
 from otel_ai.settings import Settings, load_settings
 
@@ -18,3 +19,12 @@ def settings_from_args(args: argparse.Namespace, **overrides: object) -> Setting
     if getattr(args, "data", None):
         url = f"chdb://{args.data}"
     return load_settings(clickhouse_url=url, database=getattr(args, "database", None), **overrides)
+
+
+def iso_time(text: str, option: str, hint: str = "an ISO time like 2026-11-28T14:06") -> datetime:
+    """An ISO time given to `option`, read as UTC when it names no zone."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad {option} {text!r}: use {hint}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.common import add_data_option, iso_time, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="one seed per scenario (the CI subset)")
     p.add_argument("--case", help="only cases whose name contains this text")
     p.add_argument("--rate", type=float, help="simulated user flows per second (default: the simulator's)")
+    p.add_argument("--anchor", type=lambda text: iso_time(text, "--anchor"),
+                   help="end every scenario's simulated history at this UTC time, to load the data of an earlier "
+                        "run again (its report gives each failed case's 'data ending'); default: when each loads")
     p.add_argument("--out", type=Path, help="export-feedback: file to write (default: stdout)")
     p.add_argument("--live", action="store_true",
                    help="run cases without a scenario (exported feedback) on the store of --data/--clickhouse-url")
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return not args.case or args.case in name
 
     try:
-        run_state = new_run(settings, data_dir, rate=args.rate, live=args.live)
+        run_state = new_run(settings, data_dir, rate=args.rate, live=args.live, anchor=args.anchor)
         results = asyncio.run(run_suites(suites, models, run_state, min_score=args.min_score,
                                          progress=sys.stderr.isatty(), case_filter=wanted, judge=judge))
     except (ValueError, StoreError) as exc:
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         conditions = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
                       f"Python {platform.python_version()}, models: {', '.join(models)}"
                       + (f", judge: {judge.label}" if judge else "")
-                      + (", quick subset" if args.quick else ""))
+                      + (", quick subset" if args.quick else "")
+                      + (f", data ending {args.anchor:%Y-%m-%d %H:%M} UTC" if args.anchor else ""))
         for path in write_reports(results, args.report, conditions):
             print(f"wrote {path}")
     failures = [f for r in results for f in r.failures]

@@ -7,8 +7,9 @@ import json
 import signal
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from otel_ai.commands.common import iso_time
 from otel_ai.settings import load_settings
 from sim.check import self_check, stored_counts
 from sim.runner import DEFAULT_RATE, SimResult, SimulationError, run_simulation
@@ -29,12 +30,7 @@ def fault_start_arg(text: str) -> datetime | timedelta:
     if text[:1] in "+-":
         delta = parse_duration(text[1:])
         return -delta if text[0] == "-" else delta
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"bad --fault-start {text!r}: use an ISO time or an offset like -10m") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return iso_time(text, "--fault-start", "an ISO time or an offset like -10m")
 
 
 def _duration_type(text: str) -> timedelta:
