@@ -12,6 +12,7 @@ corroborate. Nothing significant changed -> it says so and names no root cause.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ MIN_SELF_DELTA_MS = 2.0
 MIN_ERROR_RATE_DELTA = 0.02
 MIN_ERRORS = 5
 MIN_RATE_RATIO = 3.0
+# With no symptom named, a rise in self time counts only when it is this many standard errors (Welch's t).
+MIN_SELF_T_UNNAMED = 4.0
 
 
 @cache
@@ -77,6 +80,8 @@ class Op:
     error_example: str = ""
     destination: str = ""  # messaging topic/queue (links producers to their consumers)
     leaf_errors: int = 0  # failed calls that got no traced child (the callee never answered)
+    self_sd_ms: float = 0.0  # standard deviation of self time, window and baseline
+    self_sd_base_ms: float = 0.0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Op:
@@ -90,6 +95,7 @@ class Op:
             own_errors=int(num["own_errors"]), own_errors_base=int(num["own_errors_base"]),
             leaf_n=int(num["leaf_n"]), error_example=str(row.get("error_example") or ""),
             destination=str(row.get("destination") or ""), leaf_errors=int(num.get("leaf_errors", 0)),
+            self_sd_ms=float(num.get("self_sd_ms", 0.0)), self_sd_base_ms=float(num.get("self_sd_base_ms", 0.0)),
         )
 
     @property
@@ -109,6 +115,13 @@ class Op:
     def fails_unanswered(self) -> bool:
         """A client/producer call whose failures got no traced answer (callee outside or unreachable)."""
         return self.kind in ("Client", "Producer") and self.own_errors > 0 and self.leaf_errors >= 0.9 * self.own_errors
+
+    def self_t(self) -> float:
+        """Welch's t of the rise in mean self time: how many standard errors it is. A dozen calls with one
+        long tail can lift a mean by half without anything having changed."""
+        se = math.sqrt(self.self_sd_ms ** 2 / max(self.n, 1) + self.self_sd_base_ms ** 2 / max(self.n_base, 1))
+        delta = self.self_ms - self.self_base_ms
+        return delta / se if se > 0 else math.copysign(math.inf, delta) if delta else 0.0
 
     def rate(self, base: bool = False) -> float:
         n, errs = (self.n_base, self.own_errors_base) if base else (self.n, self.own_errors)
@@ -323,9 +336,10 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
             continue
         if o.self_ms < MIN_SELF_RATIO * max(o.self_base_ms, 0.5):
             continue
-        if symptom is None and o.avg_ms <= o.p95_base_ms:
-            # Nothing named to explain: a window whose average stays within the baseline's own p95 is
-            # ordinary variation, not a finding (it would otherwise take the whole share of "extra" time).
+        if symptom is None and (o.avg_ms <= o.p95_base_ms or o.self_t() < MIN_SELF_T_UNNAMED):
+            # Nothing named to explain: a window whose average stays within the baseline's own p95, or whose
+            # rise is a few standard errors, is ordinary variation, not a finding (it would otherwise take the
+            # whole share of "extra" time).
             continue
         grown.append((delta * o.n, delta, o))
     if not grown:

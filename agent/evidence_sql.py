@@ -52,6 +52,8 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
     round(quantileIf(0.95)(s.Duration, NOT s.cur) / 1e6, 3) AS p95_base_ms,
     round(avgIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.cur) / 1e6, 3) AS self_ms,
     round(avgIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_base_ms,
+    round(stddevSampIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.cur) / 1e6, 3) AS self_sd_ms,
+    round(stddevSampIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_sd_base_ms,
     countIf(s.cur AND s.StatusCode = 'Error') AS errors, countIf(NOT s.cur AND s.StatusCode = 'Error') AS errors_base,
     countIf(s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors,
     countIf(NOT s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors_base,

@@ -95,6 +95,19 @@ def test_fault_free_run_gives_no_confident_root_cause(root_store):
     store.close()
 
 
+def test_a_few_slow_calls_of_a_rare_operation_are_not_a_root_cause(root_store):
+    """18 calls in the window, 3 of them 5x slower: the mean rises 1.6x and above the baseline's p95, but by
+    under 2 standard errors. With no service named, that is not a finding (a fault-free eval run once named
+    such a call, currency's 11 calls to its rates API, as the root cause at confidence 0.95)."""
+    store = new_database(root_store, "agent")
+    truth = synth_incident(store, "rates_tail", seed=11)
+    answer = ask_sync("Is anything wrong right now?", store=store, settings=settings_for(store))
+    assert truth["service"] is None
+    assert all(rc.confidence < 0.5 for rc in answer.root_causes), answer.answer
+    assert "Nothing stands out" in answer.answer
+    store.close()
+
+
 def test_backdated_history_uses_the_latest_data_and_says_so(root_store):
     store = new_database(root_store, "agent")
     # half past the minute: the newest span (just before `end`) is in the same minute as `end`
