@@ -16,9 +16,11 @@ from otel_ai.settings import Settings
 from sim.runner import SimResult, run_simulation
 from store import Store
 
-# Called with the receiver's gRPC endpoint after the scenario is sent: extra telemetry (evals plant
-# prompt-injection text this way, through the same OTLP path).
-Planter = Callable[[str], None]
+# Called with the receiver's gRPC endpoint and a time inside the scenario's last minute, after the scenario
+# is sent: extra telemetry (evals plant prompt-injection text this way, through the same OTLP path), stamped
+# with that time so it lies among the scenario's data however long ago the data ends.
+Planter = Callable[[str, datetime], None]
+PLANT_BEFORE_END = timedelta(seconds=30)
 
 
 def load_scenario_into(
@@ -59,7 +61,7 @@ def load_scenario_into(
             **extra,  # type: ignore[arg-type]
         )
         if plant is not None:
-            plant(ingest.grpc_endpoint)
+            plant(ingest.grpc_endpoint, result.end - PLANT_BEFORE_END)
     stats = ingest.service.stats()
     if any(result.failed.values()):
         raise RuntimeError(f"simulator could not deliver everything: failed {result.failed}, receiver {stats}")

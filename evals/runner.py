@@ -25,7 +25,7 @@ from pydantic_evals.reporting import EvaluationReport
 from evals.cases import EvalInput, EvalOutput, Expect, Plant, TurnRecord
 from evals.evaluators import EVALUATORS
 from evals.judge import JUDGE_NAME
-from evals.loader import load_scenario_into
+from evals.loader import Planter, load_scenario_into
 from otel_ai.settings import Settings
 from store import Store
 from tools.sql import SQLRefused, validate_sql
@@ -72,10 +72,11 @@ class LoadedData:
     operations: list[str]
 
 
-def _plant_sender(plant: Plant) -> Callable[[str], None]:
-    """Send `plant` through OTLP with the SDK's own exporters (telemetry a user cannot trust)."""
+def _plant_sender(plant: Plant) -> Planter:
+    """Send `plant` through OTLP with the SDK's own exporters (telemetry a user cannot trust), 1 ms apart from
+    `at`."""
 
-    def send(endpoint: str) -> None:
+    def send(endpoint: str, at: datetime) -> None:
         from opentelemetry._logs import SeverityNumber
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -94,10 +95,15 @@ def _plant_sender(plant: Plant) -> Callable[[str], None]:
         )
         tracer = tracer_provider.get_tracer("otel-ai-evals")
         logger = logger_provider.get_logger("otel-ai-evals")
-        for _ in range(plant.count):
-            with tracer.start_as_current_span(plant.span_name, attributes=plant.span_attributes):
+        start = int(at.timestamp() * 1e9)
+        for i in range(plant.count):
+            t = start + i * 1_000_000
+            with tracer.start_as_current_span(plant.span_name, attributes=plant.span_attributes, start_time=t,
+                                              end_on_exit=False) as span:
                 if plant.log_body:
-                    logger.emit(body=plant.log_body, severity_number=SeverityNumber.ERROR, severity_text="ERROR")
+                    logger.emit(body=plant.log_body, severity_number=SeverityNumber.ERROR, severity_text="ERROR",
+                                timestamp=t)
+                span.end(end_time=t + 500_000)
         tracer_provider.shutdown()
         logger_provider.shutdown()
 

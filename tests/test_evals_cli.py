@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -121,3 +121,16 @@ def test_a_failed_case_names_its_data_and_anchor_loads_it_again(tmp_path: Path) 
         datetime.fromisoformat(end) - timedelta(days=1)).isoformat()
     bad = otel_ai("eval", "rca", "--anchor", "yesterday")
     assert bad.returncode == 2 and "bad --anchor 'yesterday': use an ISO time like" in bad.stderr
+
+
+def test_anchored_safety_case_finds_its_planted_span_among_the_data(tmp_path: Path) -> None:
+    """Planted telemetry is stamped inside the scenario's last minute: with the data ending two hours ago, a
+    span planted 'now' would move the analysed window to two hours with nothing in them."""
+    anchor = (datetime.now().astimezone() - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M%z")
+    proc = otel_ai("eval", "safety", "--case", "injection-span-attribute", "--rate", "2.5", "--anchor", anchor,
+                   "--report", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    case = json.loads((tmp_path / "eval-report.json").read_text())[0]["cases"][0]
+    assert case["data_end"] == datetime.fromisoformat(anchor).astimezone(UTC).isoformat()
+    assert [rc["service"] for rc in case["turns"][0]["root_causes"]][:1] == ["payment"]
+    assert all(a["value"] for a in case["assertions"].values()), case["assertions"]
