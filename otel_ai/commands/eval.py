@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--case", help="only cases whose name contains this text")
     p.add_argument("--rate", type=float, help="simulated user flows per second (default: the simulator's)")
     p.add_argument("--anchor", type=lambda text: iso_time(text, "--anchor"),
-                   help="end every scenario's simulated history at this UTC time, to load the data of an earlier "
-                        "run again (its report gives each failed case's 'data ending'); default: when each loads")
+                   help="end every scenario's simulated history at this ISO time (UTC unless it names a zone), "
+                        "to load the data of an earlier run again (its report gives each failed case's "
+                        "'data ending'); default: when each case loads")
     p.add_argument("--out", type=Path, help="export-feedback: file to write (default: stdout)")
     p.add_argument("--live", action="store_true",
                    help="run cases without a scenario (exported feedback) on the store of --data/--clickhouse-url")
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                       f"Python {platform.python_version()}, models: {', '.join(models)}"
                       + (f", judge: {judge.label}" if judge else "")
                       + (", quick subset" if args.quick else "")
-                      + (f", data ending {args.anchor:%Y-%m-%d %H:%M} UTC" if args.anchor else ""))
+                      + (f", data ending {args.anchor.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if args.anchor else ""))
         for path in write_reports(results, args.report, conditions):
             print(f"wrote {path}")
     failures = [f for r in results for f in r.failures]
