@@ -39,8 +39,10 @@ MIN_SELF_DELTA_MS = 2.0
 MIN_ERROR_RATE_DELTA = 0.02
 MIN_ERRORS = 5
 MIN_RATE_RATIO = 3.0
-# With no symptom named, a rise in self time counts only when it is this many standard errors (Welch's t).
+# With no symptom named, a rise in self time over fewer than FEW_CALLS calls counts only when it is this many
+# standard errors (Welch's t).
 MIN_SELF_T_UNNAMED = 4.0
+FEW_CALLS = 30
 
 
 @cache
@@ -336,10 +338,13 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
             continue
         if o.self_ms < MIN_SELF_RATIO * max(o.self_base_ms, 0.5):
             continue
-        if symptom is None and (o.avg_ms <= o.p95_base_ms or o.self_t() < MIN_SELF_T_UNNAMED):
-            # Nothing named to explain: a window whose average stays within the baseline's own p95, or whose
-            # rise is a few standard errors, is ordinary variation, not a finding (it would otherwise take the
-            # whole share of "extra" time).
+        if symptom is None and (o.avg_ms <= o.p95_base_ms
+                                or (o.n < FEW_CALLS and o.self_t() < MIN_SELF_T_UNNAMED)):
+            # Nothing named to explain: a window whose average stays within the baseline's own p95 is ordinary
+            # variation, not a finding (it would otherwise take the whole share of "extra" time). So is, over
+            # a few calls, a rise of a few standard errors: two slow tails among a dozen calls lift a mean
+            # above the p95. Over more calls that takes many tails, and a t-test would miss pauses that hit
+            # one call in six (ad GC pauses: self time 2 -> 124 ms over 81 calls, t = 2.7).
             continue
         grown.append((delta * o.n, delta, o))
     if not grown:
