@@ -93,16 +93,18 @@ def call_graph_sql(w: Window) -> str:
     return f"""
 WITH spans AS (
     SELECT cityHash64(TraceId, SpanId) AS k, cityHash64(TraceId, ParentSpanId) AS pk, ServiceName, SpanName,
-           Duration, Timestamp >= {_t(w.start)} AS cur
+           SpanKind, Duration, Timestamp >= {_t(w.start)} AS cur
     FROM otel_traces
     WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
 )
 SELECT p.ServiceName AS caller, p.SpanName AS caller_operation, c.ServiceName AS callee,
        c.SpanName AS callee_operation, countIf(c.cur) AS n, countIf(NOT c.cur) AS n_base,
+       countIf(c.cur AND p.SpanKind = 'Client') AS gap_n, countIf(NOT c.cur AND p.SpanKind = 'Client') AS gap_n_base,
        arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.25, 0.5, 0.75, 0.9, 0.95)(
-           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), c.cur)) AS gap_q_ms,
+           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), c.cur AND p.SpanKind = 'Client')) AS gap_q_ms,
        arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.5, 0.95)(
-           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), NOT c.cur)) AS gap_q_base_ms
+           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), NOT c.cur AND p.SpanKind = 'Client'))
+           AS gap_q_base_ms
 FROM spans AS c INNER JOIN spans AS p ON c.pk = p.k
 WHERE c.ServiceName != p.ServiceName
 GROUP BY caller, caller_operation, callee, callee_operation

@@ -110,13 +110,14 @@ CALLER_WEIGHT = 0.8
 
 
 def network_shifts(edges: Iterable[dict[str, Any]]) -> dict[str, Shift]:
-    """Per service: the calls into it, or else the calls out of it, whose gap (caller span minus callee span)
-    grew, whichever is the clearer shift."""
+    """Per service: the calls into it, or else the calls out of it, whose gap (client span minus the callee's
+    span) grew, whichever is the clearer shift. Only calls made through a client span count: a server span's
+    time around its callee includes its own work."""
     into: dict[str, Shift] = {}
     out_of: dict[str, Shift] = {}
     partners: dict[str, set[str]] = {}
     for e in edges:
-        n, n_base = int(e.get("n") or 0), int(e.get("n_base") or 0)
+        n, n_base = int(e.get("gap_n") or 0), int(e.get("gap_n_base") or 0)
         q, qb = _floats(e.get("gap_q_ms")), _floats(e.get("gap_q_base_ms"))
         if n == 0 or n_base < MIN_BASE_CALLS or len(q) < len(Q_LEVELS) or len(qb) < 2:
             continue

@@ -65,11 +65,11 @@ def test_poisson_surprise_grows_with_the_count_and_is_zero_at_the_mean():
 def test_a_grown_gap_shared_by_one_caller_points_at_the_caller():
     """A caller starved of CPU makes the gap to each of its callees grow: it is the common end."""
     grown, flat = [5, 100, 200, 300, 400], [5, 6, 7, 8, 9]
-    edges = [{"caller": "a", "callee": "b", "callee_operation": "/b", "n": 50, "n_base": 200,
+    edges = [{"caller": "a", "callee": "b", "callee_operation": "/b", "gap_n": 50, "gap_n_base": 200,
               "gap_q_ms": grown, "gap_q_base_ms": [5, 9]},
-             {"caller": "a", "callee": "c", "callee_operation": "/c", "n": 50, "n_base": 200,
+             {"caller": "a", "callee": "c", "callee_operation": "/c", "gap_n": 50, "gap_n_base": 200,
               "gap_q_ms": grown, "gap_q_base_ms": [5, 9]},
-             {"caller": "x", "callee": "a", "callee_operation": "/a", "n": 50, "n_base": 200,
+             {"caller": "x", "callee": "a", "callee_operation": "/a", "gap_n": 50, "gap_n_base": 200,
               "gap_q_ms": flat, "gap_q_base_ms": [5, 9]}]
     shifts = signals.network_shifts(edges)
     assert signals.explained_elsewhere(shifts["b"], shifts) and signals.explained_elsewhere(shifts["c"], shifts)
