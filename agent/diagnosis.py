@@ -310,7 +310,7 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
     analysis.signals.extend(_traffic_signals(in_scope, ops))
     _apply_resources(analysis, metric_rows(rows_of(sql_result(deps, "resource_gauges")), known), scope)
     _apply_logs(analysis, rows_of(sql_result(deps, "log_stats")), scope)
-    _apply_shifts(analysis, deps, edges, scope)
+    _apply_shifts(analysis, deps, scope)
     _promote_floods(analysis, edges)
     _follow_propagation(analysis, edges)
 
@@ -610,14 +610,22 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
         analysis.signals.append(Signal(svc, None, "errors", strength, "logs: " + note))
 
 
-def _apply_shifts(analysis: Analysis, deps: AgentDeps, edges: list[dict[str, Any]], scope: Iterable[str]) -> None:
+EVIDENCE_SQL = ("span_stats", "call_graph", "log_templates", "log_stats", "log_order")
+
+
+def known_evidence(deps: AgentDeps) -> list[signals.Evidence] | None:
+    """The per-service evidence from the analyst's own queries when they have run (None: not yet)."""
+    calls = [sql_result(deps, key) for key in EVIDENCE_SQL]
+    if any(c is None or not c.result.ok for c in calls):
+        return None
+    return signals.service_evidence(*(rows_of(c) for c in calls))
+
+
+def _apply_shifts(analysis: Analysis, deps: AgentDeps, scope: Iterable[str]) -> None:
     """Per-service evidence from sparse telemetry (anomaly.signals): own calls slower than normal, calls into a
     service waiting longer on the wire, problem logs that appear or surge."""
     scope = set(scope)
-    found = signals.service_evidence(
-        rows_of(sql_result(deps, "span_stats")), edges, rows_of(sql_result(deps, "log_templates")),
-        rows_of(sql_result(deps, "log_stats")), rows_of(sql_result(deps, "log_order")))
-    for ev in found:
+    for ev in known_evidence(deps) or []:
         if analysis.symptom and ev.service not in scope:
             continue
         strength = min(0.95, 0.45 + 0.25 * ev.weight)
@@ -685,11 +693,15 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
     if m == "traffic":
         return todo([("service_overview", {}), ("run_sql", {"sql": sql["span_stats"]})])
     # every signal the analysis ranks on comes first: spans, calls, logs and gauges
-    step1 = todo([("service_overview", {}), ("root_cause_candidates", {}),
+    step1 = todo([("service_overview", {}),
                   *[("run_sql", {"sql": sql[key]}) for key in ("span_stats", "call_graph", "log_stats",
                                                                "log_templates", "log_order", "resource_gauges")]])
     if step1:
         return step1
+    # the anomaly scorer's hints, weighed with the evidence just gathered (not gathered twice)
+    hints = todo([("root_cause_candidates", {})])
+    if hints:
+        return hints
     analysis = analyze(deps)
     top = analysis.signals[0] if analysis.signals else None
     step2: list[tuple[str, dict[str, Any]]] = []

@@ -123,17 +123,17 @@ def network_shifts(edges: Iterable[dict[str, Any]]) -> dict[str, Shift]:
             continue
         share = slower_share(q, qb[1], MIN_GAP_MS)
         caller, callee = str(e["caller"]), str(e["callee"])
-        for side, service, other in ((into, callee, caller), (out_of, caller, callee)):
+        for side, service, other, weight in ((into, callee, caller, 1.0), (out_of, caller, callee, CALLER_WEIGHT)):
             s = side.setdefault(service, Shift(service))
             s.calls += n
-            s.slower += share * n
+            s.slower += weight * share * n
             if share >= 0.1:
                 partners.setdefault(service, set()).add(other)
                 s.ops.append((f"{caller} -> {e['callee_operation']}", share, q[1], qb[0], n))
     result: dict[str, Shift] = {}
     for service in set(into) | set(out_of):
         options = [s for s in (into.get(service), out_of.get(service)) if s is not None]
-        best = max(options, key=lambda s: s.z * (1.0 if s is into.get(service) else CALLER_WEIGHT))
+        best = max(options, key=lambda s: s.z)
         best.partners = partners.get(service, set())
         result[service] = best
     return result
@@ -311,11 +311,11 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
         if shared >= 3 and lead >= 0.8 * shared:
             text += f"; it logged first in {lead} of {shared} traces where several services logged problems"
         found.setdefault(surge.service, []).append((surge.surprise, "errors", None, text))
-    out = []
+    ranked = []
     for service, items in found.items():
         items.sort(key=lambda t: -t[0])
         _, kind, op, _ = items[0]
         weight = sum(min(sig / SIGNIFICANT, 1.5) for sig, *_ in items)
-        out.append(Evidence(service, weight, kind, op, [text for *_, text in items]))
-    out.sort(key=lambda e: (-e.weight, e.service))
-    return out
+        ranked.append((-weight, -items[0][0], Evidence(service, weight, kind, op, [text for *_, text in items])))
+    ranked.sort(key=lambda t: (t[0], t[1], t[2].service))  # equal weight: the larger significance first
+    return [ev for *_, ev in ranked]

@@ -74,3 +74,18 @@ def test_a_grown_gap_shared_by_one_caller_points_at_the_caller():
     shifts = signals.network_shifts(edges)
     assert signals.explained_elsewhere(shifts["b"], shifts) and signals.explained_elsewhere(shifts["c"], shifts)
     assert not signals.explained_elsewhere(shifts["a"], shifts)
+
+
+def test_the_anomaly_hints_name_what_the_analyst_names(root_store):
+    """No anomaly was scored: the root-cause hints (the anomaly list's ranking) still rank from the same
+    evidence, and the analyst's `root_cause_candidates` call agrees with its answer."""
+    from anomaly.rootcause import rank_root_causes
+
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, "stock_network")
+    hints = rank_root_causes(store, truth["start"], truth["end"])
+    assert hints and hints[0].service == "stock" and "wait longer" in hints[0].reason, hints
+    answer = ask_sync("what's wrong?", store=store, settings=settings_for(store))
+    rcc = next(e for e in answer.evidence if e.tool == "root_cause_candidates")
+    assert rcc.rows and rcc.rows[0]["service"] == answer.root_causes[0].service == "stock", rcc.rows
+    store.close()
