@@ -373,13 +373,10 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
     for extra, _delta, o in sorted(grown, key=lambda g: -g[0])[:4]:
         share = extra / sym_extra if sym_extra > 0 else extra / total
         share = min(share, 1.0)
-        if symptom is None and o.slower is not None:
-            # nothing named: the share of "extra" time says little (one grown op takes all of it); how clearly
-            # the op's calls got slower does (standard errors above the 5% expected over its baseline p95)
-            z = (o.slower - 0.05) * math.sqrt(o.n) / math.sqrt(0.05 * 0.95)
-            share *= min(1.0, max(0.0, (z - 2.0) / 8.0))
-            if served_ms > 0:
-                share *= min(1.0, extra / served_ms / MIN_SERVED_SHARE)
+        if symptom is None and served_ms > 0:
+            # nothing named: the share of "extra" time says little (one grown op takes all of it); how much of
+            # all the time spent serving requests the extra is does
+            share *= min(1.0, extra / served_ms / MIN_SERVED_SHARE)
         service, kind, operation = o.service, "latency", o.operation
         what = (f"self time of {o.operation} ({o.kind.lower()} span) rose {_fmt_ms(o.self_base_ms)} -> "
                 f"{_fmt_ms(o.self_ms)}")
