@@ -166,10 +166,7 @@ class Analysis:
     biggest_change: str = ""
 
 
-def _fmt_ms(v: float) -> str:
-    if v >= 1000:
-        return f"{v / 1000:.2f} s"
-    return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+_fmt_ms = signals.fmt_ms
 
 
 def _pct(v: float) -> str:

@@ -266,7 +266,8 @@ class Evidence:
     texts: list[str]
 
 
-def _ms(v: float) -> str:
+def fmt_ms(v: float) -> str:
+    """Milliseconds as a person reads them (1.5 ms, 42 ms, 1.20 s)."""
     if v >= 1000:
         return f"{v / 1000:.2f} s"
     return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
@@ -287,8 +288,8 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
             op, share, p50, p50_base, n = max(shift.ops, key=lambda t: t[1] * t[4])
             found.setdefault(shift.service, []).append((shift.z, "latency", op, (
                 f"{_pct(shift.share)} of its own calls are slower than their baseline p95 (expected 5%, "
-                f"{shift.calls} calls, z = {shift.z:.1f}); e.g. {op}: median self time {_ms(p50_base)} -> "
-                f"{_ms(p50)}, {_pct(share)} of {n} calls slower")))
+                f"{shift.calls} calls, z = {shift.z:.1f}); e.g. {op}: median self time {fmt_ms(p50_base)} -> "
+                f"{fmt_ms(p50)}, {_pct(share)} of {n} calls slower")))
     network = network_shifts(list(edges))
     for shift in network.values():
         if explained_elsewhere(shift, network):
@@ -299,7 +300,7 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
             found.setdefault(shift.service, []).append((shift.z, "latency", None, (
                 f"calls into it wait longer outside its own spans (network or queue): {_pct(shift.share)} of "
                 f"{shift.calls} calls over their baseline p95 gap (z = {shift.z:.1f}), from "
-                f"{', '.join(callers[:4])}; e.g. {edge}: gap {_ms(p50_base)} -> {_ms(p50)} median")))
+                f"{', '.join(callers[:4])}; e.g. {edge}: gap {fmt_ms(p50_base)} -> {fmt_ms(p50)} median")))
     first = first_complainers(order_rows)
     for surge in log_surges(templates, volumes).values():
         if surge.surprise < MIN_LOG_SURPRISE:
