@@ -62,7 +62,7 @@ def slower_share(window_q: list[float], base_p95: float, min_ms: float = MIN_SLO
     threshold = max(SLOWER_RATIO * base_p95, base_p95 + min_ms)
     for level, value in zip(Q_LEVELS, window_q, strict=False):
         if value > threshold:
-            return 1.0 - level
+            return round(1.0 - level, 9)  # 1 - 0.9 is 0.0999...: a share on the grid must compare as itself
     return 0.0
 
 
