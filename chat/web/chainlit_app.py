@@ -22,8 +22,10 @@ from agent.dashboard_planner import PlannedDashboard
 from agent.streaming import AgentEvent, AnswerDelta, ToolFinished, ToolStarted
 from chat import dashboards
 from chat.web import render, runtime
+from otel_ai.context import QUERY_WAIT_SECONDS
+from store import Store, StoreBusy
 from tools.result import ToolResult
-from tools.sql import run_sql
+from tools.sql import SqlLimits, run_sql
 
 log = logging.getLogger("otel_ai.chat")
 RT = runtime.get()
@@ -51,9 +53,7 @@ HELP = """**otel-ai** answers questions about your telemetry with evidence.
 
 def model_choices() -> list[str]:
     """The models configured for the agent's roles, the planner's first."""
-    specs = [SETTINGS.role_model("planner"), SETTINGS.model, SETTINGS.role_model("sql"),
-             SETTINGS.role_model("summary"), "builtin"]
-    return list(dict.fromkeys(s for s in specs if s))
+    return SETTINGS.model_choices()
 
 
 def chat_settings(current: dict[str, Any] | None = None) -> cl.ChatSettings:
@@ -247,12 +247,25 @@ async def answer_question(question: str) -> None:
     conversation: Conversation = cl.user_session.get("conversation") or Conversation(
         id=cl.context.session.thread_id)
     started = time.perf_counter()
+    try:  # the answer's queries run on a handle of their own: they never hold up chat history or health
+        store = await asyncio.to_thread(RT.ctx.queries.acquire, QUERY_WAIT_SECONDS)
+    except StoreBusy as exc:
+        await cl.Message(content=f"**The server is busy:** {exc}").send()
+        return
+    try:
+        await investigate(question, conversation, p, started, store)
+    finally:
+        RT.ctx.queries.release(store)
+
+
+async def investigate(question: str, conversation: Conversation, p: dict[str, Any], started: float,
+                      store: Store) -> None:
     async with cl.Step(name="Investigating", type="run", default_open=True, auto_collapse=True,
                        show_input=False) as run:
         live = LiveRun(run)
         try:
             answer: Answer = await ask(
-                question, store=RT.store, settings=SETTINGS, conversation=conversation,
+                question, store=store, settings=SETTINGS, conversation=conversation,
                 since=None if p.get("since") in (None, "auto") else p["since"], model=p.get("model"),
                 role=p.get("role") or "sre", on_event=live,
             )
@@ -331,8 +344,18 @@ async def sql_console(sql: str) -> None:
         await cl.Message(content="Usage: `/sql SELECT ServiceName, count() FROM otel_traces GROUP BY ServiceName`"
                          ).send()
         return
-    result = await asyncio.to_thread(run_sql, RT.store, sql)
+    try:
+        result = await asyncio.to_thread(pooled_sql, sql)
+    except StoreBusy as exc:
+        await cl.Message(content=f"**The server is busy:** {exc}").send()
+        return
     await show_tool_result(result, "SQL result")
+
+
+def pooled_sql(sql: str) -> ToolResult:
+    """The console's query on a pooled handle of its own, under the ad-hoc SQL limits."""
+    with RT.ctx.queries.handle(QUERY_WAIT_SECONDS) as store:
+        return run_sql(store, sql, limits=SqlLimits.from_settings(SETTINGS))
 
 
 # ---- dashboards -----------------------------------------------------------------------------
