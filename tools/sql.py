@@ -24,6 +24,7 @@ memory, result bytes, rows scanned and join size; the outermost LIMIT is added (
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,15 +108,17 @@ class SqlLimits:
     max_rows_to_read: int = 500_000_000
     max_rows_in_join: int = 20_000_000
     max_bytes_in_join: int = 512 * 1024**2
+    # half the cores at most: ingest and health checks keep the rest while a heavy query runs
+    max_threads: int = field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2))
 
     def settings(self) -> dict[str, Any]:
         return {
             "readonly": 1,
+            "max_threads": self.max_threads,
             "max_execution_time": self.max_execution_time,
             "max_memory_usage": self.max_memory_usage,
-            # the final result only: IN-subquery sets are not results (checked on chDB 26.9)
-            "max_result_bytes": self.max_result_bytes,
-            "result_overflow_mode": "throw",
+            # (max_result_bytes is enforced by cap_result_bytes: the engine's own setting of that name
+            # lets a single block of any size through and also caps IN-subquery sets)
             "max_rows_to_read": self.max_rows_to_read,
             "read_overflow_mode": "throw",
             "max_rows_in_join": self.max_rows_in_join,
@@ -416,6 +419,7 @@ def query(store: Store, sql: str, settings: dict[str, Any] | None = None):  # no
         raise
 
 
+_RESULT_CAPS = ("max_result_bytes", "max_result_rows", "result_overflow_mode")
 _TREE_NODE = re.compile(r"^\s*(TABLE|TABLE_FUNCTION|FUNCTION) id: \d+,.*?"
                         r"(?:table_name|table_function_name|function_name): ([^,\s]+)")
 
@@ -428,6 +432,8 @@ def check_engine_plan(store: Store, sql: str, settings: dict[str, Any] | None = 
     after its own alias, CTE and keyword resolution (`SESSION_USER` is currentUser(), a name in IN is a
     table), so a difference between the two readings can only refuse, never leak. A server without
     the analyzer (ClickHouse before 24.3 or with it disabled) cannot explain: the parser guard stands alone."""
+    # the explanation's own size is bounded by the query's, and not a result the caller gets
+    settings = {k: v for k, v in (settings or QUERY_SETTINGS).items() if k not in _RESULT_CAPS}
     try:
         tree = query(store, "EXPLAIN QUERY TREE " + sql, settings)
     except Exception as exc:
@@ -450,11 +456,28 @@ def check_engine_plan(store: Store, sql: str, settings: dict[str, Any] | None = 
             raise SQLRefused(f"function {name}() is not allowed: it is not an analytics function")
 
 
+RESULT_BYTES_COLUMN = "__otel_ai_result_bytes"
+_RESULT_OVER_CAP = "otel-ai: result over max_result_bytes"
+
+
+def cap_result_bytes(sql: str, max_bytes: int) -> str:
+    """`sql` wrapped so that ClickHouse refuses a result of more than `max_bytes` before sending a row.
+
+    The window sum over the whole result is known only once every row is built (in the engine, under
+    its memory limit), so nothing reaches this process when it throws. The extra column (kept, or the
+    optimiser would drop the check) is removed by `run_sql`."""
+    return (f"SELECT *, throwIf(sum(byteSize(*)) OVER () > {int(max_bytes)}, '{_RESULT_OVER_CAP}') "
+            f"AS {RESULT_BYTES_COLUMN} FROM ({sql})")
+
+
 def _failure_reason(exc: Exception, limits: SqlLimits) -> str:
     message = error_message(exc)
-    if "Limit for result exceeded" in message:
+    if _RESULT_OVER_CAP in message:
         return (f"the result is larger than the {limits.max_result_bytes:,} byte cap (max_result_bytes): "
                 "select fewer or shorter columns, fewer rows, or aggregate")
+    if "MEMORY_LIMIT_EXCEEDED" in message:
+        return (f"the query needs more than {limits.max_memory_usage:,} bytes of memory (max_memory_usage): "
+                "select fewer or shorter columns, aggregate, or narrow the time range")
     if "Limit for rows" in message and "to read" in message:
         return (f"the query would scan more than {limits.max_rows_to_read:,} rows (max_rows_to_read): "
                 "narrow the time range or filter first")
@@ -474,20 +497,21 @@ def run_sql(
         return ToolResult.failure("sql", args, f"refused: {exc.reason}")
     try:
         check_engine_plan(store, guarded.sql, limits.settings())
-        result = query(store, guarded.sql, limits.settings())
+        result = query(store, cap_result_bytes(guarded.sql, limits.max_result_bytes), limits.settings())
     except SQLRefused as exc:
         return ToolResult.failure("sql", args, f"refused: {exc.reason}", sql=[guarded.sql])
     except Exception as exc:  # engine errors (unknown column, timeout, memory) go back to the model
         return ToolResult.failure("sql", args, f"query failed: {_failure_reason(exc, limits)}", sql=[guarded.sql])
-    rows = result.dicts()
+    columns, types = result.columns[:-1], result.types[:-1]  # without RESULT_BYTES_COLUMN
+    rows = [dict(zip(columns, row, strict=False)) for row in result.rows]
     return ToolResult.build(
         "sql",
         args,
         [guarded.sql],
-        result.columns,
+        columns,
         rows,
         notes=guarded.notes,
-        details={"types": result.types},
+        details={"types": types},
     )
 
 
