@@ -235,10 +235,12 @@ def find_anomalies(ctx: RunContext[AgentDeps], service: str | None = None, opera
 @agent.tool(sequential=True)
 def root_cause_candidates(ctx: RunContext[AgentDeps]) -> str:
     """Ranked root-cause candidates from the anomaly scorer and the call graph."""
+    from agent.diagnosis import known_evidence
     from tools.anomalies import root_cause_candidates as fn
 
     window, _ = _windows(ctx.deps)
-    return record(ctx, "root_cause_candidates", {}, lambda: fn(ctx.deps.store, window))
+    evidence = known_evidence(ctx.deps)
+    return record(ctx, "root_cause_candidates", {}, lambda: fn(ctx.deps.store, window, evidence=evidence))
 
 
 @agent.tool(sequential=True)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from agent import evidence_sql
 from agent.answer import Finding, RootCause
 from agent.deps import AgentDeps, ToolCall
 from agent.question import match_services
+from anomaly import evidence_sql, signals
 
 # Which module implements each tool (the agent registers them all; some land later than others).
 TOOL_MODULES = {
@@ -43,6 +43,8 @@ MIN_RATE_RATIO = 3.0
 # standard errors (Welch's t).
 MIN_SELF_T_UNNAMED = 4.0
 FEW_CALLS = 30
+MIN_SLOWER_SHARE = 0.1
+MIN_SERVED_SHARE = 0.05  # extra self time this share of all time spent serving requests counts in full
 
 
 @cache
@@ -84,6 +86,8 @@ class Op:
     leaf_errors: int = 0  # failed calls that got no traced child (the callee never answered)
     self_sd_ms: float = 0.0  # standard deviation of self time, window and baseline
     self_sd_base_ms: float = 0.0
+    slower: float | None = None  # share of window calls above the baseline's p95 self time (None: unknown)
+    remote_n: int = 0  # calls whose child runs in another service (self time is then the wire and its queue)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Op:
@@ -98,6 +102,7 @@ class Op:
             leaf_n=int(num["leaf_n"]), error_example=str(row.get("error_example") or ""),
             destination=str(row.get("destination") or ""), leaf_errors=int(num.get("leaf_errors", 0)),
             self_sd_ms=float(num.get("self_sd_ms", 0.0)), self_sd_base_ms=float(num.get("self_sd_base_ms", 0.0)),
+            slower=signals.op_slower_share(row), remote_n=int(num.get("remote_n", 0)),
         )
 
     @property
@@ -161,10 +166,7 @@ class Analysis:
     biggest_change: str = ""
 
 
-def _fmt_ms(v: float) -> str:
-    if v >= 1000:
-        return f"{v / 1000:.2f} s"
-    return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+_fmt_ms = signals.fmt_ms
 
 
 def _pct(v: float) -> str:
@@ -178,6 +180,8 @@ def analyst_sql(deps: AgentDeps) -> dict[str, str]:
         "span_stats": evidence_sql.span_stats_sql(w),
         "call_graph": evidence_sql.call_graph_sql(w),
         "log_stats": evidence_sql.log_stats_sql(w),
+        "log_templates": evidence_sql.log_templates_sql(w),
+        "log_order": evidence_sql.log_order_sql(w),
         "resource_gauges": evidence_sql.resource_gauges_sql(w),
     }
 
@@ -297,12 +301,15 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
             f"{_pct(main.err_rate())} over {main.n} calls."
         )
 
-    analysis.signals.extend(_latency_signals(in_scope, known, sym_extra, symptom))
+    analysis.signals.extend(_latency_signals(in_scope, known, sym_extra, symptom,
+                                             served_ms=sum(o.avg_ms * o.n for o in ops if o.is_entry)))
     analysis.signals.extend(_error_signals(in_scope, known, symptom))
     analysis.signals.extend(_traffic_signals(in_scope, ops))
     _apply_resources(analysis, metric_rows(rows_of(sql_result(deps, "resource_gauges")), known), scope)
     _apply_logs(analysis, rows_of(sql_result(deps, "log_stats")), scope)
+    _apply_shifts(analysis, deps, scope)
     _promote_floods(analysis, edges)
+    _follow_propagation(analysis, edges)
 
     want = "errors" if "errors" in intents and "slow" not in intents else "slow" if "slow" in intents else None
     analysis.signals.sort(key=lambda s: -_rank(s, want))
@@ -329,14 +336,23 @@ def _rank(s: Signal, want: str | None) -> float:
     return s.strength + bonus
 
 
-def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, symptom: str | None) -> list[Signal]:
-    """Operations whose own (self) time grew, sized by the extra time they add in the window."""
+def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, symptom: str | None,
+                     served_ms: float = 0.0) -> list[Signal]:
+    """Operations whose own (self) time grew, sized by the extra time they add in the window. With no symptom
+    named, by how clearly their calls got slower and how much of the time spent serving requests
+    (`served_ms`: all entry spans in the window) the extra is."""
     grown = []
     for o in ops:
         delta = o.self_ms - o.self_base_ms
         if o.n < MIN_CALLS or o.n_base < MIN_CALLS or delta < MIN_SELF_DELTA_MS:
             continue
         if o.self_ms < MIN_SELF_RATIO * max(o.self_base_ms, 0.5):
+            continue
+        if o.remote_n >= 0.5 * o.n:
+            continue  # a call answered by another service: its growth is charged to that end (_apply_shifts)
+        if o.slower is not None and o.slower < MIN_SLOWER_SHARE:
+            # the mean rose, but fewer calls than one in ten are slower than the baseline's p95: a few long
+            # tails (a big query now and then), not a change in how the operation behaves
             continue
         if symptom is None and (o.avg_ms <= o.p95_base_ms
                                 or (o.n < FEW_CALLS and o.self_t() < MIN_SELF_T_UNNAMED)):
@@ -354,6 +370,10 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
     for extra, _delta, o in sorted(grown, key=lambda g: -g[0])[:4]:
         share = extra / sym_extra if sym_extra > 0 else extra / total
         share = min(share, 1.0)
+        if symptom is None and served_ms > 0:
+            # nothing named: the share of "extra" time says little (one grown op takes all of it); how much of
+            # all the time spent serving requests the extra is does
+            share *= min(1.0, extra / served_ms / MIN_SERVED_SHARE)
         service, kind, operation = o.service, "latency", o.operation
         what = (f"self time of {o.operation} ({o.kind.lower()} span) rose {_fmt_ms(o.self_base_ms)} -> "
                 f"{_fmt_ms(o.self_ms)}")
@@ -584,6 +604,50 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
         analysis.signals.append(Signal(svc, None, "errors", strength, "logs: " + note))
 
 
+EVIDENCE_SQL = ("span_stats", "call_graph", "log_templates", "log_stats", "log_order")
+
+
+def known_evidence(deps: AgentDeps) -> list[signals.Evidence] | None:
+    """The per-service evidence from the analyst's own queries when they have run (None: not yet)."""
+    calls = [sql_result(deps, key) for key in EVIDENCE_SQL]
+    if any(c is None or not c.result.ok for c in calls):
+        return None
+    return signals.service_evidence(*(rows_of(c) for c in calls))
+
+
+def _apply_shifts(analysis: Analysis, deps: AgentDeps, scope: Iterable[str]) -> None:
+    """Per-service evidence from sparse telemetry (anomaly.signals): own calls slower than normal, calls into a
+    service waiting longer on the wire, problem logs that appear or surge."""
+    scope = set(scope)
+    for ev in known_evidence(deps) or []:
+        if analysis.symptom and ev.service not in scope:
+            continue
+        strength = min(0.95, 0.45 + 0.25 * ev.weight)
+        evidence = "; ".join(ev.texts)
+        same = next((sg for sg in analysis.signals if sg.service == ev.service), None)
+        if same is not None:
+            same.evidence += "; " + evidence
+            same.strength = max(same.strength, strength)
+        else:
+            analysis.signals.append(Signal(ev.service, ev.operation, ev.kind, strength, evidence, score=ev.weight))
+
+
+def _follow_propagation(analysis: Analysis, edges: list[dict[str, Any]]) -> None:
+    """A fault shows at its service and at everything upstream of it: a service whose callees (directly or
+    further down) carry a confident signal of their own is more likely a victim than the cause."""
+    strength = {}
+    for s in analysis.signals:
+        strength[s.service] = max(strength.get(s.service, 0.0), s.strength)
+    for s in analysis.signals:
+        if s.kind not in ("latency", "errors") or s.evidence.startswith(f"{s.service} sends "):
+            continue
+        below = [d for d in downstream(edges, s.service)[1:]
+                 if strength.get(d, 0.0) >= 0.5]
+        if below:
+            s.strength = max(0.0, s.strength - 0.25)
+            s.evidence += f"; downstream {', '.join(below[:3])} changed too"
+
+
 def _clip(text: str, n: int = 100) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -622,10 +686,16 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
     sql = analyst_sql(deps)
     if m == "traffic":
         return todo([("service_overview", {}), ("run_sql", {"sql": sql["span_stats"]})])
-    step1 = todo([("service_overview", {}), ("root_cause_candidates", {}),
-                  ("run_sql", {"sql": sql["span_stats"]}), ("run_sql", {"sql": sql["call_graph"]})])
+    # every signal the analysis ranks on comes first: spans, calls, logs and gauges
+    step1 = todo([("service_overview", {}),
+                  *[("run_sql", {"sql": sql[key]}) for key in ("span_stats", "call_graph", "log_stats",
+                                                               "log_templates", "log_order", "resource_gauges")]])
     if step1:
         return step1
+    # the anomaly scorer's hints, weighed with the evidence just gathered (not gathered twice)
+    hints = todo([("root_cause_candidates", {})])
+    if hints:
+        return hints
     analysis = analyze(deps)
     top = analysis.signals[0] if analysis.signals else None
     step2: list[tuple[str, dict[str, Any]]] = []
@@ -634,8 +704,7 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
         target = "error" if top.kind == "errors" else "slow"
         step2.append(("attribute_comparison", {"service": top.service, "operation": top.operation,
                                                "target": target}))
-    step2 += [("log_patterns", {"service": None}), ("run_sql", {"sql": sql["log_stats"]}),
-              ("resource_metrics", {"service": None}), ("run_sql", {"sql": sql["resource_gauges"]})]
+    step2 += [("log_patterns", {"service": None}), ("resource_metrics", {"service": None})]
     if top is not None:
         kind = "error" if top.kind == "errors" or " fail" in top.evidence else "slow"
         step2.append(("exemplar_traces", {"service": analysis.symptom or top.service, "operation": None,
@@ -731,7 +800,7 @@ DEPLOYMENT_ATTRIBUTES = {"service.version", "k8s.pod.name", "k8s.node.name", "ho
 
 
 SQL_LABELS = {"span_stats": "span statistics", "call_graph": "call graph", "log_stats": "log counts",
-              "resource_gauges": "resource gauges"}
+              "log_templates": "log templates", "log_order": "log order", "resource_gauges": "resource gauges"}
 
 
 def _evidence_line(deps: AgentDeps) -> str:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 ROLE = "summary"
 # Evidence summaries shown to the summary model, each cut to this many characters.
 EVIDENCE_CHARS = 1500
-MAX_EVIDENCE = 12
+MAX_EVIDENCE = 24  # the analyst records ~16 calls; the writer must see the tools named after its own SQL
 
 
 @dataclass

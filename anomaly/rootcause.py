@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
+from anomaly import evidence_sql
 from anomaly.api import list_anomalies
 from anomaly.features import to_epoch
+from anomaly.signals import Evidence, service_evidence
 from anomaly.topology import Topology, topology
 from store import Store
 
@@ -121,19 +123,43 @@ def _unreachable(anomalies: list[dict], topo: Topology, services: dict[str, _Ser
         target.windows.add(a["window_start"])
 
 
+@dataclass
+class _Window:
+    start: datetime
+    end: datetime
+    baseline_start: datetime
+
+
+BASELINE = timedelta(minutes=30)
+
+
+def telemetry_evidence(store: Store, start: float, end: float) -> list[Evidence]:
+    """The per-service evidence (anomaly/signals.py) for [start, end) against the half hour before it (or as
+    long as the window), from the same queries the analyst runs: the hints and the chat agree."""
+    w_start, w_end = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
+    w = _Window(w_start, w_end, w_start - max(w_end - w_start, BASELINE))
+    rows = {key: store.query(getattr(evidence_sql, f"{key}_sql")(w)).dicts()
+            for key in ("span_stats", "call_graph", "log_templates", "log_stats", "log_order")}
+    return service_evidence(rows["span_stats"], rows["call_graph"], rows["log_templates"], rows["log_stats"],
+                            rows["log_order"])
+
+
 def rank_root_causes(
     store: Store, window_start: datetime | float, window_end: datetime | float, limit: int = 10,
-    anomalies: list[dict] | None = None,
+    anomalies: list[dict] | None = None, evidence: list[Evidence] | None = None,
 ) -> list[RootCauseCandidate]:
-    """Candidate root causes for the anomalies in [window_start, window_end), best first (score 0..1).
+    """Candidate root causes for the anomalies in [window_start, window_end), best first (score 0..1),
+    weighed together with the telemetry's own evidence per service (`evidence`, computed when not given).
 
     `anomalies` (rows as `list_anomalies` returns them) replaces reading the anomalies table, e.g. to rank
     a batch scored without writing it."""
     start, end = to_epoch(window_start), to_epoch(window_end)
     if anomalies is None:
         anomalies = list_anomalies(store, start=start, end=end, limit=5000)
+    if evidence is None:
+        evidence = telemetry_evidence(store, start, end)
     if not anomalies:
-        return []
+        return _with_evidence([], evidence)[:limit]
     services = _summarise(anomalies)
     topo = topology(store, start, end)
     _unreachable(anomalies, topo, services)
@@ -146,6 +172,7 @@ def rank_root_causes(
     def noisy(s: _Service) -> bool:  # CPU is what it is anomalous about
         return s.cpu >= 0.3 * max(s.strength, 1e-9)
 
+    found = {ev.service: ev for ev in evidence}
     candidates: list[RootCauseCandidate] = []
     causes_of: dict[str, list[str]] = {}
     for s in services.values():
@@ -196,6 +223,9 @@ def rank_root_causes(
         reason = f"{len(s.windows)} anomalous window(s), max score {s.max_score:.1f}: {best.get('explanation', '')}"
         if reasons:
             reason += "; " + "; ".join(reasons)
+        if s.name in found:  # the telemetry's own evidence: lifts an origin, never a symptom
+            raw *= 1 if symptom else 1 + found[s.name].weight
+            reason += "; evidence: " + "; ".join(found[s.name].texts)
         op = s.best_op["operation"] if s.best_op else (best.get("operation") or None)
         kind = "saturation" if (noisy(s) or pushes) and not symptom and not s.unreachable else s.kind
         candidates.append(RootCauseCandidate(service=s.name, operation=op or None, kind=kind, score=raw,
@@ -210,5 +240,16 @@ def rank_root_causes(
     top = max((c.score for c in candidates), default=1.0) or 1.0
     for c in candidates:
         c.score = round(c.score / top, 3) if math.isfinite(c.score) else 0.0
-    candidates.sort(key=lambda c: (-c.score, c.service))
-    return candidates[:limit]
+    return _with_evidence(candidates, evidence)[:limit]
+
+
+def _with_evidence(candidates: list[RootCauseCandidate], evidence: list[Evidence]) -> list[RootCauseCandidate]:
+    """Services only the evidence names (no anomaly scored them) join the candidates at a score of their own
+    (its weight over the most three kinds of evidence can give), best first."""
+    known = {c.service for c in candidates}
+    out = list(candidates) + [
+        RootCauseCandidate(service=ev.service, operation=ev.operation, kind=ev.kind,
+                           score=round(min(1.0, ev.weight / 3), 3), reason="evidence: " + "; ".join(ev.texts))
+        for ev in evidence if ev.service not in known]
+    out.sort(key=lambda c: -c.score)  # stable: equal scores keep the evidence's own order
+    return out

@@ -81,8 +81,9 @@ def find_anomalies(
     return run_tool(name, args, body)
 
 
-def root_cause_candidates(store: Store, window: TimeWindow) -> ToolResult:
-    """Services ranked as likely origins (anomaly.rootcause: anomalies + the call graph), best first."""
+def root_cause_candidates(store: Store, window: TimeWindow, evidence: list[Any] | None = None) -> ToolResult:
+    """Services ranked as likely origins (anomaly.rootcause: anomalies + the call graph, weighed with the
+    telemetry's per-service evidence; `evidence` when the caller already has it), best first."""
     name = "root_cause_candidates"
     args = tool_args(window=window)
     try:
@@ -90,7 +91,7 @@ def root_cause_candidates(store: Store, window: TimeWindow) -> ToolResult:
     except ImportError:
         return ToolResult.build(name, args, [], [], [], notes=["root-cause ranking is not available in this build"])
     try:
-        candidates = rank_root_causes(store, window.start, window.end)
+        candidates = rank_root_causes(store, window.start, window.end, evidence=evidence)
     except Exception as exc:
         if "UNKNOWN_TABLE" in str(exc) or "does not exist" in str(exc):
             return ToolResult.build(name, args, [], [], [], notes=[
@@ -103,7 +104,7 @@ def root_cause_candidates(store: Store, window: TimeWindow) -> ToolResult:
                      "kind": data.get("kind"), "score": data.get("score"), "reason": data.get("reason", "")})
     if not rows:
         return ToolResult.build(name, args, [], [], [], notes=[
-            f"no anomalies in {window.label()}, so no root-cause candidates"])
+            f"no anomalies and no significant change in {window.label()}, so no root-cause candidates"])
     findings = [f"#{r['rank']} {r['service']} {r['operation'] or ''} ({r['kind']}, score {r['score']}): "
                 f"{str(r['reason'])[:240]}" for r in rows[:5]]
     return ToolResult.build(name, args, [], list(rows[0].keys()), rows, findings=findings,

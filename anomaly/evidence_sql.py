@@ -1,6 +1,7 @@
-"""The analyst's own read-only queries (run through the SQL guard as `run_sql` calls, so they are
-evidence like any model-written SQL): per-operation self time and errors in the window versus the
-baseline, and the cross-service call graph with each client call's target.
+"""The evidence queries, read-only, window versus baseline. The analyst runs them through the SQL guard as
+`run_sql` calls, so they are evidence like any model-written SQL; the root-cause hints run them too.
+Per-operation self time and errors, the cross-service call graph with the gap between caller and callee,
+problem log templates and who logged first, resource gauges.
 
 Self time = a span's duration minus its direct children's durations: the time a service spent
 itself rather than waiting on what it called. It is what separates "slow because payment is
@@ -12,13 +13,22 @@ the CPU of the two strings (a collision among 10 million spans has odds near 1 i
 
 from __future__ import annotations
 
-from agent.deps import Window
+from datetime import UTC, datetime
+from typing import Protocol
 
 
-def _t(value: object) -> str:
-    from tools.timewindow import ch_time
+class Window(Protocol):
+    """The analysed window [start, end) and the start of its baseline (which ends at `start`)."""
 
-    return ch_time(value)  # type: ignore[arg-type]
+    start: datetime
+    end: datetime
+    baseline_start: datetime
+
+
+def _t(value: datetime) -> str:
+    """A ClickHouse DateTime64(9, 'UTC') literal."""
+    utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return f"toDateTime64('{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}', 9, 'UTC')"
 
 
 # The fields a client span's callee is named by, most specific first (OTel semantic conventions).
@@ -41,7 +51,7 @@ WITH spans AS (
     WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
 ), children AS (
     SELECT pk AS k, sum(Duration) AS child_ns, count() AS child_n,
-           countIf(StatusCode = 'Error') AS child_errors
+           countIf(StatusCode = 'Error') AS child_errors, any(ServiceName) AS child_service
     FROM spans WHERE pk != 0 GROUP BY pk
 )
 SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, any(s.peer) AS peer,
@@ -54,6 +64,11 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
     round(avgIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_base_ms,
     round(stddevSampIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.cur) / 1e6, 3) AS self_sd_ms,
     round(stddevSampIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_sd_base_ms,
+    arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.25, 0.5, 0.75, 0.9, 0.95)(
+        greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.cur)) AS self_q_ms,
+    arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.5, 0.95)(
+        greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur)) AS self_q_base_ms,
+    countIf(s.cur AND c.child_n > 0 AND c.child_service != s.ServiceName) AS remote_n,
     countIf(s.cur AND s.StatusCode = 'Error') AS errors, countIf(NOT s.cur AND s.StatusCode = 'Error') AS errors_base,
     countIf(s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors,
     countIf(NOT s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors_base,
@@ -72,16 +87,24 @@ LIMIT 2000
 
 
 def call_graph_sql(w: Window) -> str:
-    """Cross-service edges (caller -> callee) seen in the window or the baseline."""
+    """Cross-service edges (caller -> callee) seen in the window or the baseline, with the gap between the
+    caller's span and the callee's (time on the wire and in queues: a callee whose network is slow makes
+    its callers' client spans grow while its own spans do not)."""
     return f"""
 WITH spans AS (
     SELECT cityHash64(TraceId, SpanId) AS k, cityHash64(TraceId, ParentSpanId) AS pk, ServiceName, SpanName,
-           Timestamp >= {_t(w.start)} AS cur
+           SpanKind, Duration, Timestamp >= {_t(w.start)} AS cur
     FROM otel_traces
     WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
 )
 SELECT p.ServiceName AS caller, p.SpanName AS caller_operation, c.ServiceName AS callee,
-       c.SpanName AS callee_operation, countIf(c.cur) AS n, countIf(NOT c.cur) AS n_base
+       c.SpanName AS callee_operation, countIf(c.cur) AS n, countIf(NOT c.cur) AS n_base,
+       countIf(c.cur AND p.SpanKind = 'Client') AS gap_n, countIf(NOT c.cur AND p.SpanKind = 'Client') AS gap_n_base,
+       arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.25, 0.5, 0.75, 0.9, 0.95)(
+           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), c.cur AND p.SpanKind = 'Client')) AS gap_q_ms,
+       arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.5, 0.95)(
+           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), NOT c.cur AND p.SpanKind = 'Client'))
+           AS gap_q_base_ms
 FROM spans AS c INNER JOIN spans AS p ON c.pk = p.k
 WHERE c.ServiceName != p.ServiceName
 GROUP BY caller, caller_operation, callee, callee_operation
@@ -141,4 +164,54 @@ WHERE TimeUnix >= {_t(w.baseline_start)} AND TimeUnix < {_t(w.end)} AND service 
 GROUP BY service, metric
 ORDER BY service, metric
 LIMIT 2000
+"""
+
+
+# A log line counts as a problem when its severity says so (WARN and above) or, for lines logged with no
+# or a low severity, when its text names an error: plain stdout logs and stack traces often carry none.
+PROBLEM_LOG = "(SeverityNumber >= 13 OR match(Body, '(?i)(exception|\\\\berror\\\\b|traceback)'))"
+# A line's template: its first line, with identifiers (UUIDs, hex ids) and numbers masked, so the same
+# statement with other values falls together (a cheap drain-style template, computed by ClickHouse).
+LOG_TEMPLATE = (
+    "substring(replaceRegexpAll(replaceRegexpAll(splitByChar('\\n', Body)[1], "
+    "'[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|\\\\b[0-9a-fA-F]*[0-9][0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*\\\\b"
+    "|\\\\b[0-9a-fA-F]*[a-fA-F][0-9a-fA-F]*[0-9][0-9a-fA-F]*\\\\b', '<id>'), '[0-9]+', '<n>'), 1, 240)"
+)
+
+
+def log_templates_sql(w: Window) -> str:
+    """Problem log templates per service, window vs baseline: a statement that appears or surges when the
+    fault starts is the service's own account of it (errors that exist only in logs, a changed code path)."""
+    return f"""
+SELECT ServiceName AS service, {LOG_TEMPLATE} AS template, max(SeverityNumber) AS severity,
+    countIf(Timestamp >= {_t(w.start)}) AS n, countIf(Timestamp < {_t(w.start)}) AS n_base,
+    uniqIf(TraceId, Timestamp >= {_t(w.start)} AND TraceId != '') AS traces,
+    minIf(Timestamp, Timestamp >= {_t(w.start)}) AS first_seen,
+    anyIf(Body, Timestamp >= {_t(w.start)}) AS example
+FROM otel_logs
+WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND {PROBLEM_LOG}
+GROUP BY service, template
+HAVING n > 0
+ORDER BY n DESC
+LIMIT 500
+"""
+
+
+def log_order_sql(w: Window) -> str:
+    """In traces where several services log problems in the window, which service logged first: a callee
+    fails before its callers report the failure, so the first to complain is nearer the cause."""
+    return f"""
+SELECT service, count() AS traces, countIf(t = first_t) AS first, countIf(services > 1) AS shared,
+    countIf(t = first_t AND services > 1) AS first_shared
+FROM (
+    SELECT TraceId, ServiceName AS service, min(Timestamp) AS t,
+        min(min(Timestamp)) OVER (PARTITION BY TraceId) AS first_t,
+        count() OVER (PARTITION BY TraceId) AS services
+    FROM otel_logs
+    WHERE Timestamp >= {_t(w.start)} AND Timestamp < {_t(w.end)} AND TraceId != '' AND {PROBLEM_LOG}
+    GROUP BY TraceId, service
+)
+GROUP BY service
+ORDER BY first_shared DESC, traces DESC
+LIMIT 500
 """

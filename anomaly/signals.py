@@ -1,0 +1,322 @@
+"""Per-service evidence from every signal the data has, window against baseline.
+
+Real telemetry is often sparse: spans with names and times only, errors only in logs, faults only in a
+pod's gauges. Each reader here turns one kind of evidence into a per-service significance (about how
+many standard errors, or -log10 of a tail probability, the change is), so that signals of different
+kinds can be weighed together:
+
+- latency shift: how many of a service's own calls (self time) are slower than its baseline p95;
+  robust to a few long tails, which lift a mean without anything having changed;
+- network: the gap between a caller's span and its callee's span, charged to the callee (a callee whose
+  network is slow makes its callers' client spans grow while its own spans do not);
+- log templates: problem statements (WARN and above, or text naming an exception) that appear or surge,
+  per service, against the service's own log volume;
+- log order: in traces where several services log problems, which one complained first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Window quantile levels the analyst's queries return (self_q_ms, gap_q_ms), low to high.
+Q_LEVELS = (0.25, 0.5, 0.75, 0.9, 0.95)
+BASE_TAIL = 0.05  # share of baseline calls above the baseline p95, by definition
+# A call is "slower than normal" above this multiple of the baseline p95 (and at least MIN_SLOWER_MS more).
+SLOWER_RATIO = 1.2
+MIN_SLOWER_MS = 1.0
+MIN_BASE_CALLS = 8
+# Time on the wire and in queues moves by a few milliseconds with load anywhere (scheduling, GC, retries):
+# a gap counts as grown only past this many milliseconds over its baseline p95.
+MIN_GAP_MS = 5.0
+
+
+@dataclass
+class Shift:
+    """Calls slower than their baseline p95 for one service (or one callee's network), summed over ops."""
+
+    service: str
+    slower: float = 0.0  # estimated calls above the baseline p95 in the window
+    calls: int = 0
+    ops: list[tuple[str, float, float, float, int]] = field(default_factory=list)  # op, share, p50, base p50, n
+    partners: set[str] = field(default_factory=set)  # services at the other end of its grown calls
+
+    @property
+    def share(self) -> float:
+        return self.slower / self.calls if self.calls else 0.0
+
+    @property
+    def z(self) -> float:
+        """Standard errors above the 5% of calls that exceed a baseline p95 by chance."""
+        if not self.calls:
+            return 0.0
+        return (self.slower - BASE_TAIL * self.calls) / math.sqrt(self.calls * BASE_TAIL * (1 - BASE_TAIL))
+
+
+def slower_share(window_q: list[float], base_p95: float, min_ms: float = MIN_SLOWER_MS) -> float:
+    """Lower bound on the share of window calls above `base_p95` (by SLOWER_RATIO and at least `min_ms`),
+    read off the window's quantile grid."""
+    threshold = max(SLOWER_RATIO * base_p95, base_p95 + min_ms)
+    for level, value in zip(Q_LEVELS, window_q, strict=False):
+        if value > threshold:
+            return round(1.0 - level, 9)  # 1 - 0.9 is 0.0999...: a share on the grid must compare as itself
+    return 0.0
+
+
+def _floats(value: Any) -> list[float]:  # noqa: ANN401
+    """A quantile array as floats; empty when any is missing (no calls on that side)."""
+    if not isinstance(value, (list, tuple)) or any(v is None for v in value):
+        return []
+    out = [float(v) for v in value]
+    return [] if any(math.isnan(v) for v in out) else out
+
+
+def op_slower_share(row: dict[str, Any]) -> float | None:
+    """One operation's share of window calls above its baseline p95 self time (None: too few calls)."""
+    q, qb = _floats(row.get("self_q_ms")), _floats(row.get("self_q_base_ms"))
+    if len(q) < len(Q_LEVELS) or len(qb) < 2 or int(row.get("n_base") or 0) < MIN_BASE_CALLS:
+        return None
+    return slower_share(q, qb[1])
+
+
+def latency_shifts(rows: Iterable[dict[str, Any]]) -> dict[str, Shift]:
+    """Per service: its own calls (self time) slower than normal. Client spans whose child runs in another
+    service are left out: their self time is the wire and the callee's queue, charged by `network_shifts`."""
+    out: dict[str, Shift] = {}
+    for r in rows:
+        n, n_base = int(r.get("n") or 0), int(r.get("n_base") or 0)
+        q, qb = _floats(r.get("self_q_ms")), _floats(r.get("self_q_base_ms"))
+        if n == 0 or n_base < MIN_BASE_CALLS or len(q) < len(Q_LEVELS) or len(qb) < 2:
+            continue
+        if int(r.get("remote_n") or 0) >= 0.5 * n:
+            continue
+        share = slower_share(q, qb[1])
+        s = out.setdefault(str(r["service"]), Shift(str(r["service"])))
+        s.calls += n
+        s.slower += share * n
+        if share >= 0.1:
+            s.ops.append((str(r["operation"]), share, q[1], qb[0], n))
+    return out
+
+
+# A grown gap is charged to both ends of the call (slow network or queue at the callee, or a starved client
+# at the caller). Calls into a service and calls out of it are weighed apart, so that a callee's few callers
+# are not diluted by the many calls it makes itself; the caller's end counts a little less, so that a single
+# grown edge points at its callee.
+CALLER_WEIGHT = 0.8
+
+
+def network_shifts(edges: Iterable[dict[str, Any]]) -> dict[str, Shift]:
+    """Per service: the calls into it, or else the calls out of it, whose gap (client span minus the callee's
+    span) grew, whichever is the clearer shift. Only calls made through a client span count: a server span's
+    time around its callee includes its own work."""
+    into: dict[str, Shift] = {}
+    out_of: dict[str, Shift] = {}
+    partners: dict[str, set[str]] = {}
+    for e in edges:
+        n, n_base = int(e.get("gap_n") or 0), int(e.get("gap_n_base") or 0)
+        q, qb = _floats(e.get("gap_q_ms")), _floats(e.get("gap_q_base_ms"))
+        if n == 0 or n_base < MIN_BASE_CALLS or len(q) < len(Q_LEVELS) or len(qb) < 2:
+            continue
+        share = slower_share(q, qb[1], MIN_GAP_MS)
+        caller, callee = str(e["caller"]), str(e["callee"])
+        for side, service, other, weight in ((into, callee, caller, 1.0), (out_of, caller, callee, CALLER_WEIGHT)):
+            s = side.setdefault(service, Shift(service))
+            s.calls += n
+            s.slower += weight * share * n
+            if share >= 0.1:
+                partners.setdefault(service, set()).add(other)
+                s.ops.append((f"{caller} -> {e['callee_operation']}", share, q[1], qb[0], n))
+    result: dict[str, Shift] = {}
+    for service in set(into) | set(out_of):
+        options = [s for s in (into.get(service), out_of.get(service)) if s is not None]
+        best = max(options, key=lambda s: s.z)
+        best.partners = partners.get(service, set())
+        result[service] = best
+    return result
+
+
+def explained_elsewhere(shift: Shift, shifts: dict[str, Shift]) -> bool:
+    """Whether every grown call of this service is shared with a service that has more grown calls: a caller
+    starved of CPU makes the gaps to each of its callees grow, and it, not each callee, is the common end."""
+    return bool(shift.partners) and all(
+        len(shifts[p].partners) > len(shift.partners) for p in shift.partners if p in shifts)
+
+
+def poisson_surprise(count: int, expected: float) -> float:
+    """-log10 P(X >= count) for X ~ Poisson(expected): how unlikely this many lines are by chance."""
+    expected = max(expected, 0.05)
+    if count <= expected:
+        return 0.0
+    # upper tail by summing the pmf from `count` (terms fall fast once past the mean)
+    log_term = -expected + count * math.log(expected) - math.lgamma(count + 1)
+    total, term = 0.0, log_term
+    for k in range(count, count + 200):
+        total += math.exp(term - log_term)
+        term += math.log(expected) - math.log(k + 1)
+        if term - log_term < -30:
+            break
+    return max(0.0, -(log_term + math.log(total)) / math.log(10))
+
+
+@dataclass
+class LogSurge:
+    """The service's most surprising problem-log template in the window."""
+
+    service: str
+    template: str
+    example: str
+    n: int
+    n_base: int
+    expected: float
+    surprise: float
+    traces: int
+    new: bool
+
+
+ID_MASK_RE = re.compile(r"<(id|n)>")
+
+
+def log_surges(templates: Iterable[dict[str, Any]], volumes: Iterable[dict[str, Any]]) -> dict[str, LogSurge]:
+    """Per service, the problem-log template whose window count its baseline explains least. The expected
+    count scales the baseline by the service's own log volume, window over baseline, so a service that is
+    simply busier does not look like it is failing."""
+    scale: dict[str, float] = {}
+    total_n = total_base = 0
+    for v in volumes:
+        n, n_base = int(v.get("n") or 0), int(v.get("n_base") or 0)
+        total_n, total_base = total_n + n, total_base + n_base
+        if n_base:
+            scale[str(v["service"])] = n / n_base
+    overall = total_n / total_base if total_base else 1.0
+    templates = list(templates)
+    spread = workload_spread([(int(t.get("n") or 0), int(t.get("n_base") or 0) * scale.get(str(t["service"]), overall))
+                              for t in templates])
+    out: dict[str, LogSurge] = {}
+    for t in templates:
+        service, n, n_base = str(t["service"]), int(t.get("n") or 0), int(t.get("n_base") or 0)
+        expected = n_base * scale.get(service, overall)
+        # a statement already seen varies with the mix of requests as much as the others do in this window;
+        # warnings say less than errors
+        error = int(t.get("severity") or 0) >= 17
+        tolerance = max(spread, 1.0 if error else SEEN_TOLERANCE)
+        surprise = poisson_surprise(n, expected * tolerance if n_base else expected)
+        if not error:
+            surprise *= WARN_WEIGHT
+        if surprise <= 0:
+            continue
+        best = out.get(service)
+        if best is None or surprise > best.surprise:
+            out[service] = LogSurge(service, str(t.get("template") or ""), str(t.get("example") or ""), n, n_base,
+                                    expected, surprise, int(t.get("traces") or 0), n_base == 0)
+    return out
+
+
+WARN_WEIGHT = 0.75
+# Counts of a warning already seen vary more than by chance (bursts, the mix of requests): twice its
+# expected count is within normal variation.
+SEEN_TOLERANCE = 2.0
+
+
+def workload_spread(pairs: list[tuple[int, float]]) -> float:
+    """How far template counts stray from their baseline in this window by the mix of requests alone: the
+    upper quartile of count / expected over templates seen often in the baseline (1 to 4)."""
+    ratios = sorted((n + 1) / (expected + 1) for n, expected in pairs if expected >= 3)
+    if len(ratios) < 4:
+        return 1.0
+    return min(max(ratios[(3 * len(ratios)) // 4], 1.0), 4.0)
+
+
+def first_complainers(rows: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per service: (traces where it logged a problem first among several services, such shared traces)."""
+    return {str(r["service"]): (int(r.get("first_shared") or 0), int(r.get("shared") or 0)) for r in rows}
+
+
+MASK_RUN_RE = re.compile(r"…(?:[:.\-/]?…)+")
+
+
+def template_text(template: str, n: int = 160) -> str:
+    """A template as a person reads it: masks (a run of them, like a masked clock time, as one) shown as '…',
+    whitespace collapsed, clipped."""
+    text = " ".join(MASK_RUN_RE.sub("…", ID_MASK_RE.sub("…", template)).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# To name a service, a shift must be this many standard errors over this share of calls, a log template
+# this improbable (-log10 p); SIGNIFICANT is where one kind of evidence alone is sure. Kinds that agree
+# on a service add up (a CPU hog slows its own calls and makes its callers wait for it).
+MIN_SHIFT_Z = 4.0
+MIN_SHIFT_SHARE = 0.15
+MIN_LOG_SURPRISE = 6.0
+SIGNIFICANT = 10.0
+
+
+@dataclass
+class Evidence:
+    """What the signals say about one service: how much (`weight`, 0 to 1.5 per kind, summed), the kind
+    and operation of the strongest, and a sentence per signal with its numbers."""
+
+    service: str
+    weight: float
+    kind: str
+    operation: str | None
+    texts: list[str]
+
+
+def fmt_ms(v: float) -> str:
+    """Milliseconds as a person reads them (1.5 ms, 42 ms, 1.20 s)."""
+    if v >= 1000:
+        return f"{v / 1000:.2f} s"
+    return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[str, Any]],
+                     templates: Iterable[dict[str, Any]], volumes: Iterable[dict[str, Any]],
+                     order_rows: Iterable[dict[str, Any]]) -> list[Evidence]:
+    """Services with significant evidence, strongest first, from the evidence queries' rows (span_stats,
+    call_graph, log_templates, log_stats, log_order)."""
+    found: dict[str, list[tuple[float, str, str | None, str]]] = {}  # service -> (significance, kind, op, text)
+    for shift in latency_shifts(span_rows).values():
+        if shift.z >= MIN_SHIFT_Z and shift.share >= MIN_SHIFT_SHARE and shift.ops:
+            op, share, p50, p50_base, n = max(shift.ops, key=lambda t: t[1] * t[4])
+            found.setdefault(shift.service, []).append((shift.z, "latency", op, (
+                f"{_pct(shift.share)} of its own calls are slower than their baseline p95 (expected 5%, "
+                f"{shift.calls} calls, z = {shift.z:.1f}); e.g. {op}: median self time {fmt_ms(p50_base)} -> "
+                f"{fmt_ms(p50)}, {_pct(share)} of {n} calls slower")))
+    network = network_shifts(list(edges))
+    for shift in network.values():
+        if explained_elsewhere(shift, network):
+            continue
+        if shift.z >= MIN_SHIFT_Z and shift.share >= MIN_SHIFT_SHARE and shift.ops:
+            callers = sorted({o[0].split(" -> ")[0] for o in shift.ops})
+            edge, _, p50, p50_base, _ = max(shift.ops, key=lambda t: t[1] * t[4])
+            found.setdefault(shift.service, []).append((shift.z, "latency", None, (
+                f"calls into it wait longer outside its own spans (network or queue): {_pct(shift.share)} of "
+                f"{shift.calls} calls over their baseline p95 gap (z = {shift.z:.1f}), from "
+                f"{', '.join(callers[:4])}; e.g. {edge}: gap {fmt_ms(p50_base)} -> {fmt_ms(p50)} median")))
+    first = first_complainers(order_rows)
+    for surge in log_surges(templates, volumes).values():
+        if surge.surprise < MIN_LOG_SURPRISE:
+            continue
+        lead, shared = first.get(surge.service, (0, 0))
+        text = (f"problem log template \"{template_text(surge.template)}\" {surge.n_base} -> {surge.n} lines "
+                f"({'new in the window' if surge.new else f'{surge.expected:.1f} expected from its baseline'}"
+                f"{f', in {surge.traces} traces' if surge.traces else ''})")
+        if shared >= 3 and lead >= 0.8 * shared:
+            text += f"; it logged first in {lead} of {shared} traces where several services logged problems"
+        found.setdefault(surge.service, []).append((surge.surprise, "errors", None, text))
+    ranked = []
+    for service, items in found.items():
+        items.sort(key=lambda t: -t[0])
+        _, kind, op, _ = items[0]
+        weight = sum(min(sig / SIGNIFICANT, 1.5) for sig, *_ in items)
+        ranked.append((-weight, -items[0][0], Evidence(service, weight, kind, op, [text for *_, text in items])))
+    ranked.sort(key=lambda t: (t[0], t[1], t[2].service))  # equal weight: the larger significance first
+    return [ev for *_, ev in ranked]
