@@ -7,8 +7,8 @@ down to spans (or log records) maps them into the exporter's table in C++, outsi
 every message in one file so no import has to resolve.
 
 What SQL renders here must be byte for byte what `ingest.mapping` (the reference) produces. Where
-it cannot be expressed in SQL, a cheap check query over the same file flags the request and the
-writer maps that request with the Python reference instead:
+it cannot be expressed in SQL, the insert refuses the group before writing anything, a check query
+finds the requests at fault and the writer maps those with the Python reference instead:
 
 - attribute values that are arrays or maps (Go JSON rendering), `string_value_strindex`, or doubles
   outside [1e-6, 1e21) / NaN / Inf (ClickHouse's float text matches Go's AsString only inside that
@@ -43,16 +43,25 @@ def _message_name(desc: Descriptor) -> str:
     return desc.full_name.replace(".", "_")
 
 
+# Message fields declared as `bytes` (same wire encoding): ClickHouse then sees that an AnyValue holds
+# an array or map without decoding it; those values go to the Python fallback anyway.
+OPAQUE = frozenset({"opentelemetry.proto.common.v1.AnyValue.array_value",
+                    "opentelemetry.proto.common.v1.AnyValue.kvlist_value"})
+
+
 def proto_text(*roots: Descriptor) -> str:
     """One self-contained proto3 file holding `roots` and every message they reach.
 
     Enums become int32 (same wire encoding, and we map the numbers ourselves); real oneofs stay oneofs
-    so `input_format_protobuf_oneof_presence` can say which `AnyValue` field was set.
+    so `input_format_protobuf_oneof_presence` can say which `AnyValue` field was set; `OPAQUE` fields
+    become bytes.
     """
     seen: dict[str, str] = {}
 
     def field(f: FieldDescriptor) -> str:
-        if f.type == FieldDescriptor.TYPE_MESSAGE:
+        if f.full_name in OPAQUE:
+            kind = "bytes"
+        elif f.type == FieldDescriptor.TYPE_MESSAGE:
             kind = _message_name(f.message_type)
         elif f.type == FieldDescriptor.TYPE_ENUM:
             kind = "int32"
@@ -80,7 +89,7 @@ def proto_text(*roots: Descriptor) -> str:
         lines.append("}")
         seen[desc.full_name] = "\n".join(lines)
         for f in desc.fields:
-            if f.type == FieldDescriptor.TYPE_MESSAGE:
+            if f.type == FieldDescriptor.TYPE_MESSAGE and f.full_name not in OPAQUE:
                 visit(f.message_type)
 
     for root in roots:
@@ -90,12 +99,11 @@ def proto_text(*roots: Descriptor) -> str:
 
 # -- the nested structure ClickHouse reads (only the fields we map; the rest is skipped) -----------
 
-# array_value, kvlist_value and string_value_strindex are read (one small field each) only so that the
-# oneof presence column reports them: a field left out of the structure shows as 'none'.
+# array_value, kvlist_value (opaque bytes, see OPAQUE) and string_value_strindex are read only so that
+# the oneof presence column reports them: a field left out of the structure shows as 'none'.
 _ANY = (
     "Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String, "
-    "array_value Tuple(values Array(Tuple(bool_value Bool))), kvlist_value Tuple(values Array(Tuple(key String))), "
-    "string_value_strindex Int32, "
+    "array_value String, kvlist_value String, string_value_strindex Int32, "
     "value Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, "
     "'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7, 'string_value_strindex' = 8))"
 )
@@ -177,7 +185,6 @@ TRACES_CHECK = (
     f"arrayAll(rs -> {_attrs_ok('rs.resource.attributes')} AND arrayAll(ss -> arrayAll(sp -> {_SPAN_OK}, "
     "ss.spans), rs.scope_spans), resource_spans)"
 )
-TRACES_COUNT = "arraySum(rs -> arraySum(ss -> length(ss.spans), rs.scope_spans), resource_spans)"
 
 _KINDS = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
 _STATUSES = "['Unset', 'Ok', 'Error']"
@@ -217,7 +224,6 @@ LOGS_CHECK = (
     f"arrayAll(rl -> {_attrs_ok('rl.resource.attributes')} AND arrayAll(sl -> {_attrs_ok('sl.scope.attributes')} "
     f"AND arrayAll(lr -> {_LOG_OK}, sl.log_records), rl.scope_logs), resource_logs)"
 )
-LOGS_COUNT = "arraySum(rl -> arraySum(sl -> length(sl.log_records), rl.scope_logs), resource_logs)"
 LOGS_SELECT: dict[str, str] = {
     "Timestamp": _ns("if(lr.time_unix_nano != 0, lr.time_unix_nano, lr.observed_time_unix_nano)"),
     "TraceId": _hex("lr.trace_id"),
@@ -239,6 +245,9 @@ LOGS_SELECT: dict[str, str] = {
 LOGS_JOIN = "ARRAY JOIN resource_logs AS rl ARRAY JOIN rl.scope_logs AS sl ARRAY JOIN sl.log_records AS lr"
 
 
+_FALLBACK = "otel-ai: a request needs the Python mapper"
+
+
 class NativeUnreadable(RuntimeError):
     """ClickHouse could not read a group that upb accepted: the writer maps it in Python instead."""
 
@@ -252,7 +261,6 @@ class NativeSignal:
     message: str
     structure: str
     check: str
-    count: str
     select: dict[str, str]
     join: str
 
@@ -260,11 +268,11 @@ class NativeSignal:
 NATIVE_SIGNALS: dict[str, NativeSignal] = {
     "traces": NativeSignal(
         "traces", "otel_traces", _message_name(ExportTraceServiceRequest.DESCRIPTOR), TRACES_STRUCTURE,
-        TRACES_CHECK, TRACES_COUNT, TRACES_SELECT, TRACES_JOIN,
+        TRACES_CHECK, TRACES_SELECT, TRACES_JOIN,
     ),
     "logs": NativeSignal(
         "logs", "otel_logs", _message_name(ExportLogsServiceRequest.DESCRIPTOR), LOGS_STRUCTURE,
-        LOGS_CHECK, LOGS_COUNT, LOGS_SELECT, LOGS_JOIN,
+        LOGS_CHECK, LOGS_SELECT, LOGS_JOIN,
     ),
 }
 
@@ -309,10 +317,14 @@ class NativeDecoder:
             "max_threads": 1,  # one file, one stream: keeps rowNumberInAllBlocks() in request order
         }
 
-    def write(self, store: Store, signal: str, bodies: list[bytes], columns: list[str]) -> list[int | None]:
+    def write(self, store: Store, signal: str, bodies: list[bytes], items: list[int], columns: list[str]
+              ) -> list[int | None]:
         """Insert the requests ClickHouse can map; per request its item count, or None for the Python path.
 
-        `columns` are the table's columns: those the table lacks are left out, as the Python insert does.
+        One query in the common case: the insert checks every request and throws (before writing
+        anything: one input block) if any needs the Python fallback; only then a check query finds which,
+        and a second insert takes the others. `items` are the requests' item counts (from upb);
+        `columns` the table's columns: those it lacks are left out, as the Python insert does.
         """
         sig = NATIVE_SIGNALS[signal]
         with open(self._data, "wb") as f:
@@ -322,28 +334,38 @@ class NativeDecoder:
         try:
             source = self._source(sig)
             settings = self._settings(sig)
+            names = [c for c in sig.select if c in columns]
+            insert = (
+                f"INSERT INTO `{sig.table}` ({', '.join(f'`{c}`' for c in names)}) "
+                f"SELECT {', '.join(sig.select[c] for c in names)} FROM "
+                f"(SELECT rowNumberInAllBlocks() AS req, * FROM {source} {{where}}) {sig.join}"
+            )
             try:
-                checked = store.query(
-                    f"SELECT rowNumberInAllBlocks(), {sig.check}, {sig.count} FROM {source}", settings=settings
-                ).rows
+                store.command(insert.format(where=f"WHERE throwIf(NOT {sig.check}, '{_FALLBACK}') = 0"),
+                              settings=settings)
+                return list(items)
             except Exception as exc:
-                raise NativeUnreadable(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
-            if len(checked) != len(bodies):
-                raise NativeUnreadable(f"ClickHouse read {len(checked)} of {len(bodies)} OTLP requests")
-            counts: list[int | None] = [None] * len(bodies)
-            for number, ok, count in checked:
-                counts[number] = int(count) if ok else None
-            native = [i for i, c in enumerate(counts) if c]
+                if _FALLBACK not in str(exc):
+                    self._check(store, sig, len(bodies))  # NativeUnreadable if ClickHouse cannot read the file
+                    raise  # it can: the store failed
+            ok = self._check(store, sig, len(bodies))
+            native = [i for i in range(len(bodies)) if ok[i]]
             if native:
-                names = [c for c in sig.select if c in columns]
-                where = "" if len(native) == len(bodies) else f" WHERE req IN ({','.join(map(str, native))})"
-                exprs = ", ".join(f"{sig.select[c]}" for c in names)
-                cols = ", ".join(f"`{c}`" for c in names)
-                store.command(
-                    f"INSERT INTO `{sig.table}` ({cols}) SELECT {exprs} FROM "
-                    f"(SELECT rowNumberInAllBlocks() AS req, * FROM {source}) {sig.join}{where}",
-                    settings=settings,
-                )
-            return counts
+                store.command(insert.format(where=f"WHERE req IN ({','.join(map(str, native))})"), settings=settings)
+            return [count if ok[i] else None for i, count in enumerate(items)]
         finally:
             os.unlink(self._data)
+
+    def _check(self, store: Store, sig: NativeSignal, expected: int) -> list[bool]:
+        """Per request in the file, whether the SQL mapping renders it exactly."""
+        try:
+            rows = store.query(f"SELECT rowNumberInAllBlocks(), {sig.check} FROM {self._source(sig)}",
+                               settings=self._settings(sig)).rows
+        except Exception as exc:
+            raise NativeUnreadable(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)) from exc
+        if len(rows) != expected:
+            raise NativeUnreadable(f"ClickHouse read {len(rows)} of {expected} OTLP requests")
+        ok = [False] * expected
+        for number, flag in rows:
+            ok[number] = bool(flag)
+        return ok

@@ -183,7 +183,8 @@ class BatchWriter:
             try:
                 columns = self._table_info(table).columns
                 started = time.perf_counter()
-                counts = self.native.write(self.store, signal, [i.raw.body for i in items if i.raw], columns)
+                raws = [i.raw for i in items if i.raw is not None]
+                counts = self.native.write(self.store, signal, [r.body for r in raws], [r.items for r in raws], columns)
                 self.insert_seconds += time.perf_counter() - started
                 self.inserts += 1
                 self.native_requests += sum(c is not None for c in counts)

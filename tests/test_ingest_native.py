@@ -10,6 +10,7 @@ every table must hold the same rows, compared field by field.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import random
@@ -390,3 +391,42 @@ def test_random_doubles_render_like_go(pair: tuple) -> None:
             assert grpc_export(channel, "traces", in_range.SerializeToString()).code == grpc.StatusCode.OK
     assert _table_rows(py_store, "otel_traces") == _table_rows(ch_store, "otel_traces")
     assert ch.service.stats()["decoded_by_clickhouse"] >= 1
+
+
+def test_a_group_mixing_fast_and_fallback_requests_stores_each_once(root_store: Store) -> None:
+    """One insert group with requests SQL maps and requests it cannot: the insert refuses the whole group
+    before writing, the others go in by SQL, the rest by Python; same rows and answers as the reference."""
+    from ingest.native import NativeDecoder
+    from ingest.otlp import SIGNALS, to_rows
+    from ingest.writer import BatchWriter, RawRequest
+
+    requests = [simple_traces(200), *complex_traces(21)[:3], simple_traces(201), complex_traces(22)[-1]]
+    bodies = [r.SerializeToString() for r in requests]
+    ref, fast = new_database(root_store), new_database(root_store)
+    try:
+        remaining = [len(bodies)]
+        writer = BatchWriter(fast.clone(), max_rows=100_000, max_wait=30, expected=lambda: remaining[0],
+                             native=NativeDecoder())
+        futures = []
+        for body, req in zip(bodies, requests, strict=True):
+            items = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+            fallback = functools.partial(to_rows, SIGNALS["traces"], body, "proto")
+            futures.append(writer.submit_raw(RawRequest("traces", body, items, fallback)))
+            remaining[0] -= 1
+            writer.wake()
+        results = [f.result(60) for f in futures]
+        # one group: its SQL insert (after the refused attempt) and one columnar insert of the fallback rows
+        assert writer.inserts == 2 and writer.native_requests == 2 and writer.fallback_requests == 4
+        writer.close()
+        ref_writer = BatchWriter(ref.clone(), max_rows=100_000, max_wait=0)
+        expected = [to_rows(SIGNALS["traces"], b, "proto") for b in bodies]
+        for rows in expected:
+            ref_writer.submit(rows).result(60)
+        ref_writer.close()
+        got = [(r.accepted, r.rejected, r.error_message("spans")) for r in results]
+        assert got == [(r.accepted, r.rejected, r.error_message("spans")) for r in expected]
+        assert _table_rows(ref, "otel_traces") == _table_rows(fast, "otel_traces")
+        assert len(_table_rows(fast, "otel_traces")) == sum(r.accepted for r in expected)
+    finally:
+        ref.close()
+        fast.close()
