@@ -166,6 +166,7 @@ class IngestService:
             expected=lambda: self._decoding,
             on_commit=self._committed,
             native=native,
+            native_min_items=int(os.environ.get("OTEL_AI_INGEST_NATIVE_MIN_ITEMS", "10000")),
         )
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="otel-ai-ingest-decode")
         self._accepting = True

@@ -75,9 +75,11 @@ class BatchWriter:
         expected: Callable[[], int] | None = None,
         on_commit: Callable[[Rows], None] | None = None,
         native: NativeDecoder | None = None,
+        native_min_items: int = 0,
     ) -> None:
         self.store = store
         self.native = native
+        self.native_min_items = native_min_items  # smaller groups of raw requests are mapped in Python
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._expected = expected or (lambda: 0)
@@ -180,23 +182,14 @@ class BatchWriter:
         for signal, items in groups.items():
             table = NATIVE_SIGNALS[signal].table
             counts: list[int | None]
-            try:
-                columns = self._table_info(table).columns
-                started = time.perf_counter()
-                raws = [i.raw for i in items if i.raw is not None]
-                counts = self.native.write(self.store, signal, [r.body for r in raws], [r.items for r in raws], columns)
-                self.insert_seconds += time.perf_counter() - started
-                self.inserts += 1
-                self.native_requests += sum(c is not None for c in counts)
-            except NativeUnreadable as exc:  # ClickHouse could not read what upb accepted: Python maps it all
-                log.warning("ClickHouse could not decode %d OTLP requests, mapping them in Python: %s", len(items), exc)
+            if sum(i.size for i in items) < self.native_min_items:
+                # ClickHouse spends ~50-80 ms of CPU analysing the mapping query itself: for a small group
+                # the Python mapper is cheaper (measured, see docs/benchmarks.md).
                 counts = [None] * len(items)
-            except Exception as exc:  # noqa: BLE001 - a store failure, reported to each request as retryable
-                log.warning("native insert into %s failed (%d requests): %s", table, len(items), exc)
-                self._tables.pop(table, None)
-                for item in items:
-                    errors[id(item)] = exc
-                continue
+            else:
+                counts = self._native_write(signal, table, items, errors)
+                if not counts:
+                    continue
             for item, count in zip(items, counts, strict=True):
                 assert item.raw is not None
                 if count is not None:
@@ -210,6 +203,29 @@ class BatchWriter:
                 item.rows.signal = signal
                 self.fallback_requests += 1
         return errors
+
+    def _native_write(self, signal: str, table: str, items: list[_Pending], errors: dict[int, BaseException]
+                      ) -> list[int | None]:
+        """ClickHouse maps the group; per request its count or None (Python). [] when the store failed."""
+        assert self.native is not None
+        try:
+            columns = self._table_info(table).columns
+            started = time.perf_counter()
+            raws = [i.raw for i in items if i.raw is not None]
+            counts = self.native.write(self.store, signal, [r.body for r in raws], [r.items for r in raws], columns)
+            self.insert_seconds += time.perf_counter() - started
+            self.inserts += 1
+            self.native_requests += sum(c is not None for c in counts)
+        except NativeUnreadable as exc:  # ClickHouse could not read what upb accepted: Python maps it all
+            log.warning("ClickHouse could not decode %d OTLP requests, mapping them in Python: %s", len(items), exc)
+            counts = [None] * len(items)
+        except Exception as exc:  # noqa: BLE001 - a store failure, reported to each request as retryable
+            log.warning("native insert into %s failed (%d requests): %s", table, len(items), exc)
+            self._tables.pop(table, None)
+            for item in items:
+                errors[id(item)] = exc
+            return []
+        return counts
 
     def _write(self, batch: list[_Pending]) -> None:
         raw_errors = self._write_raw(batch) if any(item.raw is not None for item in batch) else {}

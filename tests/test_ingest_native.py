@@ -288,6 +288,7 @@ def pair(root_store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
     stores, threads = [], []
     for decoder in ("python", "clickhouse"):
         monkeypatch.setenv("OTEL_AI_INGEST_DECODER", decoder)
+        monkeypatch.setenv("OTEL_AI_INGEST_NATIVE_MIN_ITEMS", "0")  # ClickHouse maps even one-span requests
         store = new_database(root_store)
         settings = Settings(clickhouse_url=f"chdb://{store.url.path}", database=store.database,
                             otlp_grpc_port=0, otlp_http_port=0)
