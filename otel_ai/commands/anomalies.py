@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from otel_ai.auth import client_headers
 from otel_ai.commands.common import add_data_option, settings_from_args
 
 
@@ -104,7 +105,7 @@ def _list_remote(args: argparse.Namespace) -> int:
     if args.severity:
         params["severity"] = args.severity
     try:
-        r = httpx.get(args.server.rstrip("/") + "/api/anomalies", params=params, timeout=30)
+        r = httpx.get(args.server.rstrip("/") + "/api/anomalies", params=params, timeout=30, headers=client_headers())
     except httpx.HTTPError as exc:
         print(f"error: cannot reach {args.server}: {exc}", file=sys.stderr)
         return 1

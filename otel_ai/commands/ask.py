@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from otel_ai.auth import client_headers
 from otel_ai.commands.common import add_data_option, settings_from_args
 from otel_ai.commands.sql import server_for_data
 from otel_ai.settings import Settings
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def ask_server(url: str, args: argparse.Namespace) -> dict[str, Any]:
     body = {"question": args.question, "since": args.since, "model": args.model, "role": args.role}
     try:
-        response = httpx.post(f"{url.rstrip('/')}/api/ask", json=body, timeout=600)
+        response = httpx.post(f"{url.rstrip('/')}/api/ask", json=body, timeout=600, headers=client_headers())
     except httpx.HTTPError as exc:
         raise SystemExit(f"error: cannot reach otel-ai at {url}: {exc}") from None
     if response.status_code != 200:

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from otel_ai.auth import client_headers
+
 DEMO_REPO = "https://github.com/open-telemetry/opentelemetry-demo.git"
 DEMO_REF = "2.0.2"
 DEFAULT_DIR = "otel-demo"
@@ -132,7 +134,7 @@ def _rows_via_api(server: str, sql: str) -> list[dict[str, Any]]:
     import httpx
 
     try:
-        r = httpx.post(f"{server.rstrip('/')}/api/sql", json={"sql": sql}, timeout=30)
+        r = httpx.post(f"{server.rstrip('/')}/api/sql", json={"sql": sql}, timeout=30, headers=client_headers())
     except httpx.HTTPError as exc:
         raise DemoError(f"otel-ai is not reachable at {server}: {exc}") from exc
     if r.status_code != 200:

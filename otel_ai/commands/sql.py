@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from otel_ai.auth import client_headers
 from otel_ai.commands.common import add_data_option, settings_from_args
 from otel_ai.settings import Settings
 from store import Store, StoreError
@@ -35,7 +36,7 @@ def server_for_data(settings: Settings) -> str | None:
         return None
     url = f"http://{settings.host}:{settings.port}"
     try:
-        health = httpx.get(f"{url}/healthz", timeout=2.0).json()
+        health = httpx.get(f"{url}/healthz", timeout=2.0, headers=client_headers(settings)).json()
     except (httpx.HTTPError, ValueError):
         return None
     return url if health.get("store") == f"chdb://{data_dir}" else None
@@ -47,7 +48,8 @@ class Refused(Exception):
 
 def via_server(url: str, sql: str) -> dict[str, Any]:
     try:
-        response = httpx.post(f"{url.rstrip('/')}/api/sql", json={"sql": sql}, timeout=120)
+        response = httpx.post(f"{url.rstrip('/')}/api/sql", json={"sql": sql}, timeout=120,
+                              headers=client_headers())
     except httpx.HTTPError as exc:
         raise StoreError(f"cannot reach otel-ai at {url}: {exc}") from None
     try:
