@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -130,7 +129,7 @@ class IngestService:
         self._inflight_bytes = 0
         self._inflight_lock = threading.Lock()  # decompression charges bytes from worker threads
         self._started: dict[object, float] = {}  # requests being decoded or committed -> since when
-        self.max_wait_seconds = float(os.environ.get("OTEL_AI_INGEST_MAX_WAIT_SECONDS", "5"))
+        self.max_wait_seconds = s.ingest_max_wait_seconds
         self._decoding = 0
         self._counters = _Counters()
         self._stats_lock = threading.Lock()
@@ -151,10 +150,7 @@ class IngestService:
         ClickHouse decoder cost 31.4 us of server CPU per span against 26.4 (it wins, 16.8 against 25.0,
         only with large groups; docs/benchmarks.md).
         """
-        wanted = (getattr(self.ctx.settings, "ingest_decoder", None)
-                  or os.environ.get("OTEL_AI_INGEST_DECODER", "python")).strip().lower()
-        if wanted not in ("clickhouse", "python"):
-            raise ValueError(f"OTEL_AI_INGEST_DECODER must be clickhouse or python, not {wanted!r}")
+        wanted = self.ctx.settings.ingest_decoder
         return "clickhouse" if wanted == "clickhouse" and self.ctx.store.is_embedded else "python"
 
     async def start(self) -> None:
@@ -168,7 +164,7 @@ class IngestService:
             expected=lambda: self._decoding,
             on_commit=self._committed,
             native=native,
-            native_min_items=int(os.environ.get("OTEL_AI_INGEST_NATIVE_MIN_ITEMS", "10000")),
+            native_min_items=s.ingest_native_min_items,
         )
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="otel-ai-ingest-decode")
         self._accepting = True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import (
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = 64 * 1024 * 1024
     ingest_batch_rows: int = 50_000
     ingest_batch_wait_ms: int = 200
+    ingest_max_wait_seconds: float = Field(5.0, gt=0, description="a request waiting longer turns new ones away (429)")
+    ingest_decoder: Literal["python", "clickhouse"] = Field(
+        "python", description="clickhouse: ClickHouse decodes OTLP (embedded store only); python: the reference")
+    ingest_native_min_items: int = Field(10_000, ge=0, description="smaller groups use the python mapper")
 
     # anomaly scoring
     anomaly_window_seconds: int = 30
