@@ -25,13 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run until stopped narrate what they do (receivers bound, model restored) at INFO; the
+# others print their result and only warnings besides, unless -v.
+LONG_RUNNING = {"serve", "demo", "slack", "sim", "otel-demo"}
+
+
+def setup_logging(command: str | None, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO if command in LONG_RUNNING else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request (health polls) is not news
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.command, args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # chat UI auth
     auth_secret: SecretStr | None = None
     auth_users: str | None = Field(None, description="user:password pairs, comma separated")
+    # HTTP API auth: bearer tokens for /api/* and /chat-files/* (comma separated, each >= 16 characters)
+    api_token: SecretStr | None = None
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
