@@ -1,0 +1,187 @@
+"""Every `otel-ai` command as a user types it while `otel-ai serve` holds the data directory (the
+demo's situation): it finds the serve at the configured port and uses its API, or, for commands that
+need the store itself, says who holds it; no tracebacks, no chDB lock dump, no library INFO lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.server import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "cli-test-token-0123456789"
+
+
+def otel_ai(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_AI_CONFIG": "/nonexistent.toml", **(env or {})}
+    for key in ("OTEL_AI_API_TOKEN", "OLLAMA_BASE_URL", "OTEL_AI_OLLAMA_BASE_URL", "OPENAI_API_KEY",
+                "ANTHROPIC_API_KEY", "OTEL_AI_MODEL", "OTEL_AI_CLICKHOUSE_URL"):
+        if key not in (env or {}):
+            full.pop(key, None)
+    return subprocess.run([sys.executable, "-m", "otel_ai", *args], capture_output=True, text=True, env=full,
+                          cwd=cwd, timeout=180)
+
+
+def assert_quiet(done: subprocess.CompletedProcess) -> None:
+    """What a user should never see on stderr."""
+    for noise in ("Traceback", " INFO ", "Cannot lock file", "DB::Exception"):
+        assert noise not in done.stderr, done.stderr
+
+
+@pytest.fixture
+def demo_like(server_factory, tmp_path: Path) -> tuple[ServerProcess, Path, dict[str, str]]:
+    """A serve holding `<cwd>/data` (the default directory), and the env pointing the CLI at its port."""
+    cwd = tmp_path / "work"
+    srv = server_factory(data_dir=cwd / "data")
+    return srv, cwd, {"OTEL_AI_PORT": str(srv.port)}
+
+
+def test_commands_use_the_serve_that_holds_the_default_directory(demo_like) -> None:
+    srv, cwd, env = demo_like
+    listed = otel_ai("anomalies", "list", "--since", "30m", cwd=cwd, env=env)
+    assert listed.returncode == 0 and listed.stdout.strip() == "no anomalies", listed.stderr
+    assert listed.stderr == ""
+    as_json = otel_ai("anomalies", "list", "--since", "30m", "--json", cwd=cwd, env=env)
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == [] and as_json.stderr == ""
+
+    sql = otel_ai("sql", "SELECT count() AS n FROM otel_traces", cwd=cwd, env=env)
+    assert sql.returncode == 0 and sql.stdout.splitlines() == ["n", "-", "0", "(1 row)"], sql.stderr
+    assert sql.stderr == ""
+    refused = otel_ai("sql", "SELECT * FROM system.users", cwd=cwd, env=env)
+    assert refused.returncode == 1 and refused.stderr.startswith("refused:") and "system" in refused.stderr
+    assert_quiet(refused)
+
+    asked = otel_ai("ask", "what is wrong?", "--json", cwd=cwd, env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["model"] == "builtin" and asked.stderr == ""
+
+    # --data naming the same directory is the same store
+    same = otel_ai("sql", "SELECT 1 AS one", "--json", "--data", str(srv.data_dir), cwd=ROOT, env=env)
+    assert same.returncode == 0 and json.loads(same.stdout)["rows"] == [{"one": 1}] and same.stderr == ""
+
+    for question in ("", "   "):  # one message, not the API's 422 dump for "" and another for blanks
+        empty = otel_ai("ask", question, cwd=cwd, env=env)
+        assert empty.returncode == 2 and empty.stdout == ""
+        assert empty.stderr.strip().splitlines() == [
+            'error: empty question: ask something, e.g. otel-ai ask "why is checkout slow?"']
+
+
+def test_commands_that_need_the_store_name_the_serve_holding_it(demo_like) -> None:
+    srv, cwd, env = demo_like
+    for args, hint in ((["db", "status"], "stop that serve first"),
+                       (["db", "migrate"], "stop that serve first"),
+                       (["anomalies", "train"], "trains and scores by itself"),
+                       (["eval", "export-feedback"], "stop that serve first")):
+        done = otel_ai(*args, cwd=cwd, env=env)
+        assert done.returncode == 1, (args, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: `otel-ai {' '.join(args)}` opens the store itself, but the data directory "
+                               f"{srv.data_dir.resolve()} is in use by the otel-ai serve at {srv.http_url}: ")
+        assert hint in line
+        assert_quiet(done)
+
+
+def test_another_directory_is_opened_here_not_sent_to_the_serve(demo_like, tmp_path: Path) -> None:
+    """The serve at the configured port holds another directory: its API is not this store's."""
+    _, cwd, env = demo_like
+    other = tmp_path / "other"
+    migrated = otel_ai("db", "migrate", "--data", str(other), cwd=cwd, env=env)
+    assert migrated.returncode == 0 and migrated.stdout.startswith("applied: "), migrated.stderr
+    assert migrated.stderr == ""
+    listed = otel_ai("anomalies", "list", "--data", str(other), cwd=cwd, env=env)
+    assert listed.returncode == 0 and listed.stdout.strip() == "no anomalies" and listed.stderr == ""
+    asked = otel_ai("ask", "what is wrong?", "--data", str(other), cwd=cwd, env=env)
+    assert asked.returncode == 0 and "model: builtin" in asked.stdout and asked.stderr == ""  # answered here
+
+
+def test_models_lists_unconfigured_providers_as_not_configured(tmp_path: Path) -> None:
+    done = otel_ai("models", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert "ollama    not configured (set OLLAMA_BASE_URL, or route a role to ollama:<model>)" in lines
+    assert "openai    not configured (set OPENAI_API_KEY)" in lines
+    assert "unavailable" not in done.stdout
+    report = json.loads(otel_ai("models", "--json", cwd=tmp_path, env={"ANTHROPIC_API_KEY": "sk-ant-x"}).stdout)
+    assert report["providers"] == {"ollama": "not configured", "openai": "not configured", "anthropic": "configured"}
+    assert report["ollama"]["configured"] is False and report["problems"] == {}
+
+
+class TokenServer:
+    """A stand-in for a serve with API auth on: /healthz names its store, and /api/sql answers, only
+    to callers sending the bearer token (what the security change makes serve do)."""
+
+    def __init__(self, store: str) -> None:
+        seen: list[str | None] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def authorized(self) -> bool:
+                seen.append(self.headers.get("authorization"))
+                return self.headers.get("authorization") == f"Bearer {TOKEN}"
+
+            def do_GET(self) -> None:  # noqa: N802
+                body: dict = {"status": "ok", "services": ["ingest"]}
+                if self.authorized():
+                    body |= {"store": store, "database": "otel"}
+                self.reply(200, body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                if not self.authorized():
+                    self.reply(401, {"error": "authentication required"})
+                else:
+                    self.reply(200, {"columns": ["n"], "rows": [{"n": 42}], "sql": "SELECT 42 AS n"})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.port = self.httpd.server_address[1]
+
+    def __enter__(self) -> TokenServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[TokenServer]:
+    with TokenServer(f"chdb://{(tmp_path / 'data').resolve()}") as srv:
+        yield srv
+
+
+def test_the_cli_sends_the_api_token_from_its_settings(token_server: TokenServer, tmp_path: Path) -> None:
+    env = {"OTEL_AI_PORT": str(token_server.port), "OTEL_AI_API_TOKEN": f"{TOKEN},another-token-0123456789"}
+    found = otel_ai("sql", "SELECT 42 AS n", "--json", cwd=tmp_path, env=env)
+    assert found.returncode == 0 and json.loads(found.stdout)["rows"] == [{"n": 42}], found.stderr
+    assert found.stderr == "" and token_server.seen == [f"Bearer {TOKEN}"] * 2  # /healthz, then /api/sql
+
+    without = otel_ai("sql", "SELECT 42 AS n", "--server", token_server.url, cwd=tmp_path)
+    assert without.returncode == 1 and without.stdout == ""
+    assert without.stderr.strip() == (f"error: the otel-ai serve at {token_server.url} needs an API token: "
+                                      "set OTEL_AI_API_TOKEN to one of its tokens")
+    wrong = otel_ai("sql", "SELECT 42 AS n", "--server", token_server.url, cwd=tmp_path,
+                    env={"OTEL_AI_API_TOKEN": "wrong-token-0123456789"})
+    assert wrong.returncode == 1 and "OTEL_AI_API_TOKEN is not one of its tokens" in wrong.stderr
+    assert_quiet(wrong)
