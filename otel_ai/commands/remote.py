@@ -8,7 +8,9 @@ otherwise says who does, before chDB prints its own lock error.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -111,11 +113,27 @@ def find_server(settings: Settings, explicit: str | None = None) -> Server | Non
     return Server(url, api_headers(settings))
 
 
+def held_elsewhere(data_dir: Path) -> bool:
+    """Whether another process holds the data directory (chDB flocks `<dir>/status`). This process may
+    hold it itself (in-process callers such as tests), which is no obstacle: /proc/locks names the
+    holder's pid; where it cannot be read, any lock counts."""
+    if not _directory_locked(data_dir):
+        return False
+    try:
+        st = os.stat(data_dir / "status")
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return True
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    holders = {fields[-4] for fields in map(str.split, locks.splitlines()) if len(fields) >= 8 and fields[-3] == key}
+    return holders != {str(os.getpid())}
+
+
 def ensure_free(settings: Settings, what: str, hint: str) -> None:
     """Raise a StoreError naming who holds our data directory, if anyone does, and what to do (`hint`),
     so that `what` (e.g. "`otel-ai db status`") never gets as far as chDB's own lock error."""
     data_dir = settings.data_dir()
-    if data_dir is None or not _directory_locked(data_dir):
+    if data_dir is None or not held_elsewhere(data_dir):
         return
     url = default_url(settings)
     health = probe(url, settings)
