@@ -64,6 +64,12 @@ def test_commands_use_the_serve_that_holds_the_default_directory(demo_like) -> N
     assert asked.returncode == 0, asked.stderr
     assert json.loads(asked.stdout)["model"] == "builtin" and asked.stderr == ""
 
+    # from another directory, with no store named, the serve's store is the one meant (not ./data there)
+    other_cwd = cwd.parent / "elsewhere"
+    other_cwd.mkdir()
+    elsewhere = otel_ai("sql", "SELECT count() AS n FROM otel_traces", "--json", cwd=other_cwd, env=env)
+    assert elsewhere.returncode == 0 and json.loads(elsewhere.stdout)["rows"] == [{"n": 0}], elsewhere.stderr
+    assert list(other_cwd.iterdir()) == []  # no ./data made there
     # --data naming the same directory is the same store
     same = otel_ai("sql", "SELECT 1 AS one", "--json", "--data", str(srv.data_dir), cwd=ROOT, env=env)
     assert same.returncode == 0 and json.loads(same.stdout)["rows"] == [{"one": 1}] and same.stderr == ""

@@ -2,8 +2,8 @@
 
 chDB allows one process per data directory, so while serve runs, a command must go through serve's
 API instead of opening the directory. `find_server` looks for the serve holding our store (`--server`,
-else the configured host and port); `open_store` opens the store only when no process holds it, and
-otherwise says who does, before chDB prints its own lock error.
+else the configured host and port); `open_store` opens the store only when no other process holds it,
+and otherwise says who does, before chDB prints its own lock error.
 """
 
 from __future__ import annotations
@@ -102,13 +102,20 @@ def holds(health: dict[str, Any], settings: Settings) -> bool:
     return (health.get("store"), health.get("database")) == our_store(settings)
 
 
+def store_named(settings: Settings) -> bool:
+    """Whether a flag, OTEL_AI_* or otel-ai.toml names the store (else the default `./data` is meant)."""
+    return bool({"clickhouse_url", "database"} & settings.model_fields_set)
+
+
 def find_server(settings: Settings, explicit: str | None = None) -> Server | None:
-    """`--server URL` as given; else the serve at the configured host and port if it holds our store."""
+    """`--server URL` as given; else the serve at the configured host and port if it holds our store, or
+    whatever store it holds when none is named (a user beside the demo means the demo's data, from any
+    directory; `./data` would be another one elsewhere)."""
     if explicit:
         return Server(explicit.rstrip("/"), api_headers(settings))
     url = default_url(settings)
     health = probe(url, settings)
-    if health is None or not holds(health, settings):
+    if health is None or (store_named(settings) and not holds(health, settings)):
         return None
     return Server(url, api_headers(settings))
 
