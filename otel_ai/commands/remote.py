@@ -145,14 +145,14 @@ def ensure_free(settings: Settings, what: str, hint: str) -> None:
     url = default_url(settings)
     health = probe(url, settings)
     if health is None:
-        holder = "another process (an otel-ai serve on another port? pass --server URL)"
+        holder = f"another process (no otel-ai serve answers at {url})"
     elif "store" not in health:
         holder = (f"probably the otel-ai serve at {url}, which says which store it holds only to callers "
                   "with its API token (OTEL_AI_API_TOKEN)")
     elif holds(health, settings):
         holder = f"the otel-ai serve at {url}"
     else:
-        holder = f"another process (the otel-ai serve at {url} holds another store; pass --server URL)"
+        holder = f"another process (the otel-ai serve at {url} holds another store)"
     raise StoreError(f"{what} opens the store itself, but the data directory {data_dir} is in use by "
                      f"{holder}: {hint}")
 
