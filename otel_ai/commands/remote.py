@@ -147,8 +147,8 @@ def ensure_free(settings: Settings, what: str, hint: str) -> None:
     if health is None:
         holder = f"another process (no otel-ai serve answers at {url})"
     elif "store" not in health:
-        holder = (f"probably the otel-ai serve at {url}, which says which store it holds only to callers "
-                  "with its API token (OTEL_AI_API_TOKEN)")
+        holder = (f"probably the otel-ai serve at {url} (it names its store only to callers with its API token: "
+                  "set OTEL_AI_API_TOKEN to use its API)")
     elif holds(health, settings):
         holder = f"the otel-ai serve at {url}"
     else:
