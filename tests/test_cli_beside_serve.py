@@ -191,3 +191,14 @@ def test_the_cli_sends_the_api_token_from_its_settings(token_server: TokenServer
                     env={"OTEL_AI_API_TOKEN": "wrong-token-0123456789"})
     assert wrong.returncode == 1 and "OTEL_AI_API_TOKEN is not one of its tokens" in wrong.stderr
     assert_quiet(wrong)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`otel-ai models | head -1`: the pipe closes before the command writes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_AI_CONFIG": "/nonexistent.toml"}
+    proc = subprocess.Popen([sys.executable, "-m", "otel_ai", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(60) == 141 and stderr == ""
