@@ -76,7 +76,10 @@ class Server:
 
 
 def default_url(settings: Settings) -> str:
-    """Where a local serve with these settings listens (a wildcard bind is reached on loopback)."""
+    """OTEL_AI_SERVER_URL, else where a local serve with these settings listens (a wildcard bind is
+    reached on loopback)."""
+    if settings.server_url:
+        return settings.server_url.rstrip("/")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
     return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
 
