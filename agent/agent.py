@@ -32,6 +32,8 @@ from pydantic_ai.usage import UsageLimits
 
 from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
 from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
+from agent.diagnosis import mode as diagnosis_mode
+from agent.incident import follow_incident
 from agent.models import AgentError, ModelUnavailable, resolve_model
 from agent.question import match_services, parse_question
 from agent.streaming import EventRelay, OnEvent, tools_only
@@ -336,6 +338,7 @@ def choose_window(
     on the latest data when the wall clock has none (backdated history), halved when the data is too
     short to leave a baseline, and saying so."""
     notes: list[str] = []
+    length_note = ""
     if question_start is not None:
         start, end = question_start, question_end or now
     elif previous and previous.get("window_explicit"):
@@ -349,14 +352,14 @@ def choose_window(
             notes.append(f"The latest data is from {latest:%Y-%m-%d %H:%M:%S} UTC: the window ends there.")
         if since is None and latest is not None and earliest is not None and 2 * length > latest - earliest:
             length = max((latest - earliest) / 2, timedelta(minutes=1))
-            notes.append(f"Only {_fmt_td(latest - earliest)} of data: the last {_fmt_td(length)} are compared "
-                         "with the time before.")
+            length_note = (f"Only {_fmt_td(latest - earliest)} of data: the last {_fmt_td(length)} are compared "
+                           "with the time before.")
         start, end = anchor - length, anchor
     assert start is not None and end is not None
     length = max(end - start, timedelta(minutes=5))
     baseline_len = max(length, timedelta(minutes=30))
     return Window(start=start, end=end, baseline_start=start - baseline_len, baseline_end=start,
-                  note=" ".join(notes))
+                  note=" ".join(notes), length_note=length_note)
 
 
 def _fmt_td(td: timedelta) -> str:
@@ -457,6 +460,13 @@ async def ask(
         )
         deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)
                           for r in discovery)
+        if not (parsed.has_window or since or previous.get("window_explicit")) and diagnosis_mode(deps) == "diagnose":
+            t = time.perf_counter()
+            named = parsed.services
+            deps.window, moved = await asyncio.to_thread(follow_incident, store, window,
+                                                         named[0] if len(named) == 1 else None)
+            deps.calls.extend([moved] if moved else [])
+            timings["incident"] = time.perf_counter() - t
         token = CURRENT.set(deps)
         t = time.perf_counter()
         try:

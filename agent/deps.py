@@ -24,7 +24,8 @@ class Window:
     end: datetime
     baseline_start: datetime
     baseline_end: datetime
-    note: str = ""
+    note: str = ""  # where the window ends and why (the latest data, the previous question's window)
+    length_note: str = ""  # why it starts where it does (short data, the incident's start)
 
     def describe(self) -> str:
         fmt = "%Y-%m-%d %H:%M:%S"
@@ -32,7 +33,7 @@ class Window:
             f"Window: {self.start:{fmt}} to {self.end:{fmt}} UTC; baseline {self.baseline_start:{fmt}} "
             f"to {self.baseline_end:{fmt}} UTC."
         )
-        return f"{text} {self.note}".strip()
+        return " ".join(t for t in (text, self.note, self.length_note) if t)
 
 
 @dataclass

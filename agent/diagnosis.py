@@ -44,6 +44,7 @@ MIN_RATE_RATIO = 3.0
 MIN_SELF_T_UNNAMED = 4.0
 FEW_CALLS = 30
 MIN_SLOWER_SHARE = 0.1
+NEW_SERVICE_WEIGHT = 0.5  # a service without history or callers is unconfirmed: at most a coin flip
 MIN_SERVED_SHARE = 0.05  # extra self time this share of all time spent serving requests counts in full
 
 
@@ -155,6 +156,7 @@ class Signal:
     evidence: str
     score: float = 0.0  # absolute size, for ranking candidates of one kind
     op: Op | None = None  # the operation the signal was read from
+    new: bool = False  # its service has no history and no callers (see _weigh_new_services)
 
 
 @dataclass
@@ -309,6 +311,7 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
     _apply_logs(analysis, rows_of(sql_result(deps, "log_stats")), scope)
     _apply_shifts(analysis, deps, scope)
     _promote_floods(analysis, edges)
+    _weigh_new_services(analysis, ops, edges)
     _follow_propagation(analysis, edges)
 
     want = "errors" if "errors" in intents and "slow" not in intents else "slow" if "slow" in intents else None
@@ -632,6 +635,20 @@ def _apply_shifts(analysis: Analysis, deps: AgentDeps, scope: Iterable[str]) -> 
             analysis.signals.append(Signal(ev.service, ev.operation, ev.kind, strength, evidence, score=ev.weight))
 
 
+def _weigh_new_services(analysis: Analysis, ops: list[Op], edges: list[dict[str, Any]]) -> None:
+    """A service with no spans before the window and no callers in it has nothing to confirm it: a new job,
+    or spans anyone able to export telemetry could forge. It may still be the cause, so it is named with at
+    most half the confidence and flagged as new."""
+    history = {o.service for o in ops if o.n_base > 0}
+    called = {str(r["callee"]) for r in edges if int(r.get("n") or 0) > 0}
+    new = {o.service for o in ops} - history - called
+    for s in analysis.signals:
+        if s.service in new:
+            s.strength *= NEW_SERVICE_WEIGHT
+            s.new = True
+            s.evidence = f"{s.service} is new (no spans before the window, no callers): {s.evidence}"
+
+
 def _follow_propagation(analysis: Analysis, edges: list[dict[str, Any]]) -> None:
     """A fault shows at its service and at everything upstream of it: a service whose callees (directly or
     further down) carry a confident signal of their own is more likely a victim than the cause."""
@@ -774,6 +791,9 @@ def _conclude_diagnosis(deps: AgentDeps) -> Finding:
     else:
         lines.append(f"Nothing stands out for {symptom}: no operation's own latency, errors or resource use "
                      "changed significantly between the window and its baseline.")
+        unconfirmed = next((s for s in analysis.signals if s.new), None)
+        if unconfirmed:
+            lines.append(f"Unconfirmed: {unconfirmed.evidence}.")
         if analysis.biggest_change:
             lines.append(f"For reference, {analysis.biggest_change}.")
     lines.extend(analysis.notes)

@@ -1,20 +1,25 @@
-"""Ingest throughput: pre-serialized OTLP/gRPC trace exports into a real `otel-ai serve`.
+"""Ingest throughput: pre-serialized OTLP/gRPC exports into a real `otel-ai serve`, per decoder and signal.
 
-    .venv/bin/python benchmarks/ingest.py [--seconds 20] [--streams 8] [--spans 1000] [--profile]
+    .venv/bin/python benchmarks/ingest.py [--seconds 20] [--streams 8] [--spans 1000]
+        [--decoders clickhouse,python] [--signals traces,logs,metrics] [--big 100000] [--profile]
 
-Starts `otel-ai serve` (anomaly scorer off) on a fresh data directory, then this process sends
-pre-serialized ExportTraceServiceRequests (~1,000 spans, ~10 attributes each, 4 resources) on
-several concurrent gRPC streams for a fixed time. Reports spans/s acknowledged (a request is only
-acknowledged after its rows are committed), p50/p99 export latency, checks after a SIGTERM that
-every acknowledged span is in the table, and compares with parse-only (protobuf decode of the same
-bytes in one process) and parse+map baselines. `--profile` profiles the server-side pipeline
-(decode, map, columnar insert) in-process and prints where the time goes.
+For each decoder (`OTEL_AI_INGEST_DECODER`: `clickhouse` decodes OTLP inside ClickHouse, `python` is
+the reference mapper) one `otel-ai serve` (anomaly scorer off, fresh data directory) receives, signal
+after signal, pre-serialized export requests (~1,000 items, ~10 attributes each, 4 resources) on
+several concurrent gRPC streams for a fixed time. A request counts only once acknowledged, which is
+after its rows are committed. Reports items/s, p50/p99 export latency, the server's CPU time per item
+(from /proc: comparable on a shared machine, unlike wall time), the ratio to protobuf-parse-only of
+the same bytes in this process, and the latency of one `--big`-item request; after a SIGTERM it checks
+that every acknowledged item is in its table. Decoders run one after the other in the same
+invocation, so their ratio is measured under the same conditions (the load average is printed).
+`--profile` profiles the Python pipeline's stages in-process.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import io
 import os
 import platform
@@ -25,9 +30,19 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -81,6 +96,94 @@ def build_request(seed: int, spans: int, start_ns: int) -> ExportTraceServiceReq
     return req
 
 
+def _resource(target: Message, r: int, service: str) -> None:  # noqa: ANN001
+    for key, value in (("service.name", service), ("service.version", "1.4.2"), ("host.name", f"node-{r}"),
+                       ("telemetry.sdk.language", "python"), ("deployment.environment", "bench")):
+        target.attributes.add(key=key, value=AnyValue(string_value=value))  # type: ignore[attr-defined]
+
+
+def build_logs(seed: int, records: int, start_ns: int) -> ExportLogsServiceRequest:
+    """4 resources of log records with a text body, trace context and ~10 attributes of mixed types."""
+    req = ExportLogsServiceRequest()
+    n = seed * records
+    for r, service in enumerate(SERVICES):
+        rl = req.resource_logs.add()
+        _resource(rl.resource, r, service)
+        sl = rl.scope_logs.add()
+        sl.scope.name = "app.logger"
+        for i in range(records // len(SERVICES)):
+            n += 1
+            rec = sl.log_records.add(
+                time_unix_nano=start_ns + n * 1000, observed_time_unix_nano=start_ns + n * 1000 + 10,
+                severity_number=9 if i % 20 else 17, severity_text="INFO" if i % 20 else "ERROR",
+                trace_id=(n // 10 + 1).to_bytes(16, "big"), span_id=n.to_bytes(8, "big"), flags=1,
+            )
+            rec.body.string_value = f"{ROUTES[i % len(ROUTES)]} served in {i % 97 * 0.37:.2f} ms for cust-{n % 1000}"
+            attrs = rec.attributes
+            attrs.add(key="http.route", value=AnyValue(string_value=ROUTES[i % len(ROUTES)]))
+            attrs.add(key="http.status_code", value=AnyValue(int_value=200 if i % 50 else 500))
+            attrs.add(key="customer.id", value=AnyValue(string_value=f"cust-{(n * 7919) % 100_000}"))
+            attrs.add(key="cache.hit", value=AnyValue(bool_value=bool(i % 3)))
+            attrs.add(key="db.duration_ms", value=AnyValue(double_value=(i % 97) * 0.37))
+            attrs.add(key="thread.name", value=AnyValue(string_value=f"worker-{i % 8}"))
+            attrs.add(key="code.function", value=AnyValue(string_value="handle_request"))
+            attrs.add(key="code.lineno", value=AnyValue(int_value=100 + i % 50))
+            attrs.add(key="net.peer.name", value=AnyValue(string_value=f"10.0.{r}.{i % 250}"))
+            attrs.add(key="log.logger", value=AnyValue(string_value="app.requests"))
+    return req
+
+
+def build_metrics(seed: int, points: int, start_ns: int) -> ExportMetricsServiceRequest:
+    """4 resources of gauge and monotonic sum points, ~5 attributes each."""
+    req = ExportMetricsServiceRequest()
+    per_metric = 25
+    for r, service in enumerate(SERVICES):
+        rm = req.resource_metrics.add()
+        _resource(rm.resource, r, service)
+        sm = rm.scope_metrics.add()
+        sm.scope.name = "app.meter"
+        for m in range(points // len(SERVICES) // per_metric):
+            metric = sm.metrics.add(name=f"app.metric.{m}", unit="ms", description="benchmark metric")
+            data = metric.gauge if m % 2 else metric.sum
+            if not m % 2:
+                metric.sum.aggregation_temporality, metric.sum.is_monotonic = 2, True
+            for i in range(per_metric):
+                at = start_ns + (seed * 1000 + i) * 10**6
+                dp = data.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=at)
+                dp.as_double = (i * 7 + m) * 0.5
+                for key, value in (("http.route", ROUTES[i % len(ROUTES)]), ("host", f"node-{r}"),
+                                   ("region", "eu-west-1"), ("status", "ok" if i % 9 else "error")):
+                    dp.attributes.add(key=key, value=AnyValue(string_value=value))
+                dp.attributes.add(key="shard", value=AnyValue(int_value=i % 4))
+    return req
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One signal's requests and how to send and count them."""
+
+    signal: str
+    table: str
+    noun: str
+    method: str
+    request: type[Message]
+    response: type[Message]
+    rejected: str
+    build: Callable[[int, int, int], Message]
+
+
+WORKLOADS = {
+    "traces": Workload("traces", "otel_traces", "spans", "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                       ExportTraceServiceRequest, ExportTraceServiceResponse, "rejected_spans", build_request),
+    "logs": Workload("logs", "otel_logs", "log records", "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                     ExportLogsServiceRequest, ExportLogsServiceResponse, "rejected_log_records", build_logs),
+    "metrics": Workload("metrics", "otel_metrics_gauge + otel_metrics_sum", "points",
+                        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                        ExportMetricsServiceRequest, ExportMetricsServiceResponse, "rejected_data_points",
+                        build_metrics),
+}
+
+
 def machine() -> str:
     load = os.getloadavg()
     cpu = "unknown CPU"
@@ -98,22 +201,18 @@ def machine() -> str:
             f"Python {platform.python_version()}, protobuf {google.protobuf.__version__}, chdb {chdb.__version__}")
 
 
-def baselines(bodies: list[bytes], spans: int, rounds: int = 3) -> tuple[float, float]:
-    """Single-process spans/s of protobuf decode alone, and of decode + mapping to columns."""
+def parse_only(work: Workload, bodies: list[bytes], items: int, rounds: int = 3) -> float:
+    """Single-process items/s of protobuf decode alone (upb, no Python objects): the floor of any decoder."""
     started = time.perf_counter()
     for _ in range(rounds):
         for body in bodies:
-            ExportTraceServiceRequest.FromString(body)
-    parse = rounds * len(bodies) * spans / (time.perf_counter() - started)
-    started = time.perf_counter()
-    for body in bodies:
-        traces_rows(ExportTraceServiceRequest.FromString(body))
-    mapped = len(bodies) * spans / (time.perf_counter() - started)
-    return parse, mapped
+            work.request.FromString(body)
+    return rounds * len(bodies) * items / (time.perf_counter() - started)
 
 
-def send(endpoint: str, bodies: list[bytes], spans: int, streams: int, seconds: float) -> tuple[int, list[float], int]:
-    """Closed-loop senders; returns (spans acknowledged, latencies in s, failed requests)."""
+def send(work: Workload, endpoint: str, bodies: list[bytes], items: int, streams: int, seconds: float
+         ) -> tuple[int, list[float], int]:
+    """Closed-loop senders; returns (items acknowledged, latencies in s, failed requests)."""
     stop = threading.Event()
     acked = [0] * streams
     failed = [0] * streams
@@ -121,15 +220,14 @@ def send(endpoint: str, bodies: list[bytes], spans: int, streams: int, seconds: 
 
     def stream(k: int) -> None:
         channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
-        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                                     request_serializer=None, response_deserializer=None)
+        export = channel.unary_unary(work.method, request_serializer=None, response_deserializer=None)
         i = k
         while not stop.is_set():
             t0 = time.perf_counter()
             try:
-                response = ExportTraceServiceResponse.FromString(export(bodies[i % len(bodies)], timeout=60))
+                response = work.response.FromString(export(bodies[i % len(bodies)], timeout=60))
                 latencies[k].append(time.perf_counter() - t0)
-                acked[k] += spans - response.partial_success.rejected_spans
+                acked[k] += items - getattr(response.partial_success, work.rejected)  # type: ignore[attr-defined]
             except grpc.RpcError:
                 failed[k] += 1
                 time.sleep(0.05)
@@ -189,56 +287,91 @@ def profile_pipeline(bodies: list[bytes], spans: int, workdir: Path) -> str:
     return out.getvalue()
 
 
+def run_decoder(decoder: str, args: argparse.Namespace, requests: dict[str, list[bytes]], baseline: dict[str, float],
+                workdir: Path) -> dict[str, float]:
+    """One serve with `decoder`, every workload in turn; prints a line per signal, returns CPU us per item."""
+    data = workdir / f"data-{decoder}"
+    data.mkdir()
+    env = {"OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_INGEST_DECODER": decoder}
+    srv = make_server(data, workdir / f"serve-{decoder}.log", env).start()
+    acked_total: dict[str, int] = {}
+    cpu_per_item: dict[str, float] = {}
+    try:
+        assert srv.proc is not None
+        for name, bodies in requests.items():
+            work = WORKLOADS[name]
+            warm = send(work, srv.otlp_grpc_endpoint, bodies, args.spans, args.streams, args.warmup)[0]
+            load = os.getloadavg()[0]
+            server_cpu = cpu_seconds(srv.proc.pid)
+            acked, latencies, failed = send(work, srv.otlp_grpc_endpoint, bodies, args.spans, args.streams,
+                                            args.seconds)
+            server_cpu = cpu_seconds(srv.proc.pid) - server_cpu
+            acked_total[name] = warm + acked
+            lat = sorted(latencies)
+            p50 = statistics.median(lat) * 1000 if lat else float("nan")
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
+            per_item = server_cpu / acked * 1e6 if acked else float("nan")
+            cpu_per_item[name] = per_item
+            print(f"  [{decoder}] {name}: {acked / args.seconds:,.0f} {work.noun}/s acknowledged, {len(lat)} requests, "
+                  f"{failed} failed; latency p50 {p50:.0f} ms, p99 {p99:.0f} ms; server CPU {per_item:.1f} us per "
+                  f"item ({server_cpu / args.seconds:.2f} cores busy; caps 2 idle cores at {2e6 / per_item:,.0f}/s); "
+                  f"ratio to parse-only {acked / args.seconds / baseline[name]:.3f}; load at start {load:.2f}")
+        if args.big and "traces" in requests:
+            big = build_request(10_000, args.big, time.time_ns() - 1800 * 10**9).SerializeToString()
+            channel = grpc.insecure_channel(srv.otlp_grpc_endpoint, options=[("grpc.max_send_message_length", 1 << 30)])
+            export = channel.unary_unary(WORKLOADS["traces"].method, request_serializer=None,
+                                         response_deserializer=None)
+            t0 = time.perf_counter()
+            export(big, timeout=120)
+            print(f"  [{decoder}] one request of {args.big:,} spans ({len(big) / 2**20:.0f} MiB) acknowledged in "
+                  f"{time.perf_counter() - t0:.2f} s")
+            channel.close()
+            acked_total["traces"] += args.big
+    finally:
+        code = srv.stop()
+    for name in requests:
+        tables = ["otel_metrics_gauge", "otel_metrics_sum"] if name == "metrics" else [WORKLOADS[name].table]
+        stored = sum(query_data_dir(data, f"SELECT count() AS n FROM {t}")[0]["n"] for t in tables)
+        verdict = "every acknowledged item is stored" if stored >= acked_total[name] else "ACKNOWLEDGED ITEMS MISSING"
+        print(f"  [{decoder}] {name} after SIGTERM (exit {code}): {stored:,} stored for {acked_total[name]:,} "
+              f"acknowledged (warm-up included): {verdict}")
+    return cpu_per_item
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--spans", type=int, default=1000, help="spans per request")
+    parser.add_argument("--spans", type=int, default=1000, help="items (spans, records, points) per request")
     parser.add_argument("--distinct", type=int, default=40, help="distinct pre-serialized requests")
-    parser.add_argument("--profile", action="store_true", help="also profile the pipeline in-process")
+    parser.add_argument("--decoders", default="clickhouse,python")
+    parser.add_argument("--signals", default="traces,logs,metrics")
+    parser.add_argument("--big", type=int, default=100_000, help="spans in one big request (0: skip)")
+    parser.add_argument("--profile", action="store_true", help="also profile the Python pipeline in-process")
     args = parser.parse_args()
 
     start_ns = time.time_ns() - 3600 * 10**9
-    bodies = [build_request(k, args.spans, start_ns).SerializeToString() for k in range(args.distinct)]
+    signals = [s.strip() for s in args.signals.split(",") if s.strip()]
+    requests = {name: [WORKLOADS[name].build(k, args.spans, start_ns).SerializeToString()
+                       for k in range(args.distinct)] for name in signals}
     print(f"machine: {machine()}")
-    print(f"request: {args.spans} spans, {len(bodies[0]) / 1024:.0f} KiB serialized; {args.streams} gRPC streams, "
-          f"{args.seconds:.0f}s after {args.warmup:.0f}s warm-up")
-    parse_rate, map_rate = baselines(bodies, args.spans)
-    print(f"baseline parse-only (1 process): {parse_rate:,.0f} spans/s; parse+map to columns: {map_rate:,.0f} spans/s")
-
+    sizes = ", ".join(f"{n} {len(b[0]) / 1024:.0f} KiB" for n, b in requests.items())
+    print(f"requests: {args.spans} items each ({sizes}); {args.streams} gRPC streams, "
+          f"{args.seconds:.0f}s per signal after {args.warmup:.0f}s warm-up")
+    baseline = {name: parse_only(WORKLOADS[name], bodies, args.spans) for name, bodies in requests.items()}
+    print("parse-only baseline (1 process): " + ", ".join(f"{n} {r:,.0f}/s" for n, r in baseline.items()))
     workdir = Path(tempfile.mkdtemp(prefix="otel-ai-bench-"))
+    results: dict[str, dict[str, float]] = {}
     try:
-        (workdir / "data").mkdir()
-        # The anomaly scorer is switched off so the figures are ingest's alone.
-        srv = make_server(workdir / "data", workdir / "serve.log", {"OTEL_AI_ANOMALY_ENABLED": "false"}).start()
-        try:
-            warm_acked = send(srv.otlp_grpc_endpoint, bodies, args.spans, args.streams, args.warmup)[0]
-            assert srv.proc is not None
-            server_cpu, client_cpu = cpu_seconds(srv.proc.pid), time.process_time()
-            acked, latencies, failed = send(srv.otlp_grpc_endpoint, bodies, args.spans, args.streams, args.seconds)
-            server_cpu, client_cpu = cpu_seconds(srv.proc.pid) - server_cpu, time.process_time() - client_cpu
-        finally:
-            code = srv.stop()
-        total = query_data_dir(workdir / "data", "SELECT count() AS n FROM otel_traces")[0]["n"]
-        rate = acked / args.seconds
-        lat = sorted(latencies)
-        p50 = statistics.median(lat) * 1000 if lat else float("nan")
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
-        print(f"end to end (ack after commit): {rate:,.0f} spans/s, {len(lat)} requests, {failed} failed; "
-              f"export latency p50 {p50:.0f} ms, p99 {p99:.0f} ms")
-        print(f"ratio to parse-only: {rate / parse_rate:.3f}; to parse+map: {rate / map_rate:.2f}")
-        if acked:
-            per_span = server_cpu / acked * 1e6
-            print(f"CPU per acknowledged span: server {per_span:.1f} us ({server_cpu / args.seconds:.2f} cores busy), "
-                  f"client {client_cpu / acked * 1e6:.1f} us; server CPU alone caps 2 idle cores at "
-                  f"{2e6 / per_span:,.0f} spans/s")
-        verdict = "every acknowledged span is stored" if total >= warm_acked + acked else "ACKNOWLEDGED SPANS MISSING"
-        print(f"stored after SIGTERM (exit {code}): {total:,} spans for {warm_acked + acked:,} acknowledged "
-              f"(warm-up included): {verdict}")
+        for decoder in [d.strip() for d in args.decoders.split(",") if d.strip()]:
+            results[decoder] = run_decoder(decoder, args, requests, baseline, workdir)
+        if {"clickhouse", "python"} <= results.keys():
+            ratios = ", ".join(f"{n} {results['python'][n] / results['clickhouse'][n]:.1f}x" for n in signals)
+            print(f"server CPU per item, python / clickhouse (same run): {ratios}")
         print(f"machine after: load average {os.getloadavg()[0]:.2f}")
-        if args.profile:
-            print(profile_pipeline(bodies[:20], args.spans, workdir))
+        if args.profile and "traces" in requests:
+            print(profile_pipeline(requests["traces"][:20], args.spans, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

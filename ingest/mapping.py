@@ -80,6 +80,7 @@ class Rows:
     accepted: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
+    signal: str = ""  # traces | logs | metrics, when known without looking at the tables
 
     def table(self, name: str) -> dict[str, list[Any]]:
         cols = self.tables.get(name)
@@ -193,14 +194,14 @@ def traces_rows(request: ExportTraceServiceRequest) -> Rows:
                 c_parent.append(parent)
                 c_state.append(span.trace_state)
                 c_name.append(span.name)
-                c_kind.append(kinds[span.kind] if span.kind < 6 else "")
+                c_kind.append(kinds[span.kind] if 0 <= span.kind < 6 else "")  # unknown kinds print "" in Go
                 c_service.append(service)
                 c_res.append(res_attrs)
                 c_sname.append(scope_name)
                 c_sver.append(scope_version)
                 c_attrs.append(attributes(span.attributes))
                 c_dur.append(end - start)
-                c_status.append(statuses[status.code] if status.code < 3 else "")
+                c_status.append(statuses[status.code] if 0 <= status.code < 3 else "")
                 c_smsg.append(status.message)
                 c_ets.append(ev[0])
                 c_ename.append(ev[1])

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,18 +85,34 @@ SIGNALS: dict[str, Signal] = {
 _ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8, "trace_id": 16, "span_id": 8, "parent_span_id": 8}
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress a gzip body without ever holding more than `limit` bytes of output."""
+def gunzip(body: bytes, limit: int, charge: Callable[[int], None] | None = None, step: int = 256 * 1024) -> bytes:
+    """Decompress a gzip body `step` bytes of output at a time, never past `limit` bytes.
+
+    `charge(n)` is called for every piece before it is kept, so the caller can count decompressed
+    bytes against its in-flight budget and refuse (by raising) while the body is still inflating.
+    """
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pieces: list[bytes] = []
+    total = 0
+    data = body
     try:
-        out = d.decompress(body, limit + 1)
+        while True:
+            piece = d.decompress(data, step)
+            data = d.unconsumed_tail
+            total += len(piece)
+            if total > limit:
+                raise TooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+            if piece:
+                if charge is not None:
+                    charge(len(piece))
+                pieces.append(piece)
+            if d.eof or not (piece or data):
+                break
     except zlib.error as exc:
         raise BadRequest(f"body is not valid gzip: {exc}") from None
-    if len(out) > limit:
-        raise TooLarge(f"decompressed body exceeds the limit of {limit} bytes")
     if not d.eof:
         raise BadRequest("body is not valid gzip: truncated stream")
-    return out
+    return b"".join(pieces)
 
 
 def _hex_ids_to_base64(node: Any, depth: int = 0) -> None:  # noqa: ANN401

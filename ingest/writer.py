@@ -1,10 +1,15 @@
-"""Group-commit writer: one columnar insert per table for many concurrent requests.
+"""Group-commit writer: one insert per table for many concurrent requests.
 
 Requests hand their rows to `submit()` and get a future that resolves only after every table their
 rows went to has been committed ("acked means stored"). A single writer thread takes everything
 pending, merges it and inserts it; while it inserts, new requests pile up and go together in the
 next insert, so batches grow with load without an artificial delay. When requests are still being
 decoded the writer lingers up to `max_wait` for them (up to `max_rows`) to save small inserts.
+
+Requests come either as rows mapped in Python (`submit`) or, with a `NativeDecoder`, as raw OTLP
+protobuf bodies (`submit_raw`) that ClickHouse decodes and maps itself, a whole group in one
+`INSERT ... SELECT`. A raw request ClickHouse's SQL cannot map exactly is mapped by its Python
+fallback in this thread and goes into the same group's columnar insert.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.mapping import TIME_COLUMNS, Rows
+from ingest.native import NATIVE_SIGNALS, NativeDecoder, NativeUnreadable
 from store import Store
 
 log = logging.getLogger("otel_ai.ingest.writer")
@@ -30,10 +36,25 @@ class WriterClosed(RuntimeError):
     """The writer is shutting down and takes no more rows."""
 
 
+@dataclass(frozen=True)
+class RawRequest:
+    """A validated OTLP protobuf body for ClickHouse to decode, with its Python fallback."""
+
+    signal: str  # a key of NATIVE_SIGNALS
+    body: bytes
+    items: int  # spans / log records in it (sizes the group)
+    fallback: Callable[[], Rows]  # the reference mapping of the same body
+
+
 @dataclass
 class _Pending:
     rows: Rows
     future: Future = field(default_factory=Future)
+    raw: RawRequest | None = None
+
+    @property
+    def size(self) -> int:
+        return self.raw.items if self.raw is not None else self.rows.row_count
 
 
 @dataclass
@@ -53,8 +74,12 @@ class BatchWriter:
         max_wait: float = 0.2,
         expected: Callable[[], int] | None = None,
         on_commit: Callable[[Rows], None] | None = None,
+        native: NativeDecoder | None = None,
+        native_min_items: int = 0,
     ) -> None:
         self.store = store
+        self.native = native
+        self.native_min_items = native_min_items  # smaller groups of raw requests are mapped in Python
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._expected = expected or (lambda: 0)
@@ -65,6 +90,8 @@ class BatchWriter:
         self._tables: dict[str, _TableInfo] = {}
         self.inserts = 0
         self.insert_seconds = 0.0
+        self.native_requests = 0  # raw requests ClickHouse mapped
+        self.fallback_requests = 0  # raw requests mapped by the Python reference instead
         self._thread = threading.Thread(target=self._run, name="otel-ai-ingest-writer", daemon=True)
         self._thread.start()
 
@@ -74,6 +101,19 @@ class BatchWriter:
         if not rows.tables or rows.row_count == 0:
             item.future.set_result(None)
             return item.future
+        return self._queue(item)
+
+    def submit_raw(self, raw: RawRequest) -> Future:
+        """Queue a raw OTLP body; the future resolves to its Rows (counts and rejections) once committed."""
+        if self.native is None:
+            raise RuntimeError("this writer has no NativeDecoder")
+        item = _Pending(Rows(signal=raw.signal), raw=raw)
+        if raw.items == 0:
+            item.future.set_result(item.rows)
+            return item.future
+        return self._queue(item)
+
+    def _queue(self, item: _Pending) -> Future:
         with self._cond:
             if self._closing:
                 raise WriterClosed("ingest is shutting down")
@@ -103,16 +143,16 @@ class BatchWriter:
                 self._cond.wait()
             first_at = time.monotonic()
             while not self._closing:
-                rows = sum(p.rows.row_count for p in self._pending)
+                rows = sum(p.size for p in self._pending)
                 waited = time.monotonic() - first_at
                 if rows >= self.max_rows or self._expected() == 0 or waited >= self.max_wait:
                     break
                 self._cond.wait(self.max_wait - waited)
             taken, total = [], 0
-            while self._pending and (not taken or total + self._pending[0].rows.row_count <= self.max_rows):
+            while self._pending and (not taken or total + self._pending[0].size <= self.max_rows):
                 item = self._pending.pop(0)
                 taken.append(item)
-                total += item.rows.row_count
+                total += item.size
             return taken
 
     def _run(self) -> None:
@@ -128,9 +168,71 @@ class BatchWriter:
                     if not item.future.done():
                         item.future.set_exception(exc)
 
+    def _write_raw(self, batch: list[_Pending]) -> dict[int, BaseException]:
+        """ClickHouse decodes and inserts the raw requests it can map; the rest get their Python rows.
+
+        Returns the errors of raw requests that failed (by id of the pending item).
+        """
+        assert self.native is not None
+        errors: dict[int, BaseException] = {}
+        groups: dict[str, list[_Pending]] = {}
+        for item in batch:
+            if item.raw is not None:
+                groups.setdefault(item.raw.signal, []).append(item)
+        for signal, items in groups.items():
+            table = NATIVE_SIGNALS[signal].table
+            counts: list[int | None]
+            if sum(i.size for i in items) < self.native_min_items:
+                # ClickHouse spends ~50-80 ms of CPU analysing the mapping query itself: for a small group
+                # the Python mapper is cheaper (measured, see docs/benchmarks.md).
+                counts = [None] * len(items)
+            else:
+                counts = self._native_write(signal, table, items, errors)
+                if not counts:
+                    continue
+            for item, count in zip(items, counts, strict=True):
+                assert item.raw is not None
+                if count is not None:
+                    item.rows.accepted = count
+                    continue
+                try:
+                    item.rows = item.raw.fallback()
+                except Exception as exc:  # noqa: BLE001 - the reference mapping failed: that request fails alone
+                    errors[id(item)] = exc
+                    continue
+                item.rows.signal = signal
+                self.fallback_requests += 1
+        return errors
+
+    def _native_write(self, signal: str, table: str, items: list[_Pending], errors: dict[int, BaseException]
+                      ) -> list[int | None]:
+        """ClickHouse maps the group; per request its count or None (Python). [] when the store failed."""
+        assert self.native is not None
+        try:
+            columns = self._table_info(table).columns
+            started = time.perf_counter()
+            raws = [i.raw for i in items if i.raw is not None]
+            counts = self.native.write(self.store, signal, [r.body for r in raws], [r.items for r in raws], columns)
+            self.insert_seconds += time.perf_counter() - started
+            self.inserts += 1
+            self.native_requests += sum(c is not None for c in counts)
+        except NativeUnreadable as exc:  # ClickHouse could not read what upb accepted: Python maps it all
+            log.warning("ClickHouse could not decode %d OTLP requests, mapping them in Python: %s", len(items), exc)
+            counts = [None] * len(items)
+        except Exception as exc:  # noqa: BLE001 - a store failure, reported to each request as retryable
+            log.warning("native insert into %s failed (%d requests): %s", table, len(items), exc)
+            self._tables.pop(table, None)
+            for item in items:
+                errors[id(item)] = exc
+            return []
+        return counts
+
     def _write(self, batch: list[_Pending]) -> None:
+        raw_errors = self._write_raw(batch) if any(item.raw is not None for item in batch) else {}
         tables: dict[str, dict[str, list[Any]]] = {}
         for item in batch:
+            if id(item) in raw_errors:
+                continue
             for table, cols in item.rows.tables.items():
                 if not cols or not next(iter(cols.values())):
                     continue
@@ -150,12 +252,14 @@ class BatchWriter:
                 failed[table] = exc
         for item in batch:
             errors = [failed[t] for t in item.rows.tables if t in failed]
+            if id(item) in raw_errors:
+                errors.insert(0, raw_errors[id(item)])
             if errors:
                 item.future.set_exception(errors[0])
             else:
                 if self._on_commit:
                     self._on_commit(item.rows)
-                item.future.set_result(None)
+                item.future.set_result(item.rows if item.raw is not None else None)
 
     def _table_info(self, table: str) -> _TableInfo:
         info = self._tables.get(table)

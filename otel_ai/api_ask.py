@@ -1,14 +1,19 @@
-"""`POST /api/ask`: the agent over HTTP for the CLI, evals and other clients (same JSON as `ask --json`)."""
+"""`POST /api/ask`: the agent over HTTP for the CLI, evals and other clients (same JSON as `ask --json`).
+
+Only the configured models may be asked for (Settings.model_choices), and each answer's queries run
+on a pooled handle of their own (ctx.queries), so they never hold up health checks or ingest."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from otel_ai.context import ServerContext
+from otel_ai.context import QUERY_WAIT_SECONDS, ServerContext
+from store import StoreBusy
 
 MAX_CONVERSATIONS = 500
 
@@ -24,7 +29,9 @@ class AskRequest(BaseModel):
 def mount(app: FastAPI, ctx: ServerContext) -> None:
     """Add POST /api/ask; follow-ups share a Conversation by `conversation_id` (kept in memory)."""
     from agent import Conversation, ask
-    from agent.models import AgentError, ModelConfigError
+    from agent.models import AgentError, ModelConfigError, parse_spec
+
+    choices = ctx.settings.model_choices()
 
     conversations: OrderedDict[str, Conversation] = ctx.state.setdefault("conversations", OrderedDict())
 
@@ -39,6 +46,13 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
                 parse_duration(request.since)
             except ValueError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
+        if request.model is not None and request.model not in choices:
+            try:
+                parse_spec(request.model)  # a malformed spec gets the parser's precise message
+            except ModelConfigError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"error": f"model {request.model!r} is not configured on this server: "
+                                          f"choose one of {', '.join(choices)}"}, status_code=400)
         conversation = None
         if request.conversation_id:
             conversation = conversations.pop(request.conversation_id, None) or Conversation(id=request.conversation_id)
@@ -46,12 +60,18 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
             while len(conversations) > MAX_CONVERSATIONS:
                 conversations.popitem(last=False)
         try:
+            store = await run_in_threadpool(ctx.queries.acquire, QUERY_WAIT_SECONDS)
+        except StoreBusy as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        try:
             answer = await ask(
-                request.question, store=ctx.store, settings=ctx.settings, conversation=conversation,
+                request.question, store=store, settings=ctx.settings, conversation=conversation,
                 since=request.since, model=request.model, role=request.role,
             )
         except ModelConfigError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except AgentError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
+        finally:
+            ctx.queries.release(store)
         return JSONResponse(answer.model_dump(mode="json"))

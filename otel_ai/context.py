@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from otel_ai.settings import Settings
-from store import Store
+from store import Store, StorePool
 
 
 class Service(Protocol):
@@ -25,12 +25,40 @@ class Service(Protocol):
         """Stop taking work, then flush and commit what was accepted."""
 
 
+# How long an ad-hoc query waits for a free handle before the caller gets "busy" (HTTP 503).
+QUERY_WAIT_SECONDS = 10.0
+
+
 @dataclass
 class ServerContext:
+    """`store` is the server's own handle (migrations, scorer, anomaly list); user queries run on
+    `queries`, and /healthz pings on `health`, so neither waits behind a user's query."""
+
     settings: Settings
     store: Store
     services: dict[str, Service] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    _queries: StorePool | None = None
+    _health: Store | None = None
+
+    @property
+    def queries(self) -> StorePool:
+        if self._queries is None:
+            self._queries = StorePool(self.store, self.settings.sql_concurrency)
+        return self._queries
+
+    @property
+    def health(self) -> Store:
+        if self._health is None:
+            self._health = self.store.clone()
+        return self._health
+
+    def close(self) -> None:
+        """Close the handles opened for queries and health (the caller closes `store`)."""
+        if self._queries is not None:
+            self._queries.close()
+        if self._health is not None:
+            self._health.close()
 
 
 class QuietUvicorn(uvicorn.Server):

@@ -14,9 +14,10 @@ import signal
 from collections.abc import Callable
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from otel_ai.auth import RequireAuth, auth_required, is_authorized
 from otel_ai.context import QuietUvicorn, ServerContext, Service, bind_socket
 from otel_ai.settings import Settings
 from store import Store
@@ -65,19 +66,21 @@ def tune_gc() -> None:
 def build_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="otel-ai", version="0.1.0")
     app.state.ctx = ctx
+    auth_on = auth_required(ctx.settings)  # also refuses malformed tokens before anything listens
+    app.add_middleware(RequireAuth, settings=ctx.settings)
+    health_store = ctx.health  # opened now: the first health check must not open connections
 
     @app.get("/healthz")
-    def healthz() -> JSONResponse:
-        ok = ctx.store.ping()
-        body = {
-            "status": "ok" if ok else "degraded",
-            "store": ctx.store.url.redacted(),
-            "database": ctx.store.database,
-            "services": sorted(ctx.services),
-        }
-        ingest = ctx.services.get("ingest")
-        if ingest is not None and hasattr(ingest, "stats"):
-            body["ingest"] = ingest.stats()  # per signal: requests, accepted, rejected, stored, failures
+    def healthz(request: Request) -> JSONResponse:
+        """Up or not, on a handle no user query holds. Where, what and how much (store path, database,
+        ingest counters) only for callers who may see data."""
+        ok = health_store.ping()
+        body: dict[str, object] = {"status": "ok" if ok else "degraded", "services": sorted(ctx.services)}
+        if not auth_on or is_authorized(request, ctx.settings):
+            body |= {"store": ctx.store.url.redacted(), "database": ctx.store.database}
+            ingest = ctx.services.get("ingest")
+            if ingest is not None and hasattr(ingest, "stats"):
+                body["ingest"] = ingest.stats()  # per signal: requests, accepted, rejected, stored, failures
         return JSONResponse(body, status_code=200 if ok else 503)
 
     for mount in mounts():
@@ -128,4 +131,5 @@ async def run(settings: Settings, ready: Callable[[ServerContext], None] | None 
                 await service.stop()
             except Exception:
                 log.exception("error stopping %s", service.name)
+        ctx.close()
         store.close()

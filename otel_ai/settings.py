@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import (
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     ingest_max_body_bytes: int = 64 * 1024 * 1024
     ingest_batch_rows: int = 50_000
     ingest_batch_wait_ms: int = 200
+    ingest_max_wait_seconds: float = Field(5.0, gt=0, description="a request waiting longer turns new ones away (429)")
+    ingest_decoder: Literal["python", "clickhouse"] = Field(
+        "python", description="clickhouse: ClickHouse decodes OTLP (embedded store only); python: the reference")
+    ingest_native_min_items: int = Field(10_000, ge=0, description="smaller groups use the python mapper")
 
     # anomaly scoring
     anomaly_window_seconds: int = 30
@@ -80,6 +85,14 @@ class Settings(BaseSettings):
     auth_users: str | None = Field(None, description="user:password pairs, comma separated")
     # HTTP API auth: bearer tokens for /api/* and /chat-files/* (comma separated, each >= 16 characters)
     api_token: SecretStr | None = None
+
+    # limits for ad-hoc SQL (POST /api/sql, /sql in the chat, the agent's SQL tool)
+    sql_max_result_bytes: int = Field(32 * 1024**2, ge=1024, description="ClickHouse max_result_bytes")
+    sql_max_execution_time: int = Field(20, ge=1, description="seconds")
+    sql_max_memory_bytes: int = Field(2 * 1024**3, ge=64 * 1024**2)
+    sql_max_rows_to_read: int = Field(500_000_000, ge=1000)
+    api_max_response_bytes: int = Field(16 * 1024**2, ge=1024, description="largest JSON body /api/sql returns")
+    sql_concurrency: int = Field(2, ge=1, le=16, description="ad-hoc queries running at once (own connections)")
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))
@@ -109,6 +122,14 @@ class Settings(BaseSettings):
     def role_model(self, role: str) -> str:
         """Model spec for a role (planner, sql, summary), defaulting to `model`."""
         return getattr(self, f"model_{role}", None) or self.model
+
+    def model_choices(self) -> list[str]:
+        """The models a caller may pick (chat settings, POST /api/ask): the configured roles' and builtin.
+
+        Only these, so a caller cannot make the server spend its provider keys on another model."""
+        specs = [self.role_model("planner"), self.model, self.role_model("sql"), self.role_model("summary"),
+                 "builtin"]
+        return list(dict.fromkeys(s for s in specs if s))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -7,6 +7,8 @@ ClickHouse server. Everything else in otel-ai reaches ClickHouse only through `S
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -290,6 +292,63 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+
+
+class StoreBusy(StoreError):
+    """Every handle of a StorePool is running a query: the caller should retry later (HTTP 503)."""
+
+
+class StorePool:
+    """A bounded set of handles on one database for ad-hoc queries (POST /api/sql, /api/ask, the chat).
+
+    A Store serialises its queries on one lock, so a user's 30 s cross join on the shared handle made
+    /healthz and every API call wait behind it. Here each running query holds a handle of its own (chDB
+    runs queries of different clients of one process concurrently, and a server gets one connection
+    per handle), at most `size` at once; the server's own handle (health, scorer, ingest) is never one
+    of them. Handles are opened on first need and reused."""
+
+    def __init__(self, base: Store, size: int) -> None:
+        self._base = base
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+        self._idle: queue.LifoQueue[Store] = queue.LifoQueue()
+        self._all: list[Store] = []
+        self._lock = threading.Lock()
+
+    def acquire(self, timeout: float) -> Store:
+        """A handle for one query or one answer; StoreBusy when none frees up within `timeout` seconds."""
+        if not self._slots.acquire(timeout=timeout):
+            raise StoreBusy(f"{self.size} queries are already running: try again in a few seconds")
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        try:
+            store = self._base.clone()
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._lock:
+            self._all.append(store)
+        return store
+
+    def release(self, store: Store) -> None:
+        self._idle.put(store)
+        self._slots.release()
+
+    @contextlib.contextmanager
+    def handle(self, timeout: float) -> Iterator[Store]:
+        store = self.acquire(timeout)
+        try:
+            yield store
+        finally:
+            self.release(store)
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._all:
+                store.close()
+            self._all.clear()
 
 
 def quote_ident(name: str) -> str:

@@ -57,8 +57,9 @@ def test_openai_compatible_model_calls_tools_and_answers(incident):
     assert answer.answer.startswith("billing is the root cause; overview said:")
     called = [e for e in answer.evidence if e.args.get("sql", "").startswith("SELECT ServiceName, count()")
               or e.tool != "run_sql"]
-    assert [e.tool for e in called] == ["service_overview", "latency_breakdown", "run_sql"]
-    assert called[1].args["service"] == "edge-gateway", "a model's loose name is mapped to the data's"
+    # first the query that moved the window to the fault's start (the system's, before the model runs)
+    assert [e.tool for e in called] == ["entry_series", "service_overview", "latency_breakdown", "run_sql"]
+    assert called[2].args["service"] == "edge-gateway", "a model's loose name is mapped to the data's"
     assert all(e.ok and e.sql for e in called)
     first = fake.requests[0]
     system = first["messages"][0]["content"]
@@ -76,7 +77,7 @@ def test_ollama_model_through_its_openai_compatible_api(incident):
         settings = llm_settings(incident, ollama_base_url=fake.url, model="ollama:llama3.2")
         answer = ask_sync("why is edge-gateway slow?", store=incident, settings=settings)
     assert answer.model == "ollama:llama3.2"
-    assert [e.tool for e in answer.evidence if e.tool != "run_sql"] == ["service_overview"]
+    assert [e.tool for e in answer.evidence if e.tool != "run_sql"] == ["entry_series", "service_overview"]
     assert fake.requests[0]["model"] == "llama3.2"
 
 

@@ -8,9 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -121,76 +118,29 @@ def test_models_lists_unconfigured_providers_as_not_configured(tmp_path: Path) -
     assert report["ollama"]["configured"] is False and report["problems"] == {}
 
 
-class TokenServer:
-    """A stand-in for a serve with API auth on: /healthz names its store, and /api/sql answers, only
-    to callers sending the bearer token (what the security change makes serve do)."""
+def test_the_cli_sends_the_api_token_from_its_settings(server_factory, tmp_path: Path) -> None:
+    """A serve with API auth on names its store on /healthz and answers /api/* only with a token."""
+    srv = server_factory(env={"OTEL_AI_API_TOKEN": f"{TOKEN},another-token-0123456789"})
+    env = {"OTEL_AI_PORT": str(srv.port), "OTEL_AI_API_TOKEN": TOKEN}
+    for args in (["sql", "SELECT count() AS n FROM otel_traces", "--json"], ["anomalies", "list", "--json"],
+                 ["ask", "what is wrong?", "--json"]):
+        # --data names the store, so the serve is used only if its /healthz named it: the probe sent the token
+        done = otel_ai(*args, "--data", str(srv.data_dir), cwd=tmp_path, env=env)
+        assert done.returncode == 0 and json.loads(done.stdout) is not None, (args, done.stderr)
+        assert done.stderr == ""
 
-    def __init__(self, store: str) -> None:
-        seen: list[str | None] = []
-        self.seen = seen
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def authorized(self) -> bool:
-                seen.append(self.headers.get("authorization"))
-                return self.headers.get("authorization") == f"Bearer {TOKEN}"
-
-            def do_GET(self) -> None:  # noqa: N802
-                body: dict = {"status": "ok", "services": ["ingest"]}
-                if self.authorized():
-                    body |= {"store": store, "database": "otel"}
-                self.reply(200, body)
-
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("content-length", 0)))
-                if not self.authorized():
-                    self.reply(401, {"error": "authentication required"})
-                else:
-                    self.reply(200, {"columns": ["n"], "rows": [{"n": 42}], "sql": "SELECT 42 AS n"})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.port = self.httpd.server_address[1]
-
-    def __enter__(self) -> TokenServer:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def token_server(tmp_path: Path) -> Iterator[TokenServer]:
-    with TokenServer(f"chdb://{(tmp_path / 'data').resolve()}") as srv:
-        yield srv
-
-
-def test_the_cli_sends_the_api_token_from_its_settings(token_server: TokenServer, tmp_path: Path) -> None:
-    env = {"OTEL_AI_PORT": str(token_server.port), "OTEL_AI_API_TOKEN": f"{TOKEN},another-token-0123456789"}
-    found = otel_ai("sql", "SELECT 42 AS n", "--json", cwd=tmp_path, env=env)
-    assert found.returncode == 0 and json.loads(found.stdout)["rows"] == [{"n": 42}], found.stderr
-    assert found.stderr == "" and token_server.seen == [f"Bearer {TOKEN}"] * 2  # /healthz, then /api/sql
-
-    without = otel_ai("sql", "SELECT 42 AS n", "--server", token_server.url, cwd=tmp_path)
+    without = otel_ai("sql", "SELECT 1", cwd=tmp_path, env={"OTEL_AI_PORT": str(srv.port)})
     assert without.returncode == 1 and without.stdout == ""
-    assert without.stderr.strip() == (f"error: the otel-ai serve at {token_server.url} needs an API token: "
+    assert without.stderr.strip() == (f"error: the otel-ai serve at {srv.http_url} needs an API token: "
                                       "set OTEL_AI_API_TOKEN to one of its tokens")
-    wrong = otel_ai("sql", "SELECT 42 AS n", "--server", token_server.url, cwd=tmp_path,
+    wrong = otel_ai("sql", "SELECT 1", "--server", srv.http_url, cwd=tmp_path,
                     env={"OTEL_AI_API_TOKEN": "wrong-token-0123456789"})
     assert wrong.returncode == 1 and "OTEL_AI_API_TOKEN is not one of its tokens" in wrong.stderr
     assert_quiet(wrong)
+    held = otel_ai("db", "status", "--data", str(srv.data_dir), cwd=tmp_path, env={"OTEL_AI_PORT": str(srv.port)})
+    assert held.returncode == 1 and f"probably the otel-ai serve at {srv.http_url}" in held.stderr
+    assert "set OTEL_AI_API_TOKEN" in held.stderr
+    assert_quiet(held)
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:

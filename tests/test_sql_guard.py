@@ -324,3 +324,237 @@ def test_engine_limits_apply_to_guarded_sql(data_store: Store) -> None:
         query(data_store, "SELECT * FROM file('/etc/hostname', 'LineAsString')")
     # ... and the session is not left read-only for writers.
     assert insert_gauge(data_store, [Point("x", "m", NOW, 1.0)]) == 1
+
+
+# ---------------------------------------------------------------- issue 17: scope, functions, engine check
+
+# Names that look like CTEs but are not where they stand: ClickHouse reads the real table.
+SHADOWING = [
+    "WITH 1 AS chat_threads SELECT * FROM chat_threads",
+    "WITH 'x' AS chat_users SELECT * FROM chat_users",
+    "WITH (SELECT 1) AS chat_threads SELECT * FROM chat_threads",
+    "WITH (SELECT 1) AS slack_threads SELECT count() FROM slack_threads",
+    "WITH chat_threads AS (SELECT * FROM chat_threads) SELECT * FROM chat_threads",
+    "WITH t AS (SELECT * FROM chat_users) SELECT * FROM t",
+    "WITH otel_traces AS (SELECT * FROM otel_ai_migrations) SELECT * FROM otel_traces",
+    "WITH a AS (SELECT * FROM chat_users), chat_users AS (SELECT 1 AS x) SELECT * FROM a",
+    "WITH chat_users AS (SELECT 1 AS x), chat_users AS (SELECT 2 AS x) SELECT * FROM chat_users",
+    "WITH 1 AS chat_users, chat_users AS (SELECT 1 AS x) SELECT * FROM chat_users",
+    "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r",
+    "SELECT * FROM (WITH 1 AS dashboards SELECT * FROM dashboards)",
+    "SELECT count() FROM otel_traces WHERE TraceId IN (WITH 2 AS chat_steps SELECT id FROM chat_steps)",
+    "WITH Chat_threads AS (SELECT 1 AS x) SELECT * FROM chat_threads",
+]
+IN_TABLE = [
+    "SELECT 1 WHERE (1, 'x') IN ((otel_ai_migrations))",
+    "SELECT 1 WHERE (1, 'x') IN (((otel_ai_migrations)))",
+    "SELECT 1 WHERE 'local' IN ((chat_users))",
+    "SELECT 1 WHERE 'local' NOT IN ((chat_users))",
+    "SELECT 1 WHERE 'local' GLOBAL IN ((chat_users))",
+    "SELECT 1 WHERE tuple('local') IN chat_users",
+    "SELECT 1 WHERE 'x' IN (chat_threads)",
+    "SELECT 1 WHERE 'x' IN (chat_threads, 'y')",
+    "SELECT 1 WHERE 'x' IN (otel.chat_threads)",
+    "SELECT count() FROM otel_traces WHERE ServiceName IN (dashboards)",
+    "SELECT 1 WHERE 'x' IN (SELECT identifier FROM chat_users)",
+    "SELECT (SELECT any(conversation) FROM slack_threads) AS c",
+    "SELECT 1 WHERE EXISTS (SELECT 1 FROM anomaly_model_state)",
+    "SELECT count() FROM otel_traces JOIN chat_feedback USING (TraceId)",
+    "SELECT arrayMap(x -> x, (SELECT groupArray(name) FROM chat_threads)) AS a",
+    "SELECT * FROM otel_traces_1m_mv",
+    "SELECT * FROM OTEL_TRACES",
+]
+SERVER_FACTS = [
+    "SELECT user()",
+    "SELECT currentUser()",
+    "SELECT current_user()",
+    "SELECT SESSION_USER",
+    "SELECT CURRENT_USER",
+    "SELECT USER",
+    "SELECT DATABASE",
+    "SELECT authenticatedUser()",
+    "SELECT enabledProfiles()",
+    "SELECT currentProfiles()",
+    "SELECT currentRoles()",
+    "SELECT hostName()",
+    "SELECT FQDN()",
+    "SELECT fqdn()",
+    "SELECT buildId()",
+    "SELECT getSetting('max_memory_usage')",
+    "SELECT getSettingOrDefault('x', 1)",
+    "SELECT logTrace('planted text')",
+    "SELECT version()",
+    "SELECT uptime()",
+    "SELECT currentDatabase()",
+    "SELECT serverUUID()",
+    "SELECT tcpPort()",
+    "SELECT getServerPort('tcp_port')",
+    "SELECT queryID()",
+    "SELECT currentQueryID()",
+    "SELECT initialQueryID()",
+    "SELECT getOSKernelVersion()",
+    "SELECT filesystemCapacity()",
+    "SELECT revision()",
+    "SELECT displayName()",
+    "SELECT zookeeperSessionUptime()",
+    "SELECT throwIf(1, 'boom')",
+    "SELECT randomString(1000000000)",
+    "SELECT ServiceName, hostName() AS h FROM otel_traces",
+    "SELECT count() FROM otel_traces WHERE ServiceName = currentUser()",
+    "SELECT if(1, version(), '') AS v",
+    "SELECT count() FROM otel_traces GROUP BY hostName()",
+    "SELECT arrayMap(x -> getSetting('readonly'), [1]) AS a",
+    "SELECT in(1, chat_users)",
+    "SELECT defaultRoles()",
+    "SELECT connectionId()",
+    "SELECT showCertificate()",
+    "SELECT currentSchemas(true)",
+    "SELECT currentRequestURL()",
+    "SELECT currentHandler()",
+    "SELECT tid()",
+    "SELECT initialQueryStartTime()",
+]
+NEW_HOSTILE = SHADOWING + IN_TABLE + SERVER_FACTS
+
+
+def test_enough_new_hostile_queries() -> None:
+    assert len(NEW_HOSTILE) >= 50 and len(set(NEW_HOSTILE)) == len(NEW_HOSTILE)
+
+
+@pytest.mark.parametrize("sql", NEW_HOSTILE)
+def test_new_hostile_query_is_refused(sql: str) -> None:
+    with pytest.raises(SQLRefused) as info:
+        validate_sql(sql, database="otel")
+    assert info.value.reason
+
+
+@pytest.fixture(scope="module")
+def secret_store(data_store: Store) -> Store:
+    """The guard's database with a private chat row, as a logged-in user's history would be."""
+    data_store.command("INSERT INTO chat_threads (id, version, name, user_identifier, conversation) "
+                       "VALUES ('t1', 1, 'private', 'alice', 'SECRET-CONVERSATION')")
+    data_store.command("INSERT INTO chat_users (id, identifier, version) VALUES ('u1', 'alice', 1)")
+    return data_store
+
+
+# (Not `WITH a AS (SELECT * FROM chat_users), chat_users AS (...)`: ClickHouse reads the later CTE there,
+# the parser guard refuses it anyway because it only trusts CTEs defined before.)
+@pytest.mark.parametrize("sql", SHADOWING[:7] + IN_TABLE[:11] + SERVER_FACTS[:8])
+def test_engine_check_refuses_what_clickhouse_would_read(secret_store: Store, sql: str) -> None:
+    """The second layer alone (the engine's resolved query tree) refuses the same queries."""
+    from tools.sql import SqlLimits, check_engine_plan
+
+    try:
+        check_engine_plan(secret_store, sql, SqlLimits().settings())
+    except SQLRefused as exc:
+        assert exc.reason
+        return
+    except Exception as exc:  # ClickHouse itself rejects a few forms (duplicate names, recursive CTE)
+        assert "SECRET" not in str(exc)
+        return
+    pytest.fail(f"engine check let through: {sql}")
+
+
+def test_shadowing_returns_a_refusal_not_the_rows(secret_store: Store) -> None:
+    for sql in ("WITH 1 AS chat_threads SELECT * FROM chat_threads",
+                "SELECT 1 AS hit WHERE ('t1', 'SECRET-CONVERSATION') IN ((SELECT id, conversation FROM chat_threads))",
+                "SELECT 1 AS hit WHERE 'alice' IN ((chat_users))"):
+        result = run_sql(secret_store, sql)
+        assert not result.ok and result.error.startswith("refused:"), sql
+        assert result.rows == [] and "SECRET" not in result.error
+
+
+# Legitimate analytics that must still run (CTEs, window functions, arrayJoin over attributes, subqueries).
+ANALYTICS = [
+    "WITH per_min AS (SELECT toStartOfMinute(Timestamp) AS t, count() AS n FROM otel_traces GROUP BY t) "
+    "SELECT t, n, avg(n) OVER (ORDER BY t ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS smooth FROM per_min ORDER BY t",
+    "SELECT ServiceName, Duration, row_number() OVER (PARTITION BY ServiceName ORDER BY Duration DESC) AS rn "
+    "FROM otel_traces ORDER BY ServiceName, rn",
+    "SELECT * FROM (SELECT ServiceName, SpanName, Duration, rank() "
+    "OVER (PARTITION BY ServiceName ORDER BY Duration DESC) AS r FROM otel_traces) WHERE r <= 3",
+    "SELECT ServiceName, Timestamp, lagInFrame(Duration) OVER (PARTITION BY ServiceName ORDER BY Timestamp) AS prev "
+    "FROM otel_traces",
+    "SELECT ServiceName, dense_rank() OVER (ORDER BY count() DESC) AS r, count() AS n FROM otel_traces "
+    "GROUP BY ServiceName",
+    "SELECT ServiceName, sum(count()) OVER () AS total, count() AS n FROM otel_traces GROUP BY ServiceName",
+    "SELECT arrayJoin(mapKeys(SpanAttributes)) AS key, count() AS n FROM otel_traces GROUP BY key ORDER BY n DESC",
+    "SELECT arrayJoin(mapKeys(ResourceAttributes)) AS key, uniqExact(ResourceAttributes[key]) AS values "
+    "FROM otel_traces GROUP BY key",
+    "SELECT kv.1 AS key, kv.2 AS value, count() FROM otel_traces ARRAY JOIN CAST(SpanAttributes, "
+    "'Array(Tuple(String, String))') AS kv GROUP BY key, value",
+    "SELECT tupleElement(arrayJoin(arrayZip(mapKeys(SpanAttributes), mapValues(SpanAttributes))), 1) AS k, count() "
+    "FROM otel_traces GROUP BY k",
+    "SELECT SpanAttributes['http.route'] AS route, quantileTDigest(0.99)(Duration) / 1e6 AS p99 FROM otel_traces "
+    "WHERE mapContains(SpanAttributes, 'http.route') GROUP BY route",
+    "SELECT ServiceName FROM otel_traces WHERE TraceId IN (SELECT TraceId FROM otel_logs WHERE SeverityNumber >= 17) "
+    "GROUP BY ServiceName",
+    "SELECT ServiceName, (SELECT count() FROM otel_logs) AS logs, count() AS spans FROM otel_traces "
+    "GROUP BY ServiceName",
+    "SELECT s.ServiceName, s.n, l.errors FROM (SELECT ServiceName, count() AS n FROM otel_traces GROUP BY ServiceName) "
+    "AS s LEFT JOIN (SELECT ServiceName, count() AS errors FROM otel_logs GROUP BY ServiceName) AS l "
+    "ON s.ServiceName = l.ServiceName",
+    "WITH errors AS (SELECT TraceId FROM otel_traces WHERE StatusCode = 'Error'), "
+    "slow AS (SELECT TraceId FROM otel_traces WHERE Duration > 105000000) "
+    "SELECT count() FROM otel_traces WHERE TraceId IN (SELECT TraceId FROM errors) "
+    "AND TraceId IN (SELECT TraceId FROM slow)",
+    "WITH 0.95 AS q SELECT ServiceName, quantile(q)(Duration) FROM otel_traces GROUP BY ServiceName",
+    "WITH toDateTime64(now() - INTERVAL 1 DAY, 9) AS since SELECT count() FROM otel_traces WHERE Timestamp >= since",
+    "WITH (SELECT max(Timestamp) FROM otel_traces) AS latest SELECT count() FROM otel_traces "
+    "WHERE Timestamp > latest - INTERVAL 5 MINUTE",
+    "SELECT ServiceName, countIf(StatusCode = 'Error') AS errors, sumIf(Duration, StatusCode = 'Error') AS d, "
+    "avgIf(Duration, StatusCode != 'Error') AS ok_avg, uniqExactIf(TraceId, Duration > 1e8) AS slow FROM otel_traces "
+    "GROUP BY ServiceName",
+    "SELECT ServiceName, argMax(SpanName, Duration) AS slowest, topK(3)(SpanName) AS top FROM otel_traces "
+    "GROUP BY ServiceName",
+    "SELECT toStartOfFiveMinutes(Timestamp) AS t, quantilesExact(0.5, 0.9)(Duration) AS q FROM otel_traces GROUP BY t",
+    "SELECT formatDateTime(Timestamp, '%H:%M') AS hm, dateDiff('second', min(Timestamp), max(Timestamp)) AS span_s "
+    "FROM otel_traces GROUP BY hm",
+    "SELECT lower(ServiceName) AS s, concat(s, '/', SpanName) AS op, length(op) AS len, substring(op, 1, 5) AS pre, "
+    "replaceRegexpOne(op, '[0-9]+', 'N') AS norm FROM otel_traces LIMIT 5",
+    "SELECT extract(Body, 'id=([0-9]+)') AS id, toUInt32OrZero(id) AS n, cityHash64(Body) AS h, "
+    "sipHash64(Body) AS h2 FROM otel_logs",
+    "SELECT JSONExtractString('{\"a\": \"b\"}', 'a') AS a, toString(123) AS s, toFloat64('1.5') AS f, "
+    "CAST(Duration AS Float64) / 1e6 AS ms FROM otel_traces LIMIT 3",
+    "SELECT multiIf(Duration < 1e8, 'fast', Duration < 1.1e8, 'ok', 'slow') AS bucket, count() FROM otel_traces "
+    "GROUP BY bucket",
+    "SELECT CASE WHEN StatusCode = 'Error' THEN 'bad' ELSE 'good' END AS s, coalesce(nullIf(StatusMessage, ''), '-') "
+    "AS m, count() FROM otel_traces GROUP BY s, m",
+    "SELECT MetricName, groupArray(Value) AS vs, arraySort(vs) AS sorted, arrayReduce('max', vs) AS mx, "
+    "round(avg(Value), 2) AS av FROM otel_metrics_gauge GROUP BY MetricName",
+    "SELECT MetricName, toStartOfMinute(TimeUnix) AS t, max(Value) - min(Value) AS delta FROM otel_metrics_gauge "
+    "GROUP BY MetricName, t",
+    "SELECT ServiceName, greatest(max(Duration), 0) AS mx, least(min(Duration), toUInt64(1e12)) AS mn, "
+    "formatReadableQuantity(count()) AS n FROM otel_traces GROUP BY ServiceName",
+    "SELECT Body FROM otel_logs WHERE positionCaseInsensitive(Body, 'FAILED') > 0 AND match(Body, 'id=[0-9]') "
+    "AND NOT empty(Body)",
+    "SELECT count() FROM otel_traces WHERE has(mapKeys(SpanAttributes), 'note') AND startsWith(SpanName, 'GET')",
+    "SELECT p.ServiceName AS caller, c.ServiceName AS callee, avg(c.Duration) FROM otel_traces AS c "
+    "INNER JOIN otel_traces AS p ON c.ParentSpanId = p.SpanId AND c.TraceId = p.TraceId GROUP BY caller, callee",
+    "SELECT ServiceName, exp(avg(log(Duration))) AS geo_mean, stddevPop(Duration) AS sd FROM otel_traces "
+    "GROUP BY ServiceName",
+    "SELECT ServiceName FROM otel_traces GROUP BY ServiceName HAVING count() > (SELECT count() / 10 FROM otel_traces)",
+    "SELECT Timestamp, Duration - lagInFrame(Duration, 1, Duration) OVER (ORDER BY Timestamp) AS d FROM otel_traces",
+]
+
+
+def test_enough_analytics_queries() -> None:
+    assert len(ANALYTICS) >= 30 and len(set(ANALYTICS)) == len(ANALYTICS)
+
+
+@pytest.mark.parametrize("sql", ANALYTICS)
+def test_analytics_query_still_runs(data_store: Store, sql: str) -> None:
+    result = run_sql(data_store, sql)
+    assert result.ok, result.error
+    assert result.rows, "returned no rows on data that has them"
+
+
+def test_function_allow_list_covers_families_and_refuses_server_facts() -> None:
+    from tools.sql import is_allowed_function
+
+    for name in ("count", "countIf", "quantilesTDigestIf", "uniqMerge", "sumArray", "row_number", "lagInFrame",
+                 "toStartOfMinute", "JSONExtractString", "mapKeys", "arrayJoin", "cityHash64", "toString", "multiIf",
+                 "replaceRegexpAll", "plus", "quantileExactInclusive", "avgOrNullIf"):
+        assert is_allowed_function(name), name
+    for name in ("user", "currentUser", "hostName", "FQDN", "buildId", "getSetting", "logTrace", "sleep", "file",
+                 "dictGet", "joinGet", "version", "uptime", "countUser", "getSettingIf", "hostNameIf"):
+        assert not is_allowed_function(name), name

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from store import Store
-from tools.sql import ALLOWED_TABLE_RE, ALLOWED_TABLES, query
+from tools.sql import TELEMETRY_TABLES, query
 
 NOTES = """Notes: Timestamp columns are UTC DateTime64(9); Duration is UInt64 NANOSECONDS (divide by 1e6 for ms).
 StatusCode is 'Error' / 'Ok' / 'Unset'. Attributes are Map(String, String): SpanAttributes['http.route'],
@@ -27,7 +27,7 @@ def describe_tables(store: Store) -> str:
                         "ORDER BY table, position").rows
     columns: dict[str, list[str]] = defaultdict(list)
     for table, name, type_ in rows:
-        if ALLOWED_TABLE_RE.match(table) or table in ALLOWED_TABLES:
+        if table in TELEMETRY_TABLES:
             short = type_ if len(type_) <= _MAX_TYPE else type_[: _MAX_TYPE - 1] + "…"
             columns[table].append(f"{name} {short}")
     if not columns:

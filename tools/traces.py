@@ -17,7 +17,15 @@ from typing import Any
 from store import Store
 from tools.common import ENTRY, ERROR, in_either, in_window, logged_query, run_tool, tool_args
 from tools.result import ToolResult
-from tools.rollup import QUANTILES, SKETCH_ERROR, longest_span_sql, merge_quantiles, merge_sketch, span_minutes
+from tools.rollup import (
+    QUANTILES,
+    ROLLUP_TABLE,
+    SKETCH_ERROR,
+    longest_span_sql,
+    merge_quantiles,
+    merge_sketch,
+    span_minutes,
+)
 from tools.sql import literal
 from tools.timewindow import TimeWindow, ch_time, utc
 
@@ -175,6 +183,35 @@ def service_overview(store: Store, window: TimeWindow, baseline: TimeWindow | No
         )
 
     return run_tool("service_overview", args, body)
+
+
+# ---------------------------------------------------------------- requests per minute
+
+SERIES_UNITS = {"avg_ms": "ms", "error_pct": "%"}
+MAX_SERIES_ROWS = 20_000
+
+
+def entry_series(store: Store, window: TimeWindow, service: str | None = None) -> ToolResult:
+    """Per service (or only `service`) and minute: entry requests, failed ones, error % and mean latency, from
+    the per-minute rollup (whole minutes; the partial last minute as far as it goes)."""
+    args = tool_args(window=window, service=service)
+
+    def body(sql: list[str]) -> ToolResult:
+        flt = f" AND ServiceName = {literal(service)}" if service else ""
+        rows = logged_query(sql, store, f"""SELECT ServiceName AS service, Minute AS minute, sum(Calls) AS calls,
+                sum(Errors) AS errors, round(100 * errors / calls, 3) AS error_pct,
+                round(sum(DurationSum) / calls / {NS_PER_MS}, 3) AS avg_ms
+            FROM {ROLLUP_TABLE}
+            WHERE Entry = 1 AND Minute >= {ch_time(utc(window.start).replace(second=0, microsecond=0))}
+              AND Minute < {ch_time(window.end)}{flt}
+            GROUP BY service, minute ORDER BY service, minute LIMIT {MAX_SERIES_ROWS}""").dicts()
+        if not rows:
+            return ToolResult.build("entry_series", args, sql, [], [],
+                                    notes=[f"no entry spans in {window.label()}"])
+        return ToolResult.build("entry_series", args, sql, list(rows[0]), rows, units=SERIES_UNITS,
+                                findings=[f"requests per minute, {window.label()}"])
+
+    return run_tool("entry_series", args, body)
 
 
 # ---------------------------------------------------------------- latency breakdown

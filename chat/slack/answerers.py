@@ -16,6 +16,7 @@ import httpx
 from agent import AgentError
 from agent.answer import Answer
 from chat.slack.threads import SlackThreads, thread_key
+from otel_ai.auth import client_headers
 from otel_ai.settings import Settings
 from store import Store
 
@@ -49,7 +50,7 @@ class RemoteAgent:
         body = {"question": question, "conversation_id": thread_key(channel, thread_ts)}
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
-                response = await client.post(f"{self.server_url}/api/ask", json=body)
+                response = await client.post(f"{self.server_url}/api/ask", json=body, headers=client_headers())
         except httpx.HTTPError as exc:
             raise AgentError(f"cannot reach otel-ai at {self.server_url} ({type(exc).__name__})") from exc
         if response.status_code in (400, 503):

@@ -22,8 +22,11 @@ from agent.dashboard_planner import PlannedDashboard
 from agent.streaming import AgentEvent, AnswerDelta, ToolFinished, ToolStarted
 from chat import dashboards
 from chat.web import render, runtime
+from chat.web.render import safe_markdown as safe
+from otel_ai.context import QUERY_WAIT_SECONDS
+from store import Store, StoreBusy
 from tools.result import ToolResult
-from tools.sql import run_sql
+from tools.sql import SqlLimits, run_sql
 
 log = logging.getLogger("otel_ai.chat")
 RT = runtime.get()
@@ -51,9 +54,7 @@ HELP = """**otel-ai** answers questions about your telemetry with evidence.
 
 def model_choices() -> list[str]:
     """The models configured for the agent's roles, the planner's first."""
-    specs = [SETTINGS.role_model("planner"), SETTINGS.model, SETTINGS.role_model("sql"),
-             SETTINGS.role_model("summary"), "builtin"]
-    return list(dict.fromkeys(s for s in specs if s))
+    return SETTINGS.model_choices()
 
 
 def chat_settings(current: dict[str, Any] | None = None) -> cl.ChatSettings:
@@ -136,7 +137,7 @@ async def continue_slack_thread(key: str) -> None:
     lines = [f"**Continuing the Slack thread** `{render.cell(key)}`: ask a follow-up below."]
     for turn in conversation.turns[-5:]:
         lines += [f"> **Q:** {render.cell(turn.get('question') or '')}", "", str(turn.get("answer") or ""), ""]
-    await cl.Message(content="\n".join(lines)).send()
+    await cl.Message(content=safe("\n".join(lines))).send()
 
 
 @cl.on_chat_resume
@@ -174,7 +175,7 @@ async def on_message(message: cl.Message) -> None:
             await answer_question(text)
     except Exception as exc:  # a bug or an outage must reach the user, not only the server log
         log.exception("chat message failed: %r", text[:200])
-        await cl.Message(content=f"**Something went wrong:** `{type(exc).__name__}: {exc}`").send()
+        await cl.Message(content=safe(f"**Something went wrong:** `{type(exc).__name__}: {exc}`")).send()
 
 
 @cl.action_callback("follow_up")
@@ -202,6 +203,7 @@ class LiveRun:
         self.run = run
         self.steps: dict[str, cl.Step] = {}
         self.message: cl.Message | None = None
+        self.streamed = ""  # the raw text so far; the UI gets it made safe as a whole, never a raw token
 
     async def __call__(self, event: AgentEvent) -> None:
         if isinstance(event, ToolStarted):
@@ -220,21 +222,23 @@ class LiveRun:
         elif isinstance(event, AnswerDelta):
             if self.message is None:
                 self.message = cl.Message(content="")
-            await self.message.stream_token(event.text)
+            self.streamed += event.text
+            await self.message.stream_token(safe(self.streamed), is_sequence=True)
 
 
 async def finish_tool_step(step: cl.Step, evidence: Evidence) -> None:
     """A tool step's result: its SQL highlighted, what it found, the first rows as a table and a chart."""
-    step.output = render.evidence_markdown(evidence.sql, evidence.summary, evidence.error)
+    output = render.evidence_markdown(evidence.sql, evidence.summary, evidence.error)
     if evidence.ok and evidence.rows:
         columns = list(evidence.rows[0])
-        step.output += "\n\n" + render.markdown_table(columns, evidence.rows, max_rows=10)
+        output += "\n\n" + render.markdown_table(columns, evidence.rows, max_rows=10)
         result = ToolResult(name=evidence.tool, args=evidence.args, sql=evidence.sql, columns=columns,
                             rows=evidence.rows)
         fig = await asyncio.to_thread(render.chart_or_none, result)
         if fig is not None:
             step.elements = [cl.Plotly(name=f"{evidence.tool} chart", figure=fig, display="inline", size="medium",
                                        for_id=step.id)]
+    step.output = safe(output)
     step.is_error = not evidence.ok
     step.end = utc_now()
     await step.update()
@@ -247,22 +251,35 @@ async def answer_question(question: str) -> None:
     conversation: Conversation = cl.user_session.get("conversation") or Conversation(
         id=cl.context.session.thread_id)
     started = time.perf_counter()
+    try:  # the answer's queries run on a handle of their own: they never hold up chat history or health
+        store = await asyncio.to_thread(RT.ctx.queries.acquire, QUERY_WAIT_SECONDS)
+    except StoreBusy as exc:
+        await cl.Message(content=f"**The server is busy:** {exc}").send()
+        return
+    try:
+        await investigate(question, conversation, p, started, store)
+    finally:
+        RT.ctx.queries.release(store)
+
+
+async def investigate(question: str, conversation: Conversation, p: dict[str, Any], started: float,
+                      store: Store) -> None:
     async with cl.Step(name="Investigating", type="run", default_open=True, auto_collapse=True,
                        show_input=False) as run:
         live = LiveRun(run)
         try:
             answer: Answer = await ask(
-                question, store=RT.store, settings=SETTINGS, conversation=conversation,
+                question, store=store, settings=SETTINGS, conversation=conversation,
                 since=None if p.get("since") in (None, "auto") else p["since"], model=p.get("model"),
                 role=p.get("role") or "sre", on_event=live,
             )
         except AgentError as exc:
-            run.output = f"failed: {exc}"
+            run.output = safe(f"failed: {exc}")
             run.is_error = True
             await fail_message(live.message, f"**Could not answer:** {exc}")
             return
         except Exception as exc:
-            run.output = f"failed: {type(exc).__name__}: {exc}"
+            run.output = safe(f"failed: {type(exc).__name__}: {exc}")
             run.is_error = True
             await fail_message(live.message, None)
             raise
@@ -281,6 +298,7 @@ async def answer_question(question: str) -> None:
     body = answer.answer
     if table := render.root_causes_markdown(answer.root_causes):
         body += "\n\n" + table
+    body = safe(body)
     msg = live.message or cl.Message(content="")
     if not live.message:  # a model that gave no text through the stream: the answer still streams here
         for chunk in _chunks(body):
@@ -296,7 +314,7 @@ async def fail_message(streamed: cl.Message | None, text: str | None) -> None:
         streamed.content = (streamed.content + "\n\n_(interrupted)_").strip()
         await streamed.send()
     if text:
-        await cl.Message(content=text).send()
+        await cl.Message(content=safe(text)).send()
 
 
 def _chunks(text: str, size: int = 24) -> list[str]:
@@ -310,18 +328,18 @@ async def show_tool_result(result: ToolResult, title: str) -> None:
     """A guarded query's outcome: the SQL as a step, then the table and a chart, or the refusal."""
     async with cl.Step(name=result.name, type="tool", show_input="sql", default_open=True) as step:
         step.input = result.sql[0] if result.sql else str(result.args.get("sql") or "")
-        step.output = (render.markdown_table(result.columns, result.rows, max_rows=20) if result.ok
-                       else f"**{result.error}**")
+        step.output = safe(render.markdown_table(result.columns, result.rows, max_rows=20) if result.ok
+                           else f"**{result.error}**")
         step.is_error = not result.ok
     if not result.ok:
-        await cl.Message(content=f"**Query {result.error}**").send()
+        await cl.Message(content=safe(f"**Query {result.error}**")).send()
         return
     from tools.charts import chart_for
 
     fig = chart_for(result, title=title)
     elements = [plotly(fig, title)] if fig is not None else []
     await cl.Message(
-        content=f"{len(result.rows)} rows.\n\n" + render.markdown_table(result.columns, result.rows),
+        content=safe(f"{len(result.rows)} rows.\n\n" + render.markdown_table(result.columns, result.rows)),
         elements=elements,
     ).send()
 
@@ -331,8 +349,18 @@ async def sql_console(sql: str) -> None:
         await cl.Message(content="Usage: `/sql SELECT ServiceName, count() FROM otel_traces GROUP BY ServiceName`"
                          ).send()
         return
-    result = await asyncio.to_thread(run_sql, RT.store, sql)
+    try:
+        result = await asyncio.to_thread(pooled_sql, sql)
+    except StoreBusy as exc:
+        await cl.Message(content=f"**The server is busy:** {exc}").send()
+        return
     await show_tool_result(result, "SQL result")
+
+
+def pooled_sql(sql: str) -> ToolResult:
+    """The console's query on a pooled handle of its own, under the ad-hoc SQL limits."""
+    with RT.ctx.queries.handle(QUERY_WAIT_SECONDS) as store:
+        return run_sql(store, sql, limits=SqlLimits.from_settings(SETTINGS))
 
 
 # ---- dashboards -----------------------------------------------------------------------------
@@ -347,14 +375,14 @@ async def dashboard_command(request: dashboards.DashboardRequest) -> None:
             return
         if request.action == "delete":
             done = await asyncio.to_thread(dashboards.delete_dashboard, store, request.target)
-            await cl.Message(content=f"Deleted dashboard **{request.target}**." if done
-                             else f"No saved dashboard named **{request.target}**.").send()
+            await cl.Message(content=safe(f"Deleted dashboard **{request.target}**." if done
+                                          else f"No saved dashboard named **{request.target}**.")).send()
             return
         if request.action == "open":
             board = await asyncio.to_thread(dashboards.get_dashboard, store, request.target)
             if board is None:
-                await cl.Message(content=f"No saved dashboard named **{request.target}**; `/dashboards` lists "
-                                 "them.").send()
+                await cl.Message(content=safe(f"No saved dashboard named **{request.target}**; `/dashboards` lists "
+                                              "them.")).send()
                 return
         else:
             user = cl.user_session.get("user")
@@ -363,10 +391,10 @@ async def dashboard_command(request: dashboards.DashboardRequest) -> None:
                 board, planned = await dashboards.build_dashboard(
                     store, request.target, SETTINGS, request.name, created_by=user.identifier if user else "")
                 board = await asyncio.to_thread(dashboards.save_dashboard, store, board)
-                step.output = render.plan_markdown(planned)
+                step.output = safe(render.plan_markdown(planned))
         await render_dashboard(board, planned)
     except dashboards.DashboardError as exc:
-        await cl.Message(content=f"**Cannot build that dashboard:** {exc}").send()
+        await cl.Message(content=safe(f"**Cannot build that dashboard:** {exc}")).send()
 
 
 async def render_dashboard(board: dashboards.Dashboard, planned: PlannedDashboard | None = None) -> None:
@@ -377,8 +405,8 @@ async def render_dashboard(board: dashboards.Dashboard, planned: PlannedDashboar
         for pr in results:
             async with cl.Step(name=pr.panel.title, type="tool", show_input="sql", default_open=False) as step:
                 step.input = "\n".join(pr.result.sql) or pr.panel.tool or ""
-                step.output = (render.markdown_table(pr.result.columns, pr.result.rows, max_rows=15)
-                               if pr.result.ok else f"**{pr.result.error}**")
+                step.output = safe(render.markdown_table(pr.result.columns, pr.result.rows, max_rows=15)
+                                   if pr.result.ok else f"**{pr.result.error}**")
                 step.is_error = not pr.result.ok
         run.output = f"{sum(pr.result.ok for pr in results)} of {len(results)} panels ran"
     for i, pr in enumerate(results):
@@ -395,7 +423,7 @@ async def render_dashboard(board: dashboards.Dashboard, planned: PlannedDashboar
         body += "\n\n" + render.plan_notes_markdown(planned)
     if tables:
         body += "\n\n" + "\n\n".join(tables)
-    await cl.Message(content=body, elements=elements).send()
+    await cl.Message(content=safe(body), elements=elements).send()
 
 
 async def list_dashboards() -> None:
@@ -405,5 +433,5 @@ async def list_dashboards() -> None:
         return
     rows = [dashboards.describe(b) for b in boards]
     actions = [cl.Action(name="open_dashboard", payload={"name": b.name}, label=f"Open {b.name}") for b in boards[:10]]
-    await cl.Message(content="**Saved dashboards**\n\n" + render.markdown_table(list(rows[0]), rows),
+    await cl.Message(content=safe("**Saved dashboards**\n\n" + render.markdown_table(list(rows[0]), rows)),
                      actions=actions).send()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
-import ipaddress
 import json
 import logging
 import os
@@ -33,8 +32,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from otel_ai.auth import AuthConfigError, auth_users, is_loopback, parse_users  # noqa: F401 - re-exported
 from otel_ai.context import ServerContext
-from otel_ai.settings import Settings
 
 WEB_DIR = Path(__file__).resolve().parent
 APP_FILE = WEB_DIR / "chainlit_app.py"
@@ -45,55 +44,6 @@ RESERVED_PREFIXES = ("/api/", "/v1/", "/slack/", "/healthz")
 _FOREIGN_ENV = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_WEBSOCKET_TOKEN", "TEAMS_APP_ID",
                 "TEAMS_APP_PASSWORD", "DISCORD_BOT_TOKEN", "DATABASE_URL", "LITERAL_API_KEY")
 _EXTERNAL_TAG = re.compile(r"<link\b[^>]*href=\"https?://[^\"]*\"[^>]*/?>\s*", re.IGNORECASE)
-
-
-class AuthConfigError(SystemExit):
-    """Serve must not start: the chat would be reachable from the network without a password."""
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_users(spec: str | None) -> dict[str, str]:
-    """`user:password,user2:password2` -> {user: password}; malformed pairs are an error."""
-    users: dict[str, str] = {}
-    for pair in (spec or "").split(","):
-        pair = pair.strip()
-        if not pair:
-            continue
-        name, sep, password = pair.partition(":")
-        if not sep or not name.strip() or not password:
-            raise AuthConfigError(
-                f"error: OTEL_AI_AUTH_USERS entry {name.strip() or pair!r} is not of the form user:password"
-            )
-        users[name.strip()] = password
-    return users
-
-
-def auth_users(settings: Settings) -> dict[str, str]:
-    """Users allowed to log in, or {} when password auth is off; refuses half or unsafe configs."""
-    users = parse_users(settings.auth_users)
-    secret = settings.auth_secret.get_secret_value() if settings.auth_secret else ""
-    if bool(users) != bool(secret):
-        raise AuthConfigError(
-            "error: chat login needs both OTEL_AI_AUTH_SECRET (a long random string) and "
-            "OTEL_AI_AUTH_USERS (user:password,...); only one of them is set"
-        )
-    if not users and not is_loopback(settings.host):
-        raise AuthConfigError(
-            f"error: refusing to serve the chat on {settings.host}, which is reachable from other machines, "
-            "without a login: set OTEL_AI_AUTH_SECRET and OTEL_AI_AUTH_USERS=user:password "
-            "(or bind to 127.0.0.1)"
-        )
-    if users and len(secret) < 16:
-        raise AuthConfigError("error: OTEL_AI_AUTH_SECRET must be at least 16 characters")
-    return users
 
 
 def prepare_app_root() -> Path:

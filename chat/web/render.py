@@ -1,7 +1,9 @@
 """Turn answers and tool results into what the chat shows: markdown tables, SQL blocks, figures.
 
 Pure functions (no Chainlit import) so they are tested directly. Telemetry values are untrusted:
-table cells are escaped for markdown, so a span name cannot inject links, HTML or layout.
+table cells are escaped for markdown, so a span name cannot inject links, HTML or layout, and every
+text the chat shows passes `safe_markdown`, which keeps the answer's formatting but turns images,
+outside links, raw HTML and bare URLs (from telemetry or a model quoting it) into plain text.
 """
 
 from __future__ import annotations
@@ -35,6 +37,81 @@ def cell(value: Any, max_chars: int = MAX_CELL) -> str:  # noqa: ANN401
     if len(text) > max_chars:
         text = text[: max_chars - 1] + "…"
     return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.DOTALL)
+_INLINE_LINK = re.compile(r"(?<!\\)(!?)\[((?:\\.|[^\]\\\n])*)\]\(\s*<?([^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*)>?"
+                          r"(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
+_REF_DEFINITION = re.compile(r"^( {0,3})\[([^\]\n]+)\]:", re.MULTILINE)
+# What GFM (Chainlit's renderer) would autolink: scheme://..., www...., e-mail addresses. Backslash
+# escapes do not stop it (checked in Chromium), code spans do.
+_BARE_ADDRESS = re.compile(r"(?i)(?<![\w`])(?:[a-z][a-z0-9+.-]{0,31}://|www\.)[^\s<>`|\\]+"
+                           r"|(?<![\w`])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_SAME_ORIGIN = ("/", "#", "?")
+
+
+def _code_segments(text: str) -> list[tuple[bool, str]]:
+    """Split markdown into (is_code, text): fenced blocks (an unclosed fence runs to the end, as in
+    CommonMark, which also holds for a stream cut mid-block) and inline code spans."""
+    blocks: list[tuple[bool, str]] = []
+    prose: list[str] = []
+    fence: str | None = None
+    code: list[str] = []
+    for line in text.splitlines(keepends=True):
+        opened = _FENCE.match(line)
+        if fence is None:
+            if opened:
+                blocks.append((False, "".join(prose)))
+                prose, fence, code = [], opened.group(1), [line]
+            else:
+                prose.append(line)
+            continue
+        code.append(line)
+        closing = opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence)
+        if closing and not line.strip().lstrip(fence[0]):
+            blocks.append((True, "".join(code)))
+            fence, code = None, []
+    blocks.append((True, "".join(code)) if fence is not None else (False, "".join(prose)))
+    segments: list[tuple[bool, str]] = []
+    for is_code, chunk in blocks:
+        if is_code:
+            segments.append((True, chunk))
+            continue
+        last = 0
+        for m in _CODE_SPAN.finditer(chunk):
+            segments += [(False, chunk[last:m.start()]), (True, m.group(0))]
+            last = m.end()
+        segments.append((False, chunk[last:]))
+    return [seg for seg in segments if seg[1]]
+
+
+def _delink(text: str) -> str:
+    """Bare addresses as code: the renderer would make `http://x`, `www.x` and `a@b.c` clickable links."""
+    return _BARE_ADDRESS.sub(lambda m: f"`{m.group(0)}`", text)
+
+
+def _prose(text: str) -> str:
+    text = re.sub(r"(?<!\\)<", "&lt;", text)  # no raw HTML, no <http://...> autolinks
+
+    def link(m: re.Match[str]) -> str:
+        image, label, target = m.group(1), m.group(2), m.group(3)
+        if not image and target.startswith(_SAME_ORIGIN) and not target.startswith("//"):
+            return m.group(0)  # a link inside the chat stays a link
+        shown = f"{label} ({target})" if label.strip() else target
+        return ("image " if image else "") + shown
+
+    text = _INLINE_LINK.sub(link, text)
+    text = re.sub(r"(?<!\\)!\[", "!\\[", text)  # an image the pattern missed (nested brackets) stays text
+    text = _REF_DEFINITION.sub(lambda m: f"{m.group(1)}\\[{m.group(2)}]:", text)
+    return _delink(text)
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown fit to show a person when parts of it came from telemetry: formatting (bold, lists,
+    tables, code) stays; images never load and outside links, autolinks and raw HTML show as text.
+    Code spans and blocks are left alone (the renderer shows them literally)."""
+    return "".join(chunk if is_code else _prose(chunk) for is_code, chunk in _code_segments(text))
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[dict[str, Any]], max_rows: int = MAX_TABLE_ROWS,

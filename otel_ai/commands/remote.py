@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from otel_ai.auth import client_headers
 from otel_ai.settings import Settings
 from store import Store, StoreError
 from store.client import _directory_locked, parse_url
@@ -28,13 +29,6 @@ class ServerError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def api_headers(settings: Settings) -> dict[str, str]:
-    """The bearer token a protected API wants (the first of OTEL_AI_API_TOKEN's), or none."""
-    raw = settings.api_token.get_secret_value() if settings.api_token else ""
-    tokens = [t.strip() for t in raw.split(",") if t.strip()]
-    return {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ def our_store(settings: Settings) -> tuple[str, str]:
 def probe(url: str, settings: Settings) -> dict[str, Any] | None:
     """serve's /healthz at `url`, or None when nothing (or not an otel-ai serve) answers there."""
     try:
-        health = httpx.get(f"{url}/healthz", headers=api_headers(settings), timeout=PROBE_TIMEOUT).json()
+        health = httpx.get(f"{url}/healthz", headers=client_headers(settings), timeout=PROBE_TIMEOUT).json()
     except (httpx.HTTPError, ValueError):
         return None
     return health if isinstance(health, dict) and "services" in health else None
@@ -115,12 +109,12 @@ def find_server(settings: Settings, explicit: str | None = None) -> Server | Non
     whatever store it holds when none is named (a user beside the demo means the demo's data, from any
     directory; `./data` would be another one elsewhere)."""
     if explicit:
-        return Server(explicit.rstrip("/"), api_headers(settings))
+        return Server(explicit.rstrip("/"), client_headers(settings))
     url = default_url(settings)
     health = probe(url, settings)
     if health is None or (store_named(settings) and not holds(health, settings)):
         return None
-    return Server(url, api_headers(settings))
+    return Server(url, client_headers(settings))
 
 
 def held_elsewhere(data_dir: Path) -> bool:

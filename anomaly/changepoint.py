@@ -1,0 +1,94 @@
+"""When did the symptom start? One change point in per-minute request series, found by a two-segment test.
+
+An incident compared over a fixed window is diluted by the minutes before it began ("self time rose 11 ms ->
+204 ms" for a call that took 0.9-2.6 s since the fault): the analysis should compare from the minute the
+symptom changed. For every candidate minute t the series splits into before and after; the change point is
+the t whose after-segment differs most, in standard errors, from the before-segment: the error share as a
+binomial test against the before rate, the mean latency against the spread of the before minutes. Starting
+too early dilutes the after-segment; starting too late puts changed minutes in the before-segment and widens
+its spread, so the score peaks at the start of a step.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+MIN_BEFORE = 5  # minutes of ordinary behaviour a change is measured against
+MIN_AFTER = 2  # minutes after a change: one odd minute is not a change of state
+MIN_Z = 5.0  # standard errors: a change this clear is rare by chance even across services and minutes
+MIN_LATENCY_RATIO = 1.2  # a mean latency shift smaller than this is not what anyone calls "slow"
+MIN_ERROR_SHARE = 0.02  # an error share rise smaller than this (2 points) is not what anyone calls "failing"
+REL_SD_FLOOR = 0.05  # per-minute means of steady traffic still vary by a few percent
+
+
+@dataclass(frozen=True)
+class Minute:
+    """One minute of a service's entry requests."""
+
+    minute: datetime
+    calls: int
+    errors: int
+    avg_ms: float
+
+
+@dataclass(frozen=True)
+class Change:
+    """The minute a series changed, what changed and how clearly (z, standard errors)."""
+
+    at: datetime
+    kind: str  # "latency" or "errors"
+    z: float
+    before: float  # mean latency (ms) or error share before
+    after: float  # the same after
+
+    def describe(self) -> str:
+        if self.kind == "errors":
+            return f"errors {100 * self.before:.3g}% -> {100 * self.after:.3g}% of requests"
+        return f"mean latency {self.before:.3g} ms -> {self.after:.3g} ms"
+
+
+def _error_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, float, float]:
+    n_b, e_b = sum(m.calls for m in before), sum(m.errors for m in before)
+    n_a, e_a = sum(m.calls for m in after), sum(m.errors for m in after)
+    if n_b == 0 or n_a == 0:
+        return 0.0, 0.0, 0.0
+    # the before rate with one pseudo-error per segment, so a clean history still has a variance
+    p_b = (e_b + 0.5) / (n_b + 1)
+    z = (e_a - n_a * p_b) / math.sqrt(n_a * p_b * (1 - p_b))
+    return z, e_b / n_b, e_a / n_a
+
+
+def _latency_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, float, float]:
+    b = [m.avg_ms for m in before if m.calls]
+    a = [m.avg_ms for m in after if m.calls]
+    if len(b) < MIN_BEFORE or len(a) < MIN_AFTER:
+        return 0.0, 0.0, 0.0
+    mean_b, mean_a = statistics.fmean(b), statistics.fmean(a)
+    sd = max(statistics.stdev(b), REL_SD_FLOOR * mean_b, 1e-9)
+    return (mean_a - mean_b) / (sd / math.sqrt(len(a))), mean_b, mean_a
+
+
+def _per_minute(minutes: Sequence[Minute], kind: str) -> list[float]:
+    return [m.errors / m.calls if kind == "errors" else m.avg_ms for m in minutes if m.calls] or [0.0]
+
+
+def find_change(series: Sequence[Minute], not_before: datetime | None = None) -> Change | None:
+    """The clearest rise in latency or errors in a minute-ordered series (a start at or after `not_before`),
+    or None when no candidate passes MIN_Z and the size floors."""
+    best: Change | None = None
+    for i in range(MIN_BEFORE, len(series) - MIN_AFTER + 1):
+        if not_before is not None and series[i].minute < not_before:
+            continue
+        before, after = series[:i], series[i:]
+        for kind, (z, was, now) in (("errors", _error_z(before, after)), ("latency", _latency_z(before, after))):
+            # the typical minute after the change, not a few odd ones, must be changed by the floor
+            typical = statistics.median(_per_minute(after, kind))
+            big = (typical - was >= MIN_ERROR_SHARE if kind == "errors"
+                   else typical >= MIN_LATENCY_RATIO * was > 0)
+            if z >= MIN_Z and big and (best is None or z > best.z):
+                best = Change(at=series[i].minute, kind=kind, z=z, before=was, after=now)
+    return best

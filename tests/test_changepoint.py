@@ -1,0 +1,58 @@
+"""The minute a symptom changed (anomaly.changepoint), and the analyst comparing from there."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from agent import ask_sync
+from anomaly.changepoint import Minute, find_change
+from tests.conftest import new_database
+from tests.fixtures.agent_data import FAULT_MINUTES, synth_incident
+from tests.test_agent import settings_for
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def series(latency: list[float], errors: list[int] | None = None, calls: int = 120, seed: int = 1) -> list[Minute]:
+    rng = random.Random(seed)
+    errors = errors or [0] * len(latency)
+    return [Minute(T0 + timedelta(minutes=i), calls, e, ms * rng.uniform(0.93, 1.07))
+            for i, (ms, e) in enumerate(zip(latency, errors, strict=True))]
+
+
+def test_a_latency_step_is_found_at_its_first_minute():
+    change = find_change(series([100.0] * 30 + [400.0] * 6))
+    assert change and change.kind == "latency" and change.at == T0 + timedelta(minutes=30)
+    assert change.before < 110 < 360 < change.after
+
+
+def test_an_error_step_is_found_at_its_first_minute():
+    change = find_change(series([100.0] * 36, [0] * 25 + [12] * 11))
+    assert change and change.kind == "errors" and change.at == T0 + timedelta(minutes=25)
+
+
+def test_steady_traffic_and_a_single_odd_minute_are_no_change():
+    assert find_change(series([100.0] * 40)) is None
+    assert find_change(series([100.0] * 30 + [900.0] + [100.0] * 9)) is None
+    # a rise too small to call slow, however clear
+    assert find_change(series([100.0] * 30 + [112.0] * 10, seed=3)) is None
+
+
+def test_the_window_starts_where_the_symptom_changed(root_store):
+    store = new_database(root_store, "cp")
+    end = datetime.now(UTC).replace(second=30, microsecond=0)
+    truth = synth_incident(store, "billing_slow", end=end, seed=21)
+    answer = ask_sync("why is edge-gateway slow?", store=store, settings=settings_for(store))
+    start = truth["start"].replace(second=0)
+    assert answer.root_causes[0].service == "billing"
+    # the fault began FAULT_MINUTES before the end: inside the default 15 minutes, which it no longer dilutes
+    assert f"compared since {start:%H:%M} UTC" in answer.answer, answer.answer
+    (series_call,) = [e for e in answer.evidence if e.tool == "entry_series"]
+    assert series_call.sql and series_call.rows
+    assert f"Window: {start:%Y-%m-%d %H:%M}" in answer.answer
+    # an explicit range is the user's: it is not moved
+    q = f"why is edge-gateway slow in the last {FAULT_MINUTES + 5} minutes?"
+    fixed = ask_sync(q, store=store, settings=settings_for(store))
+    assert "compared since" not in fixed.answer and all(e.tool != "entry_series" for e in fixed.evidence)
+    store.close()

@@ -1,0 +1,433 @@
+"""ClickHouse-decoded ingest (the fast path) stores exactly the rows of the Python reference mapper.
+
+Two real IngestServices on one chDB engine, one per decoder, get the same telemetry: official SDK
+exporters (gRPC and HTTP) and hand-built requests with every AnyValue type, nested arrays and maps,
+events, links, dropped counts, invalid ids and times, invalid UTF-8, awkward doubles, every metric
+type with exemplars, over gRPC, HTTP protobuf and OTLP/JSON. Answers must be byte-identical and
+every table must hold the same rows, compared field by field.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import math
+import random
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from ingest.mapping import TABLE_COLUMNS
+from ingest.service import IngestThread
+from otel_ai.context import ServerContext
+from otel_ai.settings import Settings
+from store import Store
+from tests.conftest import new_database
+from tests.fixtures.otlp import grpc_export, http_export
+
+NOW = time.time_ns() - 120 * 10**9  # inside the tables' TTL
+MAX = 2**63 - 1
+
+
+def _any(**kw: Any) -> AnyValue:  # noqa: ANN401
+    return AnyValue(**kw)
+
+
+def _arr(*values: AnyValue) -> AnyValue:
+    return AnyValue(array_value=ArrayValue(values=list(values)))
+
+
+def _kvl(**values: AnyValue) -> AnyValue:
+    return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+
+
+def _otlp_json(req: ExportTraceServiceRequest) -> bytes:
+    """OTLP/JSON: protobuf's JSON with trace and span ids as hex instead of base64."""
+
+    def fix(node: Any) -> None:  # noqa: ANN401
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                    node[key] = base64.b64decode(value).hex()
+                else:
+                    fix(value)
+        elif isinstance(node, list):
+            for item in node:
+                fix(item)
+
+    doc = json_format.MessageToDict(req)
+    fix(doc)
+    return json.dumps(doc).encode()
+
+
+def _bits_double(rng: random.Random) -> float:
+    return struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+
+
+# Values the SQL path renders itself, and values only the Python fallback can (arrays, maps, far doubles).
+SIMPLE_VALUES = [
+    _any(string_value="text"), _any(string_value=""), _any(string_value="é ü \u2028 <&>"), _any(),
+    _any(int_value=-(2**63)), _any(int_value=2**63 - 1), _any(int_value=0), _any(bool_value=True),
+    _any(bool_value=False), _any(double_value=0.0), _any(double_value=-0.0), _any(double_value=1.0),
+    _any(double_value=0.1), _any(double_value=1e-6), _any(double_value=123456789.125), _any(double_value=1e20),
+    _any(double_value=9.999999e20), _any(double_value=-2.5e-5), _any(bytes_value=b""),
+    _any(bytes_value=b"\x00\xff\xfe binary"),
+]
+COMPLEX_VALUES = [
+    _arr(_any(int_value=1), _any(string_value="a"), _any(bool_value=True), _any(double_value=2.0), _any()),
+    _kvl(b=_any(int_value=2), a=_kvl(inner=_arr(_any(double_value=0.5), _any(bytes_value=b"\x01")))),
+    _arr(), _kvl(), _arr(_any(double_value=float("inf"))),
+    _any(double_value=9.99e-7), _any(double_value=1e21), _any(double_value=5e-324), _any(double_value=float("nan")),
+    _any(double_value=float("-inf")), _any(string_value_strindex=3),
+]
+
+
+def _attrs(target: Any, values: list[AnyValue], prefix: str = "k") -> None:  # noqa: ANN401
+    for i, value in enumerate(values):
+        target.add(key=f"{prefix}{i}", value=value)
+
+
+def _span(spans: Any, n: int, **kw: Any) -> Any:  # noqa: ANN401
+    fields: dict[str, Any] = dict(
+        trace_id=(n + 1).to_bytes(16, "big"), span_id=(n + 1).to_bytes(8, "big"), name=f"op-{n}",
+        start_time_unix_nano=NOW + n, end_time_unix_nano=NOW + n + 1000 + n % 7, kind=n % 6,
+    )
+    fields.update(kw)
+    return spans.add(**fields)
+
+
+def simple_traces(seed: int, spans: int = 40) -> ExportTraceServiceRequest:
+    """Only what SQL maps itself: every simple value type, events, links, random in-range doubles."""
+    rng = random.Random(seed)
+    req = ExportTraceServiceRequest()
+    for r in range(2):
+        rs = req.resource_spans.add(schema_url="https://opentelemetry.io/schemas/1.21.0")
+        _attrs(rs.resource.attributes, [_any(string_value=f"svc-{seed}-{r}")], prefix="service.name")
+        rs.resource.attributes[0].key = "service.name"
+        _attrs(rs.resource.attributes, SIMPLE_VALUES, prefix="res.")
+        rs.resource.dropped_attributes_count = 3
+        for s in range(2):
+            ss = rs.scope_spans.add()
+            ss.scope.name, ss.scope.version = f"scope-{s}", "1.2.3" if s else ""
+            for i in range(spans // 4):
+                n = seed * 100_000 + r * 10_000 + s * 1_000 + i
+                span = _span(ss.spans, n, trace_state="k=v" if i % 2 else "",
+                             parent_span_id=(n + 7).to_bytes(8, "big") if i % 3 else b"",
+                             dropped_attributes_count=i, dropped_events_count=i % 2, dropped_links_count=i % 3,
+                             flags=0x301 if i % 2 else 0)
+                _attrs(span.attributes, SIMPLE_VALUES)
+                magnitude = 10.0 ** rng.randint(-6, 19)  # [1e-6, 1e21): SQL's range
+                span.attributes.add(key="rnd", value=_any(double_value=rng.choice((-1, 1)) * rng.uniform(1, 9.99)
+                                                          * magnitude))
+                span.attributes.add(key="half", value=_any(double_value=(i % 97) * 0.37))
+                for e in range(i % 3):
+                    ev = span.events.add(time_unix_nano=NOW + n + e, name=f"ev-{e}", dropped_attributes_count=e)
+                    _attrs(ev.attributes, SIMPLE_VALUES[e:e + 4])
+                for k in range(i % 3):
+                    link = span.links.add(trace_id=(n + 99).to_bytes(16, "big") if k else b"",
+                                          span_id=(n + 98).to_bytes(8, "big") if k else b"",
+                                          trace_state="lk=1" if k else "", flags=k)
+                    _attrs(link.attributes, SIMPLE_VALUES[k:k + 3])
+                span.status.code = i % 3
+                span.status.message = "boom" if span.status.code == 2 else ""
+    return req
+
+
+def complex_traces(seed: int) -> list[ExportTraceServiceRequest]:
+    """Requests only the Python fallback renders: nested values, far doubles, duplicates, rejections."""
+    out = []
+    for j, value in enumerate(COMPLEX_VALUES):  # a nested value in each place an attribute can be
+        req = simple_traces(seed * 100 + j, spans=16)
+        span = req.resource_spans[0].scope_spans[0].spans[j % 4]
+        place = j % 4
+        if place == 0:
+            span.attributes.add(key="nested", value=value)
+        elif place == 1:
+            span.events.add(time_unix_nano=NOW, name="e").attributes.add(key="nested", value=value)
+        elif place == 2:
+            span.links.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8).attributes.add(key="nested", value=value)
+        else:
+            req.resource_spans[0].resource.attributes.add(key="nested", value=value)
+        out.append(req)
+    dup = simple_traces(seed * 100 + 50, spans=16)
+    dup.resource_spans[0].scope_spans[0].spans[0].attributes.add(key="k0", value=_any(string_value="later wins"))
+    dup.resource_spans[1].resource.attributes.add(key="service.name", value=_any(int_value=7))
+    out.append(dup)
+    bad: list[dict[str, Any]] = [
+        dict(trace_id=b"\x01" * 15), dict(trace_id=b"\x00" * 16), dict(span_id=b"\x00" * 8), dict(span_id=b"\x01"),
+        dict(parent_span_id=b"\x01\x02\x03"), dict(start_time_unix_nano=0), dict(end_time_unix_nano=NOW - 1),
+        dict(end_time_unix_nano=MAX + 1), dict(kind=7), dict(kind=-1),
+    ]
+    for j, fields in enumerate(bad):
+        req = simple_traces(seed * 100 + 60 + j, spans=16)
+        spans = req.resource_spans[0].scope_spans[0].spans
+        _span(spans, seed * 100_000 + 90_000 + j, **fields)
+        out.append(req)
+    req = simple_traces(seed * 100 + 80, spans=16)
+    req.resource_spans[0].scope_spans[0].spans[1].events.add(time_unix_nano=MAX + 1, name="late")
+    req.resource_spans[0].scope_spans[0].spans[2].links.add(trace_id=b"\x01" * 3)
+    req.resource_spans[0].scope_spans[0].spans[3].status.code = -1
+    out.append(req)
+    return out
+
+
+def logs_request(seed: int, nested: bool) -> ExportLogsServiceRequest:
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add(schema_url="https://opentelemetry.io/schemas/1.21.0")
+    rl.resource.attributes.add(key="service.name", value=_any(string_value=f"logsvc-{seed}"))
+    _attrs(rl.resource.attributes, SIMPLE_VALUES, prefix="res.")
+    sl = rl.scope_logs.add(schema_url="https://scope/1")
+    sl.scope.name, sl.scope.version = "logger", "0.1"
+    _attrs(sl.scope.attributes, SIMPLE_VALUES[:5], prefix="sc.")
+    bodies = SIMPLE_VALUES + (COMPLEX_VALUES if nested else [])
+    for i, body in enumerate(bodies):
+        rec = sl.log_records.add(
+            time_unix_nano=0 if i % 4 == 0 else NOW + seed * 1000 + i, observed_time_unix_nano=NOW + i,
+            severity_number=(i * 3) % 25 if i != 5 else -3, severity_text="WARN" if i % 2 else "",
+            flags=0x1FF if i % 3 else 1, event_name="evt" if i % 5 == 0 else "",
+            trace_id=(seed * 1000 + i + 1).to_bytes(16, "big") if i % 2 else b"",
+            span_id=(seed * 1000 + i + 1).to_bytes(8, "big") if i % 2 else b"",
+        )
+        rec.body.CopyFrom(body)
+        _attrs(rec.attributes, SIMPLE_VALUES[i % 5:i % 5 + 6])
+    if nested:
+        sl.log_records.add(trace_id=b"\x01" * 5, time_unix_nano=NOW)  # rejected
+        sl.log_records.add(time_unix_nano=MAX + 1)  # rejected
+    return req
+
+
+def metrics_request() -> ExportMetricsServiceRequest:
+    """Every metric type with exemplars and attributes of every type, from the SDK."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": "metered", "n": 3, "f": 0.5, "l": [1, 2]}), metric_readers=[reader],
+        views=[View(instrument_name="exp.*", aggregation=ExponentialBucketHistogramAggregation())],
+    )
+    meter = provider.get_meter("m", "1.0")
+    tracer = TracerProvider().get_tracer("t")
+    with tracer.start_as_current_span("with-exemplar"):
+        meter.create_counter("c").add(5, {"s": "x", "b": True})
+        meter.create_up_down_counter("ud").add(-2.5, {"l": ["a", "b"]})
+        meter.create_histogram("h", unit="ms").record(12.5, {"d": 1e-7})
+        meter.create_histogram("exp.h").record(3.0, {"i": 4})
+        meter.create_gauge("g").set(1.25, {"m": "z"})
+        meter.create_observable_gauge("og", callbacks=[lambda _o: []])
+    from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import encode_metrics
+
+    req = encode_metrics(reader.get_metrics_data())
+    summary = req.resource_metrics[0].scope_metrics[0].metrics.add(name="summary", description="hand-made")
+    point = summary.summary.data_points.add(time_unix_nano=NOW, start_time_unix_nano=NOW - 10, count=3, sum=6.5)
+    point.quantile_values.add(quantile=0.5, value=2.0)
+    point.attributes.add(key="nested", value=_kvl(a=_any(int_value=1)))
+    return req
+
+
+def sdk_send(endpoints: list[IngestThread]) -> None:
+    """Spans and logs from the official SDK exporters, gRPC to one half and HTTP to the other, to both services."""
+    linked = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    for kind in ("grpc", "http"):
+        resource = Resource.create({"service.name": f"sdk-{kind}", "list": ["a", "b"], "num": 2.5})
+        tp = TracerProvider(resource=resource)
+        lp = LoggerProvider(resource=resource)
+        for ep in endpoints:
+            span_exp = (GrpcSpanExporter(endpoint=ep.grpc_endpoint, insecure=True) if kind == "grpc"
+                        else HttpSpanExporter(endpoint=f"{ep.http_url}/v1/traces"))
+            log_exp = (GrpcLogExporter(endpoint=ep.grpc_endpoint, insecure=True) if kind == "grpc"
+                       else HttpLogExporter(endpoint=f"{ep.http_url}/v1/logs"))
+            tp.add_span_processor(SimpleSpanProcessor(span_exp))
+            lp.add_log_record_processor(SimpleLogRecordProcessor(log_exp))
+        tracer = tp.get_tracer("shop.checkout", "2.1.0")
+        root = tracer.start_span("POST /checkout", kind=SpanKind.SERVER, start_time=NOW,
+                                 attributes={"s": "t", "b": True, "i": -7, "d": 0.5, "ls": ["a"], "ld": [1.5, 2.0]},
+                                 links=[Link(linked, {"link.kind": "follows"})])
+        root.add_event("cart.loaded", {"items": 3}, timestamp=NOW + 1_000)
+        root.record_exception(ValueError("bad <input> & more"))
+        root.set_status(Status(StatusCode.ERROR, "payment declined"))
+        child = tracer.start_span("SELECT cart", context=trace.set_span_in_context(root), kind=SpanKind.CLIENT,
+                                  start_time=NOW + 2_000, attributes={"db.rows": 3})
+        child.end(end_time=NOW + 5_000)
+        root.end(end_time=NOW + 9_000)
+        logger = lp.get_logger("app", "1.0")
+        from opentelemetry._logs import LogRecord
+
+        with tracer.start_as_current_span("logged"):
+            logger.emit(LogRecord(timestamp=NOW + 10, body="plain line", severity_text="INFO", severity_number=9,
+                                  attributes={"user": "u1", "n": 3}))
+            logger.emit(LogRecord(timestamp=NOW + 11, body={"structured": [1, "x"]}, severity_number=17))
+        tp.shutdown()
+        lp.shutdown()
+
+
+@pytest.fixture
+def pair(root_store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple]:
+    """(python ingest, clickhouse ingest, python store, clickhouse store) on one engine."""
+    stores, threads = [], []
+    for decoder in ("python", "clickhouse"):
+        monkeypatch.setenv("OTEL_AI_INGEST_DECODER", decoder)
+        monkeypatch.setenv("OTEL_AI_INGEST_NATIVE_MIN_ITEMS", "0")  # ClickHouse maps even one-span requests
+        store = new_database(root_store)
+        settings = Settings(clickhouse_url=f"chdb://{store.url.path}", database=store.database,
+                            otlp_grpc_port=0, otlp_http_port=0)
+        stores.append(store)
+        threads.append(IngestThread(ServerContext(settings=settings, store=store)).start())
+    try:
+        yield threads[0], threads[1], stores[0], stores[1]
+    finally:
+        for t in threads:
+            t.stop()
+        for s in stores:
+            s.close()
+
+
+def _normal(value: Any) -> Any:  # noqa: ANN401
+    """A comparable form of a stored value (maps as items in stored order; NaN equal to itself)."""
+    if isinstance(value, dict):
+        return tuple((k, _normal(v)) for k, v in value.items())  # in stored order
+    if isinstance(value, (list, tuple)):
+        return tuple(_normal(v) for v in value)
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return value
+
+
+def _table_rows(store: Store, table: str) -> list[tuple]:
+    result = store.query(f"SELECT * FROM {table}")
+    return sorted((tuple(_normal(v) for v in row) for row in result.rows), key=repr)
+
+
+def test_clickhouse_decoding_stores_the_reference_rows_field_by_field(pair: tuple) -> None:
+    py, ch, py_store, ch_store = pair
+    assert py.service.decoder == "python" and ch.service.decoder == "clickhouse"
+    channels = [grpc.insecure_channel(t.grpc_endpoint) for t in (py, ch)]
+    simple = [simple_traces(seed) for seed in range(1, 9)]
+    complex_ = complex_traces(9)
+    answers: list[tuple[Any, Any]] = []
+
+    def both(signal: str, body: bytes, via: str) -> None:
+        got = []
+        for thread, channel in zip((py, ch), channels, strict=True):
+            if via == "grpc":
+                a = grpc_export(channel, signal, body)
+                got.append((a.code, a.details, a.body))
+            else:
+                ctype = "application/json" if via == "json" else "application/x-protobuf"
+                r = http_export(thread.http_url, signal, body, content_type=ctype)
+                got.append((r.status_code, r.content))
+        answers.append((signal, via, got))
+        assert got[0] == got[1], f"{signal} via {via}: python {got[0]!r} != clickhouse {got[1]!r}"
+
+    for i, req in enumerate(simple + complex_):
+        via = ("grpc", "http", "json")[i % 3]
+        body = _otlp_json(req) if via == "json" else req.SerializeToString()
+        both("traces", body, via)
+    for seed, nested in ((1, False), (2, True), (3, False)):
+        both("logs", logs_request(seed, nested).SerializeToString(), "grpc" if seed != 3 else "http")
+    both("metrics", metrics_request().SerializeToString(), "grpc")
+    invalid_utf8 = simple_traces(99, spans=4).SerializeToString().replace(b"op-", b"o\xff-")
+    both("traces", invalid_utf8, "grpc")
+    both("traces", invalid_utf8, "http")
+    assert answers[-1][2][0][0] == 400  # malformed: refused the same way by both
+    sdk_send([py, ch])
+
+    # some requests were rejected in part, with the same reasons (compared above, byte for byte)
+    assert any(b"rejected" in str(got[0]).encode() for _, _, got in answers)
+    for table in TABLE_COLUMNS:
+        expected, actual = _table_rows(py_store, table), _table_rows(ch_store, table)
+        assert len(expected) == len(actual), table
+        columns = py_store.query(f"SELECT * FROM {table} LIMIT 0").columns
+        for e, a in zip(expected, actual, strict=True):
+            for name, ev, av in zip(columns, e, a, strict=True):
+                assert ev == av, f"{table}.{name}: python {ev!r} != clickhouse {av!r}"
+    assert len(_table_rows(py_store, "otel_traces")) > 300
+    # the fast path really ran, and the fallback too
+    stats = ch.service.stats()
+    assert stats["decoded_by_clickhouse"] >= len(simple) + 2  # the simple requests (JSON ones too) and logs
+    assert stats["decoded_by_python"] >= len(complex_)
+    assert py.service.stats()["decoded_by_clickhouse"] == 0
+    for c in channels:
+        c.close()
+
+
+def test_random_doubles_render_like_go(pair: tuple) -> None:
+    """Doubles from random bit patterns and magnitudes: in range SQL renders them, else Python; same text."""
+    py, ch, py_store, ch_store = pair
+    rng = random.Random(7)
+    values = [_bits_double(rng) for _ in range(300)] + [rng.uniform(-1, 1) * 10.0 ** rng.randint(-8, 23)
+                                                        for _ in range(300)]
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    for i in range(0, len(values), 10):
+        span = _span(spans, i)
+        for j, v in enumerate(values[i:i + 10]):
+            span.attributes.add(key=f"d{j}", value=_any(double_value=v))
+    body = req.SerializeToString()
+    in_range = simple_traces(5, spans=4)  # and one request that is all in range
+    for ch_or_py in (py, ch):
+        with grpc.insecure_channel(ch_or_py.grpc_endpoint) as channel:
+            assert grpc_export(channel, "traces", body).code == grpc.StatusCode.OK
+            assert grpc_export(channel, "traces", in_range.SerializeToString()).code == grpc.StatusCode.OK
+    assert _table_rows(py_store, "otel_traces") == _table_rows(ch_store, "otel_traces")
+    assert ch.service.stats()["decoded_by_clickhouse"] >= 1
+
+
+def test_a_group_mixing_fast_and_fallback_requests_stores_each_once(root_store: Store) -> None:
+    """One insert group with requests SQL maps and requests it cannot: the insert refuses the whole group
+    before writing, the others go in by SQL, the rest by Python; same rows and answers as the reference."""
+    from ingest.native import NativeDecoder
+    from ingest.otlp import SIGNALS, to_rows
+    from ingest.writer import BatchWriter, RawRequest
+
+    requests = [simple_traces(200), *complex_traces(21)[:3], simple_traces(201), complex_traces(22)[-1]]
+    bodies = [r.SerializeToString() for r in requests]
+    ref, fast = new_database(root_store), new_database(root_store)
+    try:
+        remaining = [len(bodies)]
+        writer = BatchWriter(fast.clone(), max_rows=100_000, max_wait=30, expected=lambda: remaining[0],
+                             native=NativeDecoder())
+        futures = []
+        for body, req in zip(bodies, requests, strict=True):
+            items = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+            fallback = functools.partial(to_rows, SIGNALS["traces"], body, "proto")
+            futures.append(writer.submit_raw(RawRequest("traces", body, items, fallback)))
+            remaining[0] -= 1
+            writer.wake()
+        results = [f.result(60) for f in futures]
+        # one group: its SQL insert (after the refused attempt) and one columnar insert of the fallback rows
+        assert writer.inserts == 2 and writer.native_requests == 2 and writer.fallback_requests == 4
+        writer.close()
+        ref_writer = BatchWriter(ref.clone(), max_rows=100_000, max_wait=0)
+        expected = [to_rows(SIGNALS["traces"], b, "proto") for b in bodies]
+        for rows in expected:
+            ref_writer.submit(rows).result(60)
+        ref_writer.close()
+        got = [(r.accepted, r.rejected, r.error_message("spans")) for r in results]
+        assert got == [(r.accepted, r.rejected, r.error_message("spans")) for r in expected]
+        assert _table_rows(ref, "otel_traces") == _table_rows(fast, "otel_traces")
+        assert len(_table_rows(fast, "otel_traces")) == sum(r.accepted for r in expected)
+    finally:
+        ref.close()
+        fast.close()
