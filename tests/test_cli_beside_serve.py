@@ -131,7 +131,7 @@ def test_the_cli_sends_the_api_token_from_its_settings(server_factory, tmp_path:
 
     without = otel_ai("sql", "SELECT 1", cwd=tmp_path, env={"OTEL_AI_PORT": str(srv.port)})
     assert without.returncode == 1 and without.stdout == ""
-    assert without.stderr.strip() == (f"error: the otel-ai serve at {srv.http_url} needs an API token: "
+    assert without.stderr.strip() == (f"error: authentication required by the otel-ai serve at {srv.http_url}: "
                                       "set OTEL_AI_API_TOKEN to one of its tokens")
     wrong = otel_ai("sql", "SELECT 1", "--server", srv.http_url, cwd=tmp_path,
                     env={"OTEL_AI_API_TOKEN": "wrong-token-0123456789"})

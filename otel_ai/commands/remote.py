@@ -56,10 +56,12 @@ class Server:
 
     def _reason(self, response: httpx.Response, body: object) -> str:
         """One line from an error answer: ours are {"error": ...}, FastAPI's validation {"detail": [...]}."""
-        if response.status_code == 401:
+        if response.status_code == 401:  # the server's own words say how to log in to the chat: not for us
+            said = body.get("error") if isinstance(body, dict) else None
+            what = str(said).split(":")[0] if said else "authentication required"
             hint = "set OTEL_AI_API_TOKEN to one of its tokens" if not self.headers else \
                 "OTEL_AI_API_TOKEN is not one of its tokens"
-            return f"the otel-ai serve at {self.url} needs an API token: {hint}"
+            return f"{what} by the otel-ai serve at {self.url}: {hint}"
         if isinstance(body, dict) and body.get("error"):
             return str(body["error"])
         if isinstance(body, dict) and isinstance(body.get("detail"), list):
