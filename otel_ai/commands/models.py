@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         "roles": roles,
         "privacy_local_only": settings.privacy_local_only,
         "providers": providers,
-        "ollama": {"configured": health is not None, "base_url": settings.ollama_base_url, "ok": ollama_ok,
+        "ollama": {"configured": health is not None, "base_url": client.base_url, "ok": ollama_ok,
                    "version": health.version if health else None, "error": health.error if health else None,
                    "models": local},
         "problems": problems,
