@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from store import StoreError
@@ -25,13 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run until stopped narrate what they do (receivers bound, model restored) at INFO; the
+# others print their result and only warnings besides, unless -v.
+LONG_RUNNING = {"serve", "demo", "slack", "sim", "otel-demo"}
+
+
+def setup_logging(command: str | None, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO if command in LONG_RUNNING else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request (health polls) is not news
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.command, args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -42,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `otel-ai ask ... | head -3`: the reader left; no traceback, nothing more to write
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer the pipe stopped
 
 
 if __name__ == "__main__":

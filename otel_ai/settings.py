@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     otlp_grpc_port: int = 4317
     otlp_http_port: int = 4318
     public_url: str | None = Field(None, description="URL users open the chat at (links from Slack)")
+    server_url: str | None = Field(None, description="the otel-ai serve CLI commands use (default http://host:port)")
 
     # ingest
     ingest_token: SecretStr | None = None

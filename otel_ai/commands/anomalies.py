@@ -1,4 +1,7 @@
-"""`otel-ai anomalies train|score|list`: batch training and scoring, and the ranked anomaly list."""
+"""`otel-ai anomalies train|score|list`: batch training and scoring, and the ranked anomaly list.
+
+`list` asks the serve holding the store (`GET /api/anomalies`) when there is one; train and score
+need the store itself, which a running serve holds (and it trains and scores by itself)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,8 @@ import json
 import sys
 import time
 
-from otel_ai.auth import client_headers
 from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_data_option(v)
         v.add_argument("--since", default=since, help=f"how far back (e.g. 30m, 2h, 1d; default {since})")
         v.add_argument("--json", action="store_true", help="machine-readable output")
-        v.add_argument("--server", help="URL of a running otel-ai serve (list only: serve trains and scores itself)")
+        v.add_argument("--server", help="URL of a running otel-ai serve (list only: serve trains and scores itself; "
+                       "default: the serve at the configured host and port, if it holds the store)")
         if verb == "list":
             v.add_argument("--service", help="only this service")
             v.add_argument("--severity", choices=["info", "warning", "critical"], help="at least this severity")
@@ -39,17 +43,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.server:
-        if args.verb != "list":
-            print(f"error: `anomalies {args.verb}` runs on a data directory; a running serve trains and scores "
-                  "by itself (stop it, or use `anomalies list --server`)", file=sys.stderr)
-            return 2
-        return _list_remote(args)
-    from store import Store
+    settings = settings_from_args(args)
+    if args.verb == "list":
+        server = find_server(settings, args.server)
+        if server is not None:
+            return _list_remote(server, args)
+    elif args.server:
+        print(f"error: `anomalies {args.verb}` runs on the store itself; a running serve trains and scores "
+              "by itself (stop it, or use `anomalies list --server`)", file=sys.stderr)
+        return 2
     from store.migrations import migrate
 
-    settings = settings_from_args(args)
-    store = Store.from_settings(settings)
+    store = open_store(settings, f"`otel-ai anomalies {args.verb}`",
+                       "pass --server URL of the otel-ai serve that holds it" if args.verb == "list" else
+                       "a running serve trains and scores by itself; stop it first to run this by hand")
     try:
         migrate(store, settings)
         if args.verb == "list":
@@ -96,24 +103,18 @@ def _train_or_score(args: argparse.Namespace, store: object, settings: object, s
     return 0
 
 
-def _list_remote(args: argparse.Namespace) -> int:
-    import httpx
-
-    params = {"since": args.since, "limit": args.limit}
+def _list_remote(server: Server, args: argparse.Namespace) -> int:
+    params: dict[str, object] = {"since": args.since, "limit": args.limit}
     if args.service:
         params["service"] = args.service
     if args.severity:
         params["severity"] = args.severity
     try:
-        r = httpx.get(args.server.rstrip("/") + "/api/anomalies", params=params, timeout=30, headers=client_headers())
-    except httpx.HTTPError as exc:
-        print(f"error: cannot reach {args.server}: {exc}", file=sys.stderr)
+        body = server.call("GET", "/api/anomalies", params=params, timeout=30)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    if r.status_code != 200:
-        print(f"error: {r.status_code} {r.text[:300]}", file=sys.stderr)
-        return 1
-    _print_list(r.json()["anomalies"], args.json)
-    return 0
+    return _print_list(body["anomalies"], args.json)
 
 
 def _print_list(rows: list[dict], as_json: bool) -> int:

@@ -1,7 +1,8 @@
 """`otel-ai ask "QUESTION" [--json] [--server URL] [--model M] [--since 30m]`.
 
-When a running `otel-ai serve` holds the embedded data directory (chDB allows one process per
-directory), the question goes to its `POST /api/ask`; otherwise the store is opened here.
+When `--server` is given, or the `otel-ai serve` at the configured host and port holds our store
+(chDB allows one process per directory), the question goes to its `POST /api/ask`; otherwise the
+store is opened here.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ import json
 import sys
 from typing import Any
 
-import httpx
-
-from otel_ai.auth import client_headers
 from otel_ai.commands.common import add_data_option, settings_from_args
-from otel_ai.commands.sql import server_for_data
+from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 from otel_ai.settings import Settings
 
 
@@ -31,29 +29,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def ask_server(url: str, args: argparse.Namespace) -> dict[str, Any]:
+def ask_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     body = {"question": args.question, "since": args.since, "model": args.model, "role": args.role}
     try:
-        response = httpx.post(f"{url.rstrip('/')}/api/ask", json=body, timeout=600, headers=client_headers())
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"error: cannot reach otel-ai at {url}: {exc}") from None
-    if response.status_code != 200:
-        try:
-            reason = response.json().get("error") or response.json().get("detail")
-        except ValueError:
-            reason = response.text[:300]
-        raise SystemExit(f"error: {url} answered {response.status_code}: {reason}")
-    return response.json()
+        return server.call("POST", "/api/ask", json=body, timeout=600)
+    except ServerError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def ask_local(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from agent import ask_sync
     from agent.models import AgentError
 
+    store = open_store(settings, "`otel-ai ask`", "pass --server URL of the otel-ai serve that holds it")
     try:
-        answer = ask_sync(args.question, settings=settings, since=args.since, model=args.model, role=args.role)
+        answer = ask_sync(args.question, store=store, settings=settings, since=args.since, model=args.model,
+                          role=args.role)
     except (AgentError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+    finally:
+        store.close()
     return answer.model_dump(mode="json")
 
 
@@ -78,6 +73,9 @@ def render(answer: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.question.strip():
+        print('error: empty question: ask something, e.g. otel-ai ask "why is checkout slow?"', file=sys.stderr)
+        return 2
     settings = settings_from_args(args)
     if args.since:
         from tools.timewindow import parse_duration
@@ -87,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    url = args.server or server_for_data(settings)
+    server = find_server(settings, args.server)
     try:
-        answer = ask_server(url, args) if url else ask_local(settings, args)
+        answer = ask_server(server, args) if server else ask_local(settings, args)
     except SystemExit as exc:
         print(exc.code, file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import json
 import sys
 
 from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.remote import open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from store import Store
     from store.migrations import migrate, reset, set_retention, status
 
     settings = settings_from_args(args, ttl_days=args.ttl_days, cluster=args.cluster)
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    store = Store.from_settings(settings)
+    store = open_store(settings, f"`otel-ai db {args.db_command}`",
+                       "stop that serve first (it applies pending migrations itself when it starts)")
     try:
         if args.db_command == "migrate":
             done = migrate(store, settings)

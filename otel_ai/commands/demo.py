@@ -7,7 +7,6 @@ ordinary OTLP client of it. Ctrl-C stops the simulator first, then serve (which 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import subprocess
@@ -89,7 +88,6 @@ def _serve_command(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # health polls are not news
     scenario = args.scenario if args.scenario in SCENARIOS else DEFAULT_DEMO_SCENARIO
     url = f"http://{settings.host}:{settings.port}"
     print(f"[demo] starting otel-ai serve ({url}, OTLP gRPC {settings.host}:{settings.otlp_grpc_port})", flush=True)

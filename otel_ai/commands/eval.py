@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from otel_ai.commands.common import add_data_option, iso_time, settings_from_args
+from otel_ai.commands.remote import ensure_free, open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         return not args.case or args.case in name
 
     try:
+        if live_dir is not None:
+            ensure_free(settings, "`otel-ai eval --live`", "stop that serve first, or run on a copy of the directory")
         run_state = new_run(settings, data_dir, rate=args.rate, live=args.live, anchor=args.anchor)
         results = asyncio.run(run_suites(suites, models, run_state, min_score=args.min_score,
                                          progress=sys.stderr.isatty(), case_filter=wanted, judge=judge))
@@ -100,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
 def export_feedback(args: argparse.Namespace) -> int:
     from chat.feedback import export_feedback_cases
     from evals.feedback import dump_suite, feedback_suite
-    from store import Store
-
-    store = Store.from_settings(settings_from_args(args))
+    store = open_store(settings_from_args(args), "`otel-ai eval export-feedback`",
+                       "stop that serve first, or run on a copy of the directory")
     try:
         text = dump_suite(feedback_suite(export_feedback_cases(store)))
     finally:

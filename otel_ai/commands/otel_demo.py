@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from otel_ai.auth import client_headers
+from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 
 DEMO_REPO = "https://github.com/open-telemetry/opentelemetry-demo.git"
 DEMO_REF = "2.0.2"
@@ -130,27 +131,22 @@ SERVICES_QUERY = ("SELECT DISTINCT ServiceName AS service FROM otel_traces "
                   "WHERE Timestamp > now() - INTERVAL {minutes} MINUTE ORDER BY service")
 
 
-def _rows_via_api(server: str, sql: str) -> list[dict[str, Any]]:
-    import httpx
-
+def _rows_via_api(server: Server, sql: str) -> list[dict[str, Any]]:
     try:
-        r = httpx.post(f"{server.rstrip('/')}/api/sql", json={"sql": sql}, timeout=30, headers=client_headers())
-    except httpx.HTTPError as exc:
-        raise DemoError(f"otel-ai is not reachable at {server}: {exc}") from exc
-    if r.status_code != 200:
-        raise DemoError(f"{server}/api/sql answered {r.status_code}: {r.text[:300]}")
-    body = r.json()
+        body = server.call("POST", "/api/sql", json={"sql": sql}, timeout=30)
+    except ServerError as exc:
+        raise DemoError(str(exc) if exc.status is None else f"{server.url}/api/sql: {exc}") from None
     columns, rows = body.get("columns", []), body.get("rows", [])
     return [row if isinstance(row, dict) else dict(zip(columns, row, strict=False)) for row in rows]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     minutes = args.minutes
-    if args.data or args.clickhouse_url:
-        from otel_ai.commands.common import settings_from_args
-        from store import Store
-
-        store = Store.from_settings(settings_from_args(args))
+    settings = settings_from_args(args)
+    # --data/--clickhouse-url: that store, through the serve holding it if one does; else --server's API
+    server = find_server(settings) if args.data or args.clickhouse_url else find_server(settings, args.server)
+    if server is None:
+        store = open_store(settings, "`otel-ai otel-demo validate`", "pass --server URL of the serve that holds it")
         missing_tables = {"otel_traces", "otel_logs", *(f"otel_metrics_{t}" for t in METRIC_TABLES)} - set(
             store.tables())
         if missing_tables:
@@ -162,7 +158,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return store.query(sql).dicts()
     else:
         def fetch(sql: str) -> list[dict[str, Any]]:
-            return _rows_via_api(args.server, sql)
+            return _rows_via_api(server, sql)
 
     counts = {kind: sum(int(fetch(sql)[0]["n"]) for sql in queries)
               for kind, queries in count_queries(minutes).items()}
@@ -185,8 +181,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from otel_ai.commands.common import add_data_option
-
     p = sub.add_parser("otel-demo", help="run the official OpenTelemetry Demo with otel-ai as its backend")
     verbs = p.add_subparsers(dest="demo_command", metavar="ACTION", required=True)
 

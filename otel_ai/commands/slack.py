@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from otel_ai.commands.common import add_data_option, settings_from_args
-from otel_ai.commands.sql import server_for_data
+from otel_ai.commands.remote import ensure_free, find_server
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +33,11 @@ def run(args: argparse.Namespace) -> int:
     except SlackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    server = args.server or server_for_data(settings)
+    server = find_server(settings, args.server)
+    if server is None:
+        ensure_free(settings, "`otel-ai slack`", "pass --server URL of the otel-ai serve that holds it")
     try:
-        asyncio.run(run_socket_mode(settings, server))
+        asyncio.run(run_socket_mode(settings, server.url if server else None))
     except SlackConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

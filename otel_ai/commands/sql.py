@@ -1,7 +1,7 @@
 """`otel-ai sql "SELECT ..." [--server URL] [--data DIR] [--json]`: run SQL through the agent's guard.
 
-A refused query exits 1 with the reason. When `--server` is given, or a running `otel-ai serve`
-holds the embedded data directory, the query goes to its `POST /api/sql`.
+A refused query exits 1 with the reason. When `--server` is given, or the `otel-ai serve` at the
+configured host and port holds our store, the query goes to its `POST /api/sql`; else it runs here.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import json
 import sys
 from typing import Any
 
-import httpx
-
-from otel_ai.auth import client_headers
 from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 from otel_ai.settings import Settings
-from store import Store, StoreError
+from store import StoreError
 from tools.result import format_cell
 
 
@@ -29,51 +27,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def server_for_data(settings: Settings) -> str | None:
-    """The URL of a local serve (settings host/port) whose store is our embedded data directory."""
-    data_dir = settings.data_dir()
-    if data_dir is None:
-        return None
-    url = f"http://{settings.host}:{settings.port}"
-    try:
-        health = httpx.get(f"{url}/healthz", timeout=2.0, headers=client_headers(settings)).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    return url if health.get("store") == f"chdb://{data_dir}" else None
-
-
 class Refused(Exception):
     """The guard or ClickHouse turned the query down; the message is the reason."""
 
 
-def via_server(url: str, sql: str) -> dict[str, Any]:
+def via_server(server: Server, sql: str) -> dict[str, Any]:
     try:
-        response = httpx.post(f"{url.rstrip('/')}/api/sql", json={"sql": sql}, timeout=120,
-                              headers=client_headers())
-    except httpx.HTTPError as exc:
-        raise StoreError(f"cannot reach otel-ai at {url}: {exc}") from None
-    try:
-        body = response.json()
-    except ValueError:
-        raise StoreError(f"{url} answered {response.status_code}: {response.text[:300]}") from None
-    if response.status_code != 200:
-        raise Refused(body.get("error") or f"HTTP {response.status_code}")
-    return body
+        return server.call("POST", "/api/sql", json={"sql": sql})
+    except ServerError as exc:
+        if exc.status == 400:  # the guard's or ClickHouse's reason
+            raise Refused(str(exc)) from None
+        raise StoreError(str(exc)) from None
 
 
-def locally(args: argparse.Namespace) -> dict[str, Any]:
+def locally(settings: Settings, sql: str) -> dict[str, Any]:
     from tools.sql import run_sql
 
-    settings = settings_from_args(args)
+    store = open_store(settings, "`otel-ai sql`", "pass --server URL of the otel-ai serve that holds it")
     try:
-        store = Store.from_settings(settings)
-    except StoreError:
-        url = server_for_data(settings)
-        if url is None:
-            raise
-        return via_server(url, args.query)
-    try:
-        result = run_sql(store, args.query)
+        result = run_sql(store, sql)
     finally:
         store.close()
     if not result.ok:
@@ -93,8 +65,10 @@ def table(columns: list[str], rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    server = find_server(settings, args.server)
     try:
-        body = via_server(args.server, args.query) if args.server else locally(args)
+        body = via_server(server, args.query) if server else locally(settings, args.query)
     except Refused as exc:
         print(f"refused: {exc}" if not str(exc).startswith(("refused", "query failed")) else str(exc),
               file=sys.stderr)
