@@ -14,9 +14,10 @@ import httpx
 RECEIVER_SIGNALS = {"spans": "traces", "logs": "logs", "metrics": "metrics"}
 
 
-def stored_counts(server_url: str, timeout: float = 10.0) -> dict[str, int]:
-    """Items stored per signal by the otel-ai server at `server_url` (its HTTP API, not OTLP)."""
-    resp = httpx.get(f"{server_url.rstrip('/')}/healthz", timeout=timeout)
+def stored_counts(server_url: str, timeout: float = 10.0, headers: dict[str, str] | None = None) -> dict[str, int]:
+    """Items stored per signal by the otel-ai server at `server_url` (its HTTP API, not OTLP). With API auth on,
+    /healthz tells ingest statistics only to a caller with a token: `headers` carry it."""
+    resp = httpx.get(f"{server_url.rstrip('/')}/healthz", timeout=timeout, headers=headers)
     resp.raise_for_status()
     ingest = resp.json().get("ingest")
     if not ingest:
@@ -24,14 +25,15 @@ def stored_counts(server_url: str, timeout: float = 10.0) -> dict[str, int]:
     return {signal: int(ingest[name]["stored"]) for signal, name in RECEIVER_SIGNALS.items()}
 
 
-def self_check(server_url: str, before: dict[str, int], sent: dict[str, int], wait: float = 30.0) -> dict:
+def self_check(server_url: str, before: dict[str, int], sent: dict[str, int], wait: float = 30.0,
+               headers: dict[str, str] | None = None) -> dict:
     """Compare the growth of the server's stored counts since `before` with `sent`.
 
     Returns {"ok": bool, "sent": {...}, "stored": {...}}; waits up to `wait` seconds for late commits.
     """
     deadline = time.monotonic() + wait
     while True:
-        now = stored_counts(server_url)
+        now = stored_counts(server_url, headers=headers)
         stored = {k: now[k] - before.get(k, 0) for k in RECEIVER_SIGNALS}
         ok = stored == {k: sent.get(k, 0) for k in RECEIVER_SIGNALS}
         if ok or time.monotonic() > deadline or any(stored[k] > sent.get(k, 0) for k in stored):

@@ -39,12 +39,14 @@ def otel_ai(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
 
 
 def test_sim_cli_sends_to_serve_over_http_and_everything_is_stored(server_factory):
-    srv = server_factory(env={"OTEL_AI_INGEST_TOKEN": "s3cret"})
+    # API auth on too: the self-check reads /healthz's ingest counts, which need the API token
+    srv = server_factory(env={"OTEL_AI_INGEST_TOKEN": "s3cret", "OTEL_AI_API_TOKEN": "api-t0ken-0123456789"})
     args = ["sim", "--scenario", "cartFailure", "--endpoint", srv.otlp_http_url, "--protocol", "http/protobuf",
             "--history", "3m", "--live", "0", "--seed", "3", "--rate", "1.5"]
     refused = otel_ai(*args, "--token", "wrong", timeout=120)
     assert refused.returncode == 1 and "error: giving up on" in refused.stderr, refused.stderr
-    run = otel_ai(*args, "--check", srv.http_url, env={"OTEL_AI_INGEST_TOKEN": "s3cret"})
+    run = otel_ai(*args, "--check", srv.http_url,
+                  env={"OTEL_AI_INGEST_TOKEN": "s3cret", "OTEL_AI_API_TOKEN": "api-t0ken-0123456789"})
     assert run.returncode == 0, run.stderr
     assert "[sim] self-check: stored == sent" in run.stderr
     assert "[sim] history: at" in run.stderr and "[sim] done in" in run.stderr

@@ -18,6 +18,7 @@ from datetime import datetime
 
 import httpx
 
+from otel_ai.auth import client_headers
 from otel_ai.commands.serve import add_serve_options, serve_settings
 from otel_ai.commands.sim import add_sim_options, print_progress, run_in_thread
 from otel_ai.settings import Settings
@@ -95,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     serve = subprocess.Popen(_serve_command(args), env=os.environ.copy(), start_new_session=True)
     try:
         _wait_healthy(url, serve)
-        before = stored_counts(url)
+        api = client_headers(settings)
+        before = stored_counts(url, headers=api)
         result = run_in_thread(
             threading.Event(), scenario=scenario, endpoint=f"http://{settings.host}:{settings.otlp_grpc_port}",
             protocol="grpc", history=args.history, live=None, seed=args.seed, fault_start=args.fault_start,
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             progress=_banner(scenario, settings.public_url or url), headers=_auth(settings),
         )
         print(f"[demo] simulator stopped: sent {result.sent}, failed {result.failed}", flush=True)
-        check = self_check(url, before, result.sent)
+        check = self_check(url, before, result.sent, headers=api)
         print(f"[demo] self-check: {'stored == sent' if check['ok'] else 'MISMATCH'} (stored {check['stored']})",
               flush=True)
         print(f"[demo] ground truth: {result.ground_truth.model_dump_json()}", flush=True)

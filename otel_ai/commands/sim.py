@@ -9,6 +9,7 @@ import sys
 import threading
 from datetime import datetime, timedelta
 
+from otel_ai.auth import client_headers
 from otel_ai.commands.common import iso_time
 from otel_ai.settings import load_settings
 from sim.check import self_check, stored_counts
@@ -139,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"[sim] scenario {scenario} -> {endpoint} ({args.protocol}), history {args.history}, live "
               f"{'until stopped' if args.live is None else args.live}", file=sys.stderr, flush=True)
-    before = stored_counts(args.check) if args.check else None
+    api = client_headers(settings)
+    before = stored_counts(args.check, headers=api) if args.check else None
     try:
         result = run_in_thread(
             threading.Event(), scenario=scenario, endpoint=endpoint, protocol=args.protocol, history=args.history,
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
               "failed": result.failed, "start": result.start.isoformat(), "end": result.end.isoformat()}
     checked_ok = True
     if before is not None:
-        check = self_check(args.check, before, result.sent)
+        check = self_check(args.check, before, result.sent, headers=api)
         report["self_check"] = check
         checked_ok = check["ok"]
         print(f"[sim] self-check: {'stored == sent' if checked_ok else 'MISMATCH'} (sent {check['sent']}, "
