@@ -222,7 +222,7 @@ def periods(deps: AgentDeps) -> tuple[Any, Any, str]:
     length = w.end - w.start
     if m := AGO.search(text):
         shift = parse_duration_words(m.group(1), m.group(2))
-        if deps.question.time_text and "ago" in deps.question.time_text:  # "an hour ago" is not the window
+        if not deps.question.has_window or "ago" in deps.question.time_text:  # "an hour ago" is not the window
             length = timedelta(minutes=15)
             end = deps.names.latest or w.end
         window = TimeWindow(start=end - length, end=end)
@@ -359,11 +359,15 @@ def _chart(deps: AgentDeps, fig: Any, title: str) -> None:  # noqa: ANN401
     deps.context.setdefault("_charts", []).append(ChartSpec(title=title, figure=json.loads(fig.to_json())))
 
 
+def suggest_names(deps: AgentDeps) -> list[str]:
+    """Services to name in suggestions: those with the most operations first (the busiest, usually)."""
+    counts = {s: len(ops) for s, ops in deps.names.operations.items()}
+    return sorted(deps.names.services, key=lambda s: (-counts.get(s, 0), s))
+
+
 def suggestions(deps: AgentDeps) -> list[str]:
     """The closest questions the analyst answers, filled in with the data's busiest services."""
-    busiest = list(deps.names.services)
-    counts = {s: len(ops) for s, ops in deps.names.operations.items()}
-    busiest.sort(key=lambda s: -counts.get(s, 0))
+    busiest = suggest_names(deps)
     a = busiest[0] if busiest else "a service"
     b = busiest[1] if len(busiest) > 1 else a
     return ["Show p95 latency by service", f"What is the error rate of {a}?",
@@ -392,8 +396,8 @@ def conclude(deps: AgentDeps) -> Finding:
 
 
 def _greeting(deps: AgentDeps, kind: Kind) -> Finding:
-    n = len(deps.names.services)
-    data = f"This store holds telemetry from {n} services." if n else "This store holds no spans yet."
+    some = ", ".join(suggest_names(deps)[:3])
+    data = f"This store holds telemetry from services such as {some}." if some else "This store holds no spans yet."
     return Finding(answer=f"Hello! {data} {CAN_DO} What would you like to know?", follow_ups=suggestions(deps)[:4])
 
 
@@ -451,7 +455,7 @@ def _top_traces(deps: AgentDeps, kind: Kind) -> Finding:
     if not rows:
         return Finding(answer=f"No {what} traces{scope} {_window(deps)}. {_foot(deps)}")
     waterfalls = calls[0].result.details.get("waterfalls") or {}
-    lines = [f"The {len(rows)} {what} traces{scope} {_window(deps)}:", "",
+    lines = [f"The {what} traces{scope} {_window(deps)}, {what} first:", "",
              "| # | trace id | duration | status | services | waterfall |", "|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         spans = waterfalls.get(r["trace_id"], [])
@@ -465,7 +469,7 @@ def _top_traces(deps: AgentDeps, kind: Kind) -> Finding:
               f"over {top['spans']} spans ({top['error_spans']} failed); its waterfall is below.", "", _foot(deps)]
     label = "trace duration (ms)"
     _chart(deps, bar_chart([r["trace_id"][:12] for r in rows], [r.get("trace_duration_ms") for r in rows],
-                           f"The {len(rows)} {what} traces{scope}: duration (ms)", label, "trace id"),
+                           f"{what.capitalize()} traces{scope}: duration (ms)", label, "trace id"),
            f"{what.capitalize()} traces{scope}: duration (ms)")
     return Finding(answer="\n".join(lines), follow_ups=[f"Show trace {r['trace_id']}" for r in rows[:3]])
 
@@ -528,6 +532,7 @@ def _series(deps: AgentDeps, kind: Kind) -> Finding:
     step = int(result.details.get("step_s") or 60)
     per = "" if m not in ("requests", "errors") else (" per minute" if step == 60 else f" per {step // 60} minutes")
     subject = result.details.get("subject") or "all traces"
+    subject_md = code(subject) if result.args.get("service") or result.args.get("operation") else subject
     vals = [(r["time"], r[m]) for r in rows if r[m] is not None]
     peak = max(vals, key=lambda tv: tv[1])
     low = min(vals, key=lambda tv: tv[1])
@@ -535,8 +540,8 @@ def _series(deps: AgentDeps, kind: Kind) -> Finding:
     def clock(t: Any) -> str:  # noqa: ANN401
         return (datetime.fromisoformat(t) if isinstance(t, str) else t).strftime("%H:%M")
 
-    lines = [f"{label(m).capitalize()}{per} of {code(subject)} {_window(deps)}, every {step // 60} min "
-             f"({len(rows)} points): peak **{fmt(m, peak[1])}** at {clock(peak[0])} UTC, lowest {fmt(m, low[1])} at "
+    lines = [f"{label(m).capitalize()}{per} of {subject_md} {_window(deps)}, every {step // 60} min: "
+             f"peak **{fmt(m, peak[1])}** at {clock(peak[0])} UTC, lowest {fmt(m, low[1])} at "
              f"{clock(low[0])}; first {fmt(m, vals[0][1])}, last {fmt(m, vals[-1][1])}.", "", _foot(deps)]
     unit_words = "count" + per if m in ("requests", "errors") else _unit_words(m)
     title = f"{label(m).capitalize()}{per} of {subject} over time" + (f" ({_unit(m)})" if _unit(m) else "")
@@ -635,8 +640,9 @@ def _dependencies(deps: AgentDeps, kind: Kind) -> Finding:
     shown = [r for r in rows if focus is None or focus in (r["caller"], r["callee"])] or rows
     nodes = sorted({r["caller"] for r in shown} | {r["callee"] for r in shown})
     scope = f" around {code(focus)}" if focus else ""
-    lines = [f"{len(shown)} caller → callee edges between {len(nodes)} services and systems{scope} "
-             f"{_window(deps)}:", ""]
+    count = "" if focus else f"{len(shown)} "  # the tool counted all edges, not those around one service
+    lines = [f"{count}caller → callee edges between {'' if focus else str(len(nodes)) + ' '}services and "
+             f"systems{scope} {_window(deps)}:", ""]
     for r in sorted(shown, key=lambda r: (r["caller"], -r["calls"])):
         err = f", {r['error_pct']:.2f}% errors" if r.get("error_pct") else ""
         lines.append(f"- {code(r['caller'])} → {code(r['callee'])}: {r['calls']} calls, p95 "

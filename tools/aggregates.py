@@ -145,7 +145,7 @@ def fmt(measure: str, value: float | None) -> str:
     if u == "%":
         return f"{value:.2f}%"
     if u == "/s":
-        return f"{value:.2f}/s"
+        return f"{value:.3g}/s"
     return f"{value:.1f} ms" if value < 10_000 else f"{value / 1000:.2f} s"
 
 
