@@ -195,7 +195,10 @@ def _classify(deps: AgentDeps) -> Kind | None:
     if BY_OPERATION.search(low) and _about_a_measure(low):
         return Kind("breakdown", measure=_measure(low, "breakdown"), by="operation", n=10)
     if BY_SERVICE.search(low) and _about_a_measure(low):
-        return Kind("breakdown", measure=_measure(low, "breakdown"), by="service", n=20)
+        measure = _measure(low, "breakdown")
+        if measure == "rate_per_s" and not requested_stats(low):
+            return None  # "how much traffic does each service get?": rates now and before (agent.diagnosis)
+        return Kind("breakdown", measure=measure, by="service", n=20)
     if requested_stats(low) and not q.services and not q.operations and not deps.context.get("measure_stats"):
         return Kind("breakdown", measure=_measure(low, "breakdown"), by="service", n=20)
     if q.intents or q.services or q.operations:
@@ -375,7 +378,7 @@ def suggestions(deps: AgentDeps) -> list[str]:
             "Who calls whom?", "What changed in the last hour?"]
 
 
-CAN_DO = ("I answer questions about the telemetry in this store: why something is slow or failing; the slowest or "
+CAN_DO = ("I can answer questions about the telemetry in this store: why something is slow or failing; the slowest or "
           "failing traces; a measure (p50/p95/p99 latency, error rate, throughput) by service or operation, or over "
           "time; comparisons with an earlier time; logs by service, severity or text; who calls whom; what changed "
           "(versions); and a trace by its id.")
