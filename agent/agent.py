@@ -498,7 +498,7 @@ def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
             if len(charts) >= limit or not call.result.ok or not call.result.rows or name in seen:
                 continue
             try:
-                fig = chart_for(call.result)
+                fig = chart_for(call.result, title=chart_title(call))
             except Exception:  # a chart is a nicety; never fail the answer on it
                 log.exception("chart for %s failed", name)
                 fig = None
@@ -507,6 +507,20 @@ def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
                 charts.append(ChartSpec(title=str(title), figure=json.loads(fig.to_json())))
                 seen.add(name)
     return charts
+
+
+def chart_title(call: ToolCall) -> str | None:
+    """A diagnosis chart's title in words, with its unit (None: the chart's own, from its columns)."""
+    service = call.args.get("service")
+    of = f" of {service}" if service else ""
+    titles = {
+        "latency_breakdown": f"Where the extra time{of} goes: change per service (ms)",
+        "service_overview": "p95 latency by service (ms)",
+        "exemplar_traces": f"Example traces{of}: duration (ms)",
+        "log_patterns": f"Log patterns{of}: count in the window",
+        "find_anomalies": f"Anomaly score by service{of}",
+    }
+    return titles.get(call.tool)
 
 
 def _model_label(resolved_label: str, response_model: str | None) -> str:
