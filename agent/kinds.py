@@ -229,7 +229,9 @@ def periods(deps: AgentDeps) -> tuple[Any, Any, str]:
             length = timedelta(minutes=15)
             end = deps.names.latest or w.end
         window = TimeWindow(start=end - length, end=end)
-        return window, TimeWindow(start=window.start - shift, end=window.end - shift), f"{m.group(0)}"
+        ago = re.sub(r"\s+(?:ago|earlier|before)$", "", m.group(0), flags=re.IGNORECASE)
+        return window, TimeWindow(start=window.start - shift, end=window.end - shift), \
+            f"the same window {ago} earlier"
     if re.search(r"\byesterday\b", text, re.IGNORECASE):
         window = TimeWindow(start=w.start, end=w.end)
         return window, TimeWindow(start=w.start - timedelta(days=1), end=w.end - timedelta(days=1)), \
@@ -242,10 +244,10 @@ def periods(deps: AgentDeps) -> tuple[Any, Any, str]:
     how = ""
     if m := BEFORE_CLOCK.search(text):
         pivot = _clock(deps.names.latest or w.end, *m.groups()[:4])
-        how = f"before {pivot:%H:%M} UTC"
+        how = f"the time before {pivot:%H:%M} UTC"
     elif re.search(r"\b(?:deploy\w*|release|rollout|version|upgrade)\b", text, re.IGNORECASE):
         pivot = deps.context.get("_version_change")
-        how = f"before the version change at {pivot:%H:%M:%S} UTC" if pivot else ""
+        how = f"the time before the version change at {pivot:%H:%M:%S} UTC" if pivot else ""
     if pivot is not None:
         end = deps.names.latest or w.end
         if pivot < end:
@@ -584,6 +586,9 @@ def _compare(deps: AgentDeps, kind: Kind) -> Finding:
         direction = "rose" if top["now"] > top["before"] else "fell"
         lines += ["", f"{code(top['service'])}: {label(m)} {direction} from {fmt(m, top['before'])} to "
                   f"{fmt(m, top['now'])}."]
+    if all(r["before"] is None for r in rows):
+        since = f" (the data starts at {deps.names.earliest:%Y-%m-%d %H:%M} UTC)" if deps.names.earliest else ""
+        lines += ["", f"There is no data from {span(ref)} to compare with{since}."]
     lines += ["", "_Computed in ClickHouse (SQL in the evidence)._"]
     shown = rows[:12]
     title = f"{label(m).capitalize()}: now against {how}" + (f" ({_unit(m)})" if _unit(m) else "")
@@ -596,7 +601,8 @@ def _compare(deps: AgentDeps, kind: Kind) -> Finding:
     fig.add_trace(go.Bar(x=[plain(r["service"]) for r in shown], y=[r["now"] for r in shown], name="now"))
     fig.update_layout(barmode="group", showlegend=True)
     _chart(deps, fig, title)
-    return Finding(answer="\n".join(lines), follow_ups=[f"Why is {top['service']} slow?"])
+    why = "slow" if m.endswith("_ms") else "failing" if m in ("error_pct", "errors") else "busy"
+    return Finding(answer="\n".join(lines), follow_ups=[f"Why is {top['service']} {why}?"])
 
 
 def _logs(deps: AgentDeps, kind: Kind) -> Finding:
