@@ -33,8 +33,8 @@ from agent.question import CLOCK, _clock, match_services, normalize, parse_durat
 
 GREETING = re.compile(r"^\s*(?:hi|hello|hey|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening|day))\b"
                       r"[\s!,.]*(?:there|all|team|otel-ai|bot)?[\s!.]*$", re.IGNORECASE)
-THANKS = re.compile(r"^\s*(?:thanks?(?: you)?|thx|ty|cheers|great|perfect|nice|awesome|got it|ok(?:ay)?|cool)"
-                    r"\b[\s\w!,.]{0,30}$", re.IGNORECASE)
+THANKS = re.compile(r"^\s*(?:(?:thanks?|thank you|thx|ty|cheers|great|perfect|nice|awesome|cool|got it|ok(?:ay)?|"
+                    r"that helps|helpful)\b[\s,!.]*)+(?:a lot|so much|very much|again)?[\s!.]*$", re.IGNORECASE)
 HELP = re.compile(r"^\s*(?:help|\?|what can you (?:do|answer|tell me)|how do i use (?:you|this)|"
                   r"what (?:can|should|do) i ask|what questions can i ask|usage)\b[\s?!.]*$", re.IGNORECASE)
 WHY = re.compile(r"\bwhy\b|\broot[- ]cause|\bcaus(?:e|es|ed|ing)\b|\bexplain\b|\bdiagnos|\binvestigat|"
@@ -305,7 +305,7 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
     elif kind.name == "dependencies":
         calls = [("service_map", {})]
     elif kind.name == "changes":
-        calls = [("versions_seen", {})]
+        calls = [("versions_seen", {}), ("service_overview", {})]
     return [(t, a) for t, a in calls if t in offered and not _done(deps, t, **a)]
 
 
@@ -691,11 +691,31 @@ def _changes(deps: AgentDeps, kind: Kind) -> Finding:
     else:
         lines.append("No span carries a version attribute (service.version or a deployment attribute), so "
                      "deployments cannot be seen here.")
+    lines += _movers(deps)
     lines += ["", _foot(deps)]
     new = [r for r in changed if r["status"] == "new"]
     follow = [f"Compare p95 latency of {new[0]['service']} before and after the version change"] if new else []
     follow.append("What is unusual in the last 15 minutes?")
     return Finding(answer="\n".join(lines), follow_ups=follow)
+
+
+def _movers(deps: AgentDeps) -> list[str]:
+    """The services whose own requests (entry spans) changed most: p95 at least 1.5x, or errors up a point."""
+    overview = [c for c in deps.results("service_overview") if c.result.ok]
+    services = overview[0].result.details.get("services", []) if overview else []
+
+    def g(v: float | None, unit: str = "") -> str:  # as the tool's summary states it
+        return "n/a" if v is None else f"{v:.4g}{unit}"
+
+    moved = [s for s in services if s.get("calls", 0) >= 5 and ((s.get("p95_ratio") or 0) >= 1.5
+                                                              or (s.get("error_pct_delta") or 0) >= 1.0)]
+    if not moved:
+        return ["", "No service's latency or error rate moved much against the baseline."] if services else []
+    lines = ["", "What moved most (each service's own requests, window against baseline):"]
+    for s in moved[:5]:
+        lines.append(f"- {code(s['service'])}: p95 {g(s['base_p95_ms'], ' ms')} -> {g(s['p95_ms'], ' ms')}, "
+                     f"errors {g(s['base_error_pct'], '%')} -> {g(s['error_pct'], '%')}")
+    return lines
 
 
 def charts(deps: AgentDeps) -> list[ChartSpec] | None:

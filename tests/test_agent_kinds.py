@@ -54,6 +54,8 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("what changed in the last hour?", "changes"),
     ("hello", "greeting"),
     ("thanks!", "thanks"),
+    ("great, thank you so much!", "thanks"),
+    ("ok show logs of billing", "logs"),
     ("what can you do?", "help"),
     ("what is the p95 of edge?", "clarify"),
     ("what's the weather in Paris?", "unknown"),
