@@ -683,7 +683,8 @@ def turn_context(deps: AgentDeps, answer: Answer) -> dict[str, Any]:
         "end": deps.window.end.isoformat(),
         "root_causes": [r.model_dump() for r in answer.root_causes[:3]],
         "measure_stats": deps.context.get("measured", []),  # statistics answered (agent.measures)
-        "kind": deps.context.get("kind"),  # the kind of question answered (agent.kinds)
+        "kind": deps.context.get("kind"),  # the kind of question answered (agent.kinds) ...
+        "kind_args": deps.context.get("kind_args"),  # ... and how, for a short follow-up
     }
 
 

@@ -20,7 +20,7 @@ text) and from names discovered in the data.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,6 +80,8 @@ CONTAINING = re.compile(r"\b(?:containing|contain|mentioning|mention|matching|wi
                         r"\s+(\S{2,80})", re.IGNORECASE)
 TOP_N = re.compile(r"\b(?:top|first|last)\s+(\d{1,2})\b|\b(\d{1,2})\s+(?:slowest|longest|worst|failing|failed|"
                    r"most|noisiest|top|biggest)\b", re.IGNORECASE)
+# Kinds a short follow-up asks again with its own service or time range.
+FOLLOWED = {"top_traces", "breakdown", "series", "compare", "logs", "dependencies", "changes"}
 DEFAULT_N = 5
 MAX_N = 20
 
@@ -201,6 +203,9 @@ def _classify(deps: AgentDeps) -> Kind | None:
         return Kind("breakdown", measure=measure, by="service", n=20)
     if requested_stats(low) and not q.services and not q.operations and not deps.context.get("measure_stats"):
         return Kind("breakdown", measure=_measure(low, "breakdown"), by="service", n=20)
+    previous = deps.context.get("kind_args") or {}
+    if previous.get("name") in FOLLOWED and len(words(text)) <= 6 and not (set(q.intents) - {"chart"}):
+        return Kind(**previous)  # "and payment?", "the last 5 minutes?": the same kind of answer again
     if q.intents or q.services or q.operations:
         return None  # diagnosis and measures answer what names a symptom, a service or anomalies
     if deps.context.get("intents") or deps.context.get("services"):
@@ -397,6 +402,7 @@ def conclude(deps: AgentDeps) -> Finding:
     }[kind.name]
     finding = answer(deps, kind)
     deps.context["kind"] = kind.name
+    deps.context["kind_args"] = {k: v for k, v in asdict(kind).items() if k != "candidates"}
     return finding
 
 

@@ -33,7 +33,7 @@ def settings_for(store) -> Settings:
 def kind_of(text: str, context: dict | None = None) -> str | None:
     q = parse_question(text, NOW, NAMES)
     deps = AgentDeps(store=None, settings=None, window=None, question=q,  # type: ignore[arg-type]
-                     names=DataNames(services=NAMES, operations={s: [] for s in NAMES}), context=context or {})
+                     names=DataNames(services=NAMES, operations={s: [] for s in NAMES}), context=dict(context or {}))
     kind = classify(deps)
     return None if kind is None else kind.name
 
@@ -73,6 +73,11 @@ def test_the_kind_is_read_from_the_wording(text: str, kind: str | None) -> None:
 def test_a_short_follow_up_stays_with_the_thread() -> None:
     assert kind_of("and the last 5 minutes?", {"intents": ["slow"], "services": ["billing"]}) is None
     assert kind_of("and the last 5 minutes?") == "unknown"
+    series = {"intents": ["slow"], "services": ["billing"], "kind": "series",
+              "kind_args": {"name": "series", "measure": "p99_ms"}}
+    assert kind_of("and orders?", series) == "series"
+    assert kind_of("why is orders slow?", series) is None
+    assert kind_of("hello", series) == "greeting"
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +243,14 @@ def test_conversation_greetings_help_thanks_clarify_and_what_it_cannot_answer(in
     assert "can't answer" in unknown.answer and unknown.charts == []
     assert any(s in f for f in unknown.follow_ups for s in ("billing", "orders", "edge-gateway", "catalog"))
     assert not any("<service>" in f for f in unknown.follow_ups)
+
+
+def test_a_follow_up_gets_the_same_kind_of_answer(incident) -> None:
+    store, truth = incident
+    thread = Conversation()
+    ask(store, f"p99 latency of billing per minute {between(truth)}", thread)
+    follow = ask(store, "and orders?", Conversation.from_json(thread.to_json()))
+    assert follow.answer.startswith("P99 latency of `orders`") and chart_kinds(follow) == ["line"]
 
 
 def test_one_service_number_gets_no_unrelated_chart(incident) -> None:
