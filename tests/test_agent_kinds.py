@@ -17,7 +17,9 @@ from agent.question import parse_question
 from evals.evaluators import states_number
 from otel_ai.settings import Settings
 from tests.conftest import new_database
-from tests.fixtures.agent_data import TRACE_COLUMNS, synth_incident
+from tests.fixtures.agent_data import LOG_COLUMNS, TRACE_COLUMNS, synth_incident
+from tools.aggregates import logs_matching
+from tools.timewindow import TimeWindow
 
 HOSTILE = "[click](http://evil.example) <img src=x onerror=alert(1)> | **bold**"
 ENTRY = "(SpanKind IN ('Server', 'Consumer') OR ParentSpanId = '')"
@@ -257,3 +259,13 @@ def test_one_service_number_gets_no_unrelated_chart(incident) -> None:
     store, truth = incident
     answer = ask(store, f"what's the error rate of catalog {between(truth)}?")
     assert "error rate" in answer.answer and answer.charts == []
+
+
+def test_error_logs_count_lines_that_only_say_error_in_text(store) -> None:
+    end = datetime.now(UTC).replace(microsecond=0)
+    rows = [[end - timedelta(seconds=i), "", "", 0, text, number, "legacy", f"line {i}", "", {}, "", "", "", {}, {}]
+            for i, (text, number) in enumerate([("ERROR", 0), ("error", 0), ("INFO", 0), ("", 17), ("WARN", 13)])]
+    store.insert("otel_logs", LOG_COLUMNS, rows, column_oriented=False)
+    window = TimeWindow(start=end - timedelta(minutes=5), end=end + timedelta(seconds=1))
+    assert sum(t["count"] for t in logs_matching(store, window, min_severity="error").details["totals"]) == 3
+    assert sum(t["count"] for t in logs_matching(store, window, min_severity="warn").details["totals"]) == 4
