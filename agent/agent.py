@@ -269,14 +269,26 @@ def measure_series(
                      "rate_per_s"] = "p95_ms",
     service: str | None = None,
     operation: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> str:
-    """One measure per minute (longer steps over more than an hour) of a service, an operation or all traces:
-    "latency of checkout over the last hour", "errors per minute"."""
+    """One measure per minute (longer steps over more than an hour) of a service, an operation or all traces,
+    over the window or start..end (ISO, UTC): "latency of checkout over the last hour", "errors per minute"."""
     from tools.aggregates import measure_series as fn
+    from tools.timewindow import TimeWindow
 
     svc = resolve_service(ctx.deps, service)
     window, _ = _windows(ctx.deps)
-    args = {"measure": measure, "service": svc, "operation": operation}
+    args: dict[str, Any] = {"measure": measure, "service": svc, "operation": operation}
+    if start and end:
+        try:
+            window = TimeWindow(start=_utc(start), end=_utc(end))
+        except ValueError as exc:
+            from tools.result import ToolResult
+
+            bad = ToolResult.failure("measure_series", args, f"bad time range: {exc}")
+            return record(ctx, "measure_series", args, lambda: bad)
+        args.update(start=window.start.isoformat(), end=window.end.isoformat())
     return record(ctx, "measure_series", args, lambda: fn(ctx.deps.store, window, measure, svc, operation))
 
 
@@ -483,13 +495,18 @@ def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
         return []
 
     from agent.kinds import charts as kind_charts
+    from agent.kinds import symptom_chart as kind_charts_symptom
 
     planned = kind_charts(deps)
     if planned is not None:  # the question's kind drew its own charts (none when none helps)
         return planned[:limit]
+    charts: list[ChartSpec] = []
+    symptom = kind_charts_symptom(deps)
+    if symptom is not None:  # a root cause: the symptom's series with the change marked, then the breakdown
+        charts.append(symptom)
+        limit += 1
     priority = ["latency_breakdown", "service_overview", "resource_metrics", "log_patterns", "run_sql",
                 "find_anomalies", "exemplar_traces"]
-    charts: list[ChartSpec] = []
     seen: set[str] = set()
     for name in priority:
         for call in deps.results(name):

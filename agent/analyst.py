@@ -54,7 +54,11 @@ async def analyst_step(messages: list[ModelMessage], info: AgentInfo) -> ModelRe
     calls: list[tuple[str, dict[str, Any]]] = brain.plan_next(deps, offered) if steps < MAX_STEPS else []
     if calls:
         return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
-    finding = brain.conclude(deps)
+    finding = deps.context.pop("_finding", None) or brain.conclude(deps)
+    if brain is diagnosis and diagnosis.mode(deps) == "diagnose" and "measure_series" in offered \
+            and not deps.results("measure_series") and (series := kinds.symptom_series(deps, finding)):
+        deps.context["_finding"] = finding  # concluded already: the series only adds the first chart
+        return ModelResponse(parts=[ToolCallPart(*series)])
     output_tools = [t.name for t in info.output_tools]
     if output_tools:
         return ModelResponse(parts=[ToolCallPart(output_tools[0], finding.model_dump(mode="json"))])

@@ -724,6 +724,68 @@ def _movers(deps: AgentDeps) -> list[str]:
     return lines
 
 
+# ---- the symptom's series beside a root-cause answer ----------------------------------------
+
+
+def symptom_series(deps: AgentDeps, finding: Finding) -> tuple[str, dict[str, Any]] | None:
+    """For a root-cause answer, the symptom's latency (or error rate) every minute over the baseline and the
+    window: the first chart an SRE wants. The symptom is the service named, else the first root cause."""
+    causes = finding.root_causes
+    service = deps.question.services[0] if deps.question.services else (causes[0].service if causes else None)
+    if service is None:
+        return None
+    errors = causes[0].kind in ("errors", "dependency") if causes else "errors" in deps.question.intents
+    w = deps.window
+    return ("measure_series", {"measure": "error_pct" if errors else "p95_ms", "service": service,
+                               "start": w.baseline_start.isoformat(), "end": w.end.isoformat()})
+
+
+def change_point(values: list[float | None]) -> int | None:
+    """The index where the series' level changed most (the split maximising the mean shift, weighed by how
+    many points stand on each side); None for a series too short or flat to say."""
+    pts = [(i, v) for i, v in enumerate(values) if v is not None]
+    n = len(pts)
+    if n < 6:
+        return None
+    best, where = 0.0, None
+    for k in range(3, n - 2):
+        before, after = [v for _, v in pts[:k]], [v for _, v in pts[k:]]
+        shift = abs(sum(after) / len(after) - sum(before) / len(before)) * (k * (n - k) / n) ** 0.5
+        if shift > best:
+            best, where = shift, pts[k][0]
+    return where
+
+
+def symptom_chart(deps: AgentDeps) -> ChartSpec | None:
+    """The symptom's series as a line, with the change point marked."""
+    import json
+
+    from tools.aggregates import label
+    from tools.charts import line_chart
+
+    calls = [c for c in deps.results("measure_series") if c.result.ok and c.result.rows]
+    if not calls:
+        return None
+    result = calls[0].result
+    m = result.details.get("measure", "p95_ms")
+    rows = result.rows
+    values = [r.get(m) for r in rows]
+    subject = result.details.get("subject") or ""
+    unit = f" ({_unit(m)})" if _unit(m) else ""
+    title = f"{label(m).capitalize()} of {subject}{unit}"
+    fig = line_chart([r["time"] for r in rows], {label(m): values}, title, _unit_words(m))
+    k = change_point(values)
+    if k is not None:
+        at = rows[k]["time"]
+        at = datetime.fromisoformat(at) if isinstance(at, str) else at
+        fig.add_vline(x=at, line_dash="dash", line_color="#c0392b")
+        fig.add_annotation(x=at, yref="paper", y=1.02, showarrow=False, text=f"changed ~{at:%H:%M} UTC",
+                           font={"color": "#c0392b"})
+        title = f"{title}: changed ~{at:%H:%M} UTC"
+        fig.update_layout(title={"text": title})
+    return ChartSpec(title=title, figure=json.loads(fig.to_json()))
+
+
 def charts(deps: AgentDeps) -> list[ChartSpec] | None:
     """The charts this kind drew (an empty list: none helps), or None when another brain answered."""
     if "_charts" not in deps.context:

@@ -269,3 +269,25 @@ def test_error_logs_count_lines_that_only_say_error_in_text(store) -> None:
     window = TimeWindow(start=end - timedelta(minutes=5), end=end + timedelta(seconds=1))
     assert sum(t["count"] for t in logs_matching(store, window, min_severity="error").details["totals"]) == 3
     assert sum(t["count"] for t in logs_matching(store, window, min_severity="warn").details["totals"]) == 4
+
+
+def test_change_point_is_where_the_level_moved() -> None:
+    from agent.kinds import change_point
+
+    assert change_point([10.0] * 20 + [50.0] * 8) == 20
+    assert change_point([10.0, None, 10.0, 11.0, 9.0, None, 40.0, 41.0, 39.0, 40.0]) == 6
+    assert change_point([1.0, 2.0]) is None
+
+
+def test_a_root_cause_answer_starts_with_the_symptoms_series_and_its_change(incident) -> None:
+    store, truth = incident
+    answer = ask(store, "why is edge-gateway slow?")
+    assert answer.root_causes[0].service == "billing"
+    assert chart_kinds(answer)[:2] == ["line", "bar"] and titled_in_words(answer)
+    title = answer.charts[0].title
+    changed = re.search(r"^P95 latency of edge-gateway \(ms\): changed ~(\d\d):(\d\d) UTC$", title)
+    assert changed, title
+    at = truth["start"].replace(hour=int(changed[1]), minute=int(changed[2]))
+    assert abs((at - truth["start"]).total_seconds()) <= 60  # the fault began then
+    series = next(e for e in answer.evidence if e.tool == "measure_series")
+    assert series.args["service"] == "edge-gateway" and series.args["measure"] == "p95_ms"
