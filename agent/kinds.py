@@ -654,10 +654,11 @@ def _dependencies(deps: AgentDeps, kind: Kind) -> Finding:
     focus = deps.question.services[0] if deps.question.services else None
     shown = [r for r in rows if focus is None or focus in (r["caller"], r["callee"])] or rows
     nodes = sorted({r["caller"] for r in shown} | {r["callee"] for r in shown})
-    scope = f" around {code(focus)}" if focus else ""
-    count = "" if focus else f"{len(shown)} "  # the tool counted all edges, not those around one service
-    lines = [f"{count}caller → callee edges between {'' if focus else str(len(nodes)) + ' '}services and "
-             f"systems{scope} {_window(deps)}:", ""]
+    if focus:  # the tool counted all edges, not those around one service: no counts here
+        lines = [f"Calls to and from {code(focus)} {_window(deps)}:", ""]
+    else:
+        lines = [f"{len(shown)} caller → callee edges between {len(nodes)} services and systems {_window(deps)}:",
+                 ""]
     for r in sorted(shown, key=lambda r: (r["caller"], -r["calls"])):
         err = f", {r['error_pct']:.2f}% errors" if r.get("error_pct") else ""
         lines.append(f"- {code(r['caller'])} → {code(r['callee'])}: {r['calls']} calls, p95 "
