@@ -78,8 +78,10 @@ SEVERITIES = (("fatal", re.compile(r"\b(?:fatal|critical|crit)\b", re.I)),
 QUOTED = re.compile(r"[\"'“‘`]([^\"'”’`]{2,80})[\"'”’`]")
 CONTAINING = re.compile(r"\b(?:containing|contain|mentioning|mention|matching|with (?:the )?(?:text|word|message))"
                         r"\s+(\S{2,80})", re.IGNORECASE)
-TOP_N = re.compile(r"\b(?:top|first|last)\s+(\d{1,2})\b|\b(\d{1,2})\s+(?:slowest|longest|worst|failing|failed|"
-                   r"most|noisiest|top|biggest)\b", re.IGNORECASE)
+# "top 5", "5 slowest": how many to list ("the last 15 minutes" is a time range, not a count)
+TOP_N = re.compile(r"\b(?:top|first)\s+(\d{1,2})\b(?!\s*(?:s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?)\b)"
+                   r"|\b(\d{1,2})\s+(?:slowest|longest|worst|failing|failed|most|noisiest|top|biggest)\b",
+                   re.IGNORECASE)
 # Kinds a short follow-up asks again with its own service or time range.
 FOLLOWED = {"top_traces", "breakdown", "series", "compare", "logs", "dependencies", "changes"}
 DEFAULT_N = 5
@@ -473,7 +475,7 @@ def _top_traces(deps: AgentDeps, kind: Kind) -> Finding:
         services = list(dict.fromkeys(s["service"] for s in spans))
         dur = r["trace_duration_ms"] if r.get("trace_duration_ms") is not None else r["span_duration_ms"]
         lines.append(f"| {i} | `{r['trace_id']}` | {_fmt_ms(dur)} | {cell(r['status'])} | "
-                     f"{', '.join(cell(s) for s in services[:6])}{' …' if len(services) > 6 else ''} | "
+                     f"{cell(', '.join(services[:6]) + (' …' if len(services) > 6 else ''))} | "
                      f"ask \"show trace {r['trace_id']}\" |")
     top = rows[0]
     lines += ["", f"The first is {cell(top.get('root') or top['service'])}, {_fmt_ms(top['trace_duration_ms'])} "

@@ -72,6 +72,14 @@ def test_the_kind_is_read_from_the_wording(text: str, kind: str | None) -> None:
     assert kind_of(text) == kind
 
 
+def test_how_many_to_list_is_not_the_time_range() -> None:
+    from agent.kinds import _n
+
+    assert _n("show me the slowest traces in the last 15 minutes") == 5
+    assert _n("top 10 slowest traces in the past 2 hours") == 10
+    assert _n("the 3 slowest traces") == 3
+
+
 def test_a_short_follow_up_stays_with_the_thread() -> None:
     assert kind_of("and the last 5 minutes?", {"intents": ["slow"], "services": ["billing"]}) is None
     assert kind_of("and the last 5 minutes?") == "unknown"
@@ -156,6 +164,7 @@ def test_slowest_traces_list_ids_durations_services_and_a_waterfall(incident) ->
     for _, ms in expected:
         assert states_number(answer.answer, ms, "ms", 0.005)
     assert "billing" in answer.answer and "orders" in answer.answer  # the services each trace crossed
+    assert answer.answer.count("show trace ") == 3
     assert f'show trace {expected[0][0]}' in answer.answer  # the waterfall, one question away
     assert answer.traces and answer.traces[0]["trace_id"] == expected[0][0]  # ... and drawn under the answer
     assert chart_kinds(answer) == ["bar"] and titled_in_words(answer)
