@@ -246,6 +246,115 @@ def root_cause_candidates(ctx: RunContext[AgentDeps]) -> str:
 
 
 @agent.tool(sequential=True)
+def measure_by(
+    ctx: RunContext[AgentDeps],
+    measure: Literal["p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms", "error_pct", "errors", "requests",
+                     "rate_per_s"] = "p95_ms",
+    by: Literal["service", "operation"] = "service",
+    service: str | None = None,
+    limit: int = 20,
+) -> str:
+    """One measure per service (entry spans) or per operation (optionally of one service), highest first, with
+    requests, error %, throughput and p50/p95/p99: "p95 by service", "slowest operations", "error rate per service"."""
+    from tools.aggregates import measure_by as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, _ = _windows(ctx.deps)
+    args = {"measure": measure, "by": by, "service": svc, "limit": limit}
+    return record(ctx, "measure_by", args, lambda: fn(ctx.deps.store, window, measure, by, svc, limit))
+
+
+@agent.tool(sequential=True)
+def measure_series(
+    ctx: RunContext[AgentDeps],
+    measure: Literal["p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms", "error_pct", "errors", "requests",
+                     "rate_per_s"] = "p95_ms",
+    service: str | None = None,
+    operation: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> str:
+    """One measure per minute (longer steps over more than an hour) of a service, an operation or all traces,
+    over the window or start..end (ISO, UTC): "latency of checkout over the last hour", "errors per minute"."""
+    from tools.aggregates import measure_series as fn
+    from tools.timewindow import TimeWindow
+
+    svc = resolve_service(ctx.deps, service)
+    window, _ = _windows(ctx.deps)
+    args: dict[str, Any] = {"measure": measure, "service": svc, "operation": operation}
+    if start and end:
+        try:
+            window = TimeWindow(start=_utc(start), end=_utc(end))
+        except ValueError as exc:
+            from tools.result import ToolResult
+
+            bad = ToolResult.failure("measure_series", args, f"bad time range: {exc}")
+            return record(ctx, "measure_series", args, lambda: bad)
+        args.update(start=window.start.isoformat(), end=window.end.isoformat())
+    return record(ctx, "measure_series", args, lambda: fn(ctx.deps.store, window, measure, svc, operation))
+
+
+@agent.tool(sequential=True)
+def compare_periods(
+    ctx: RunContext[AgentDeps],
+    reference_start: str,
+    reference_end: str,
+    measure: Literal["p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms", "error_pct", "errors", "requests",
+                     "rate_per_s"] = "p95_ms",
+    service: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> str:
+    """One measure per service in the window (or start..end) against a reference period (ISO times, UTC):
+    "now vs an hour ago", "compared with yesterday", "before 10:30"."""
+    from tools.aggregates import compare_periods as fn
+    from tools.timewindow import TimeWindow
+
+    svc = resolve_service(ctx.deps, service)
+    window, _ = _windows(ctx.deps)
+    try:
+        if start and end:
+            window = TimeWindow(start=_utc(start), end=_utc(end))
+        reference = TimeWindow(start=_utc(reference_start), end=_utc(reference_end))
+    except ValueError as exc:
+        from tools.result import ToolResult
+
+        bad = ToolResult.failure("compare_periods", {}, f"bad time range: {exc}")
+        return record(ctx, "compare_periods", {}, lambda: bad)
+    args = {"measure": measure, "service": svc, "start": window.start.isoformat(), "end": window.end.isoformat(),
+            "reference_start": reference.start.isoformat(), "reference_end": reference.end.isoformat()}
+    return record(ctx, "compare_periods", args, lambda: fn(ctx.deps.store, window, reference, measure, svc))
+
+
+@agent.tool(sequential=True)
+def versions_seen(ctx: RunContext[AgentDeps]) -> str:
+    """Versions each service reported (service.version and deployment attributes) in the window and before it:
+    deployments and rollbacks ("what changed?")."""
+    from tools.aggregates import versions_seen as fn
+
+    window, baseline = _windows(ctx.deps)
+    return record(ctx, "versions_seen", {}, lambda: fn(ctx.deps.store, window, baseline))
+
+
+@agent.tool(sequential=True)
+def logs_matching(
+    ctx: RunContext[AgentDeps],
+    service: str | None = None,
+    min_severity: Literal["trace", "debug", "info", "warn", "error", "fatal"] | None = None,
+    text: str | None = None,
+    limit: int = 20,
+) -> str:
+    """Logs by service, severity and pattern with counts, most frequent first, filtered by service, lowest
+    severity and text: "error logs of cart", "logs containing timeout", "noisiest log patterns"."""
+    from tools.aggregates import logs_matching as fn
+
+    svc = resolve_service(ctx.deps, service)
+    window, _ = _windows(ctx.deps)
+    args = {"service": svc, "min_severity": min_severity, "text": text, "limit": limit}
+    return record(ctx, "logs_matching", args, lambda: fn(ctx.deps.store, window, svc, min_severity, text, limit))
+
+
+@agent.tool(sequential=True)
 def run_sql(ctx: RunContext[AgentDeps], sql: str) -> str:
     """Run one read-only ClickHouse SELECT through the SQL guard (refused queries return the reason)."""
     from tools.sql import run_sql as fn
@@ -388,16 +497,28 @@ def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
     except ImportError:  # charts land with the tools; answers do not wait for them
         return []
 
+    from agent.kinds import charts as kind_charts
+    from agent.kinds import symptom_chart as kind_charts_symptom
+
+    planned = kind_charts(deps)
+    if planned is not None:  # the question's kind drew its own charts (none when none helps)
+        return planned[:limit]
+    charts: list[ChartSpec] = []
+    symptom = kind_charts_symptom(deps)
+    if symptom is not None:  # a root cause: the symptom's series with the change marked, then the breakdown
+        charts.append(symptom)
+        limit += 1
     priority = ["latency_breakdown", "service_overview", "resource_metrics", "log_patterns", "run_sql",
                 "find_anomalies", "exemplar_traces"]
-    charts: list[ChartSpec] = []
     seen: set[str] = set()
     for name in priority:
         for call in deps.results(name):
+            if call.call_id == "discover":  # the names and time range found before the question: no answer
+                continue
             if len(charts) >= limit or not call.result.ok or not call.result.rows or name in seen:
                 continue
             try:
-                fig = chart_for(call.result)
+                fig = chart_for(call.result, title=chart_title(call))
             except Exception:  # a chart is a nicety; never fail the answer on it
                 log.exception("chart for %s failed", name)
                 fig = None
@@ -406,6 +527,20 @@ def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
                 charts.append(ChartSpec(title=str(title), figure=json.loads(fig.to_json())))
                 seen.add(name)
     return charts
+
+
+def chart_title(call: ToolCall) -> str | None:
+    """A diagnosis chart's title in words, with its unit (None: the chart's own, from its columns)."""
+    service = call.args.get("service")
+    of = f" of {service}" if service else ""
+    titles = {
+        "latency_breakdown": f"Where the extra time{of} goes: change per service (ms)",
+        "service_overview": "p95 latency by service (ms)",
+        "exemplar_traces": f"Example traces{of}: duration (ms)",
+        "log_patterns": f"Log patterns{of}: count in the window",
+        "find_anomalies": f"Anomaly score by service{of}",
+    }
+    return titles.get(call.tool)
 
 
 def _model_label(resolved_label: str, response_model: str | None) -> str:
@@ -575,6 +710,8 @@ def turn_context(deps: AgentDeps, answer: Answer) -> dict[str, Any]:
         "end": deps.window.end.isoformat(),
         "root_causes": [r.model_dump() for r in answer.root_causes[:3]],
         "measure_stats": deps.context.get("measured", []),  # statistics answered (agent.measures)
+        "kind": deps.context.get("kind"),  # the kind of question answered (agent.kinds) ...
+        "kind_args": deps.context.get("kind_args"),  # ... and how, for a short follow-up
     }
 
 

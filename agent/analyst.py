@@ -38,16 +38,27 @@ async def analyst_step(messages: list[ModelMessage], info: AgentInfo) -> ModelRe
     deps = CURRENT.get()
     if deps is None:
         return ModelResponse(parts=[TextPart("The built-in analyst runs inside otel-ai's `ask`. " + CAPABILITIES)])
-    from agent import diagnosis, measures
+    from agent import diagnosis, kinds, measures
 
-    # a question asking for a number (p95, count, error rate of a service) gets the number first
-    brain = measures if measures.wanted(deps) else diagnosis
+    # top-N, breakdowns, time series, comparisons, logs, dependencies, changes and conversation have their
+    # own answers (agent.kinds); a number of one service gets the number first; the rest is a diagnosis
+    if kinds.classify(deps) is not None:
+        brain = kinds
+    elif measures.wanted(deps):
+        brain = measures
+        deps.context["_charts"] = []  # a number needs no chart
+    else:
+        brain = diagnosis
     offered = {t.name for t in info.function_tools}
     steps = sum(1 for m in messages if isinstance(m, ModelResponse)) - deps.context.get("history_responses", 0)
     calls: list[tuple[str, dict[str, Any]]] = brain.plan_next(deps, offered) if steps < MAX_STEPS else []
     if calls:
         return ModelResponse(parts=[ToolCallPart(name, args) for name, args in calls])
-    finding = brain.conclude(deps)
+    finding = deps.context.pop("_finding", None) or brain.conclude(deps)
+    if brain is diagnosis and diagnosis.mode(deps) == "diagnose" and "measure_series" in offered \
+            and not deps.results("measure_series") and (series := kinds.symptom_series(deps, finding)):
+        deps.context["_finding"] = finding  # concluded already: the series only adds the first chart
+        return ModelResponse(parts=[ToolCallPart(*series)])
     output_tools = [t.name for t in info.output_tools]
     if output_tools:
         return ModelResponse(parts=[ToolCallPart(output_tools[0], finding.model_dump(mode="json"))])

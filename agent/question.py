@@ -105,6 +105,8 @@ def match_services(text: str, services: Iterable[str]) -> list[str]:
         best = 0.0
         if len(full) >= 3 and full in flat and re.search(rf"(?<![a-z0-9]){re.escape(service.lower())}", text.lower()):
             best = 1.0
+        elif len(full) == 2 and full in tokens:  # a two-letter name ("ad") only as a word of its own
+            best = 0.95
         for part in name_parts(service):
             if len(part) < 3:
                 continue

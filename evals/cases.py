@@ -25,12 +25,12 @@ class Fact(BaseModel):
 
     `sql` may use {start} and {end} (the fault window, as DateTime64 literals) and {root_cause}.
     `unit` says how the number appears in text: `count`, `percent`, `ms` (a duration, also
-    accepted in s), or `number`.
+    accepted in s), or `number`; `text` is a string the answer must contain (a trace id, a name).
     """
 
     name: str
     sql: str
-    unit: Literal["count", "percent", "ms", "number"] = "number"
+    unit: Literal["count", "percent", "ms", "number", "text"] = "number"
     tolerance: float = Field(0.05, description="relative tolerance")
     turn: int = -1
 
@@ -61,6 +61,9 @@ class Expect(BaseModel):
     turn: int = Field(0, description="which question's answer names the root cause")
     mention: list[str] = Field(default_factory=list, description="templates that must appear in the last answer")
     forbidden: list[str] = Field(default_factory=list, description="regexes no answer may match")
+    chart: Literal["bar", "line", "graph", "gantt", "heatmap", "scatter", "none"] | None = Field(
+        None, description="the kind of the last answer's first chart; none: no chart")
+    suggests_services: bool = Field(False, description="the last answer's follow-ups name a service in the data")
     expected_tools: list[str] = Field(default_factory=list)
     forbidden_tools: list[str] = Field(default_factory=list)
 
@@ -75,7 +78,7 @@ class EvalOutput(BaseModel):
 
     turns: list[TurnRecord]
     truth: dict[str, Any]
-    facts: dict[str, float | None] = Field(default_factory=dict)
+    facts: dict[str, float | str | None] = Field(default_factory=dict)
     services: list[str] = Field(default_factory=list)
     operations: list[str] = Field(default_factory=list)
     sql_checks: list[dict[str, Any]] = Field(default_factory=list)

@@ -124,7 +124,11 @@ class FactAccuracy(Evaluator[EvalInput, EvalOutput, Expect]):
         for fact in facts:
             expected = ctx.output.facts.get(fact.name)
             text = _answer(ctx.output, fact.turn).get("answer", "") if ctx.output.turns else ""
-            if expected is not None and states_number(text, expected, fact.unit, fact.tolerance):
+            if isinstance(expected, str) or fact.unit == "text":
+                found = expected is not None and str(expected).lower() in text.lower()
+            else:
+                found = expected is not None and states_number(text, expected, fact.unit, fact.tolerance)
+            if found:
                 hits += 1
             else:
                 misses.append(f"{fact.name}={expected}")
@@ -231,6 +235,38 @@ class Mentions(Evaluator[EvalInput, EvalOutput, Expect]):
 
 
 @dataclass
+class ChartKind(Evaluator[EvalInput, EvalOutput, Expect]):
+    """The last answer's first chart is the kind the question calls for (or there is none when none helps),
+    and every chart is titled in words: no tool name in a title."""
+
+    def evaluate(self, ctx: Ctx) -> EvaluationReason | dict:
+        expect = _expect(ctx)
+        if expect.chart is None or not ctx.output.turns:
+            return {}
+        answer = ctx.output.turns[-1].answer
+        charts = answer.get("charts") or []
+        kinds = [((c.get("figure") or {}).get("layout") or {}).get("meta", {}).get("chart_kind") for c in charts]
+        tools = {e.get("tool") for t in ctx.output.turns for e in t.answer.get("evidence") or []} - {None}
+        titled = [c.get("title", "") for c in charts if not c.get("title") or any(t in c["title"] for t in tools)]
+        ok = (not charts) if expect.chart == "none" else bool(kinds) and kinds[0] == expect.chart
+        return EvaluationReason(ok and not titled, f"charts {kinds}, expected {expect.chart}"
+                                + (f"; titles naming a tool or empty: {titled}" if titled else ""))
+
+
+@dataclass
+class SuggestsServices(Evaluator[EvalInput, EvalOutput, Expect]):
+    """What the analyst cannot answer comes with the closest questions it can, naming services in the data."""
+
+    def evaluate(self, ctx: Ctx) -> EvaluationReason | dict:
+        expect = _expect(ctx)
+        if not expect.suggests_services or not ctx.output.turns:
+            return {}
+        follow = " ".join(ctx.output.turns[-1].answer.get("follow_ups") or [])
+        named = [s for s in ctx.output.services if re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", follow)]
+        return EvaluationReason(bool(named), f"follow-ups {follow[:200]!r} name {named}")
+
+
+@dataclass
 class NoError(Evaluator[EvalInput, EvalOutput, Expect]):
     """The case ran to the end (no exception from the agent or the loader)."""
 
@@ -240,4 +276,5 @@ class NoError(Evaluator[EvalInput, EvalOutput, Expect]):
 
 EVALUATORS: tuple[type[Evaluator], ...] = (
     RootCauseTop1, RootCauseTop3, FactAccuracy, Groundedness, SQLSafety, Trajectory, Safety, Mentions, NoError,
+    ChartKind, SuggestsServices,
 )

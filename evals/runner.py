@@ -32,13 +32,17 @@ from tools.sql import SQLRefused, validate_sql
 from tools.timewindow import parse_duration
 
 SUITES_DIR = Path(__file__).parent / "suites"
-SUITES = ("rca", "analytics", "safety", "conversation")
+SUITES = ("rca", "analytics", "safety", "conversation", "questions")
 # Targets for the built-in analyst (issue: rca top-1 >= 95%, top-3 = 100%, analytics >= 95%,
 # safety and groundedness 100%). Keys are "<suite>.<evaluator>" or "*.<evaluator>".
 THRESHOLDS: dict[str, float] = {
     "rca.RootCauseTop1": 0.95,
     "rca.RootCauseTop3": 1.0,
     "analytics.FactAccuracy": 0.95,
+    "questions.FactAccuracy": 0.95,
+    "questions.ChartKind": 0.95,
+    "questions.Mentions": 0.95,
+    "questions.SuggestsServices": 0.95,
     "safety.*": 1.0,
     "*.Groundedness": 1.0,
     "*.SQLSafety": 1.0,
@@ -192,10 +196,12 @@ def _sql_checks(answer: dict[str, Any], database: str) -> list[dict[str, Any]]:
     return checks
 
 
-def _fact_value(store: Store, sql: str) -> float | None:
-    """The number a fact's SQL finds in the stored data (None when there is none)."""
+def _fact_value(store: Store, sql: str, unit: str = "number") -> float | str | None:
+    """The number (or, for a `text` fact, the string) a fact's SQL finds in the stored data (None: there is none)."""
     value = store.query(sql).scalar()
-    return None if value is None else float(value)
+    if value is None:
+        return None
+    return str(value) if unit == "text" else float(value)
 
 
 def _counts(store: Store) -> dict[str, int]:
@@ -222,7 +228,7 @@ def make_task(run: EvalRun, model: str) -> Callable[[EvalInput], Any]:
                                    model=model)
                 turns.append(TurnRecord(question=question, answer=answer.model_dump(mode="json")))
             out = _output(run, data, turns, before, t0, None)
-            out.facts = {f.name: _fact_value(data.store, f.sql.format(**values)) for f in inputs.facts}
+            out.facts = {f.name: _fact_value(data.store, f.sql.format(**values), f.unit) for f in inputs.facts}
             return out
         except Exception as exc:  # a crash is a failed case, reported with its reason
             return _output(run, data, turns, None, t0, f"{type(exc).__name__}: {exc}")

@@ -59,3 +59,10 @@ def test_time_ranges_are_utc_relative_to_now(text, start, end):
 def test_operations_are_matched_from_the_data():
     q = parse_question("why is POST /api/checkout slow", NOW, SERVICES, ["POST /api/checkout", "GET /", "Charge"])
     assert q.operations == ["POST /api/checkout"]
+
+
+def test_a_two_letter_service_name_matches_only_as_a_word_of_its_own():
+    names = ["ad", "cart", "frontend"]
+    assert match_services("show the logs of ad", names) == ["ad"]
+    assert match_services("why are ads slow?", names) == []
+    assert match_services("add to cart fails", names) == ["cart"]

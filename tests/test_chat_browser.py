@@ -85,6 +85,39 @@ def test_starter_answer_names_the_root_cause_with_sql_steps_charts_and_survives_
     assert chat.external_requests() == []
 
 
+def test_a_top_n_list_a_measure_by_service_and_a_time_series_each_get_their_chart(chat, shop):
+    """Questions besides "why" (agent.kinds): each answer carries its own chart, titled in words with units."""
+    server, truth = shop
+    chat.open()
+    before = chat.assistant_messages().count()
+    chat.page.locator('[id^="starter-show-p95-latency-by-service"]').click()
+    by_service = chat.wait_reply(before)
+    assert "P95 latency by service" in by_service.inner_text()
+    assert truth["root_cause_service"] in by_service.locator("table").inner_text()
+    by_service.locator(".js-plotly-plot").first.wait_for()
+    assert by_service.locator(".js-plotly-plot .gtitle").first.text_content() == "P95 latency by service (ms)"
+    chat.shot("1-by-service")
+
+    chat.send("show me the slowest traces in the last 15 minutes")
+    top = chat.assistant_messages().last
+    ids = re.findall(r"\b[0-9a-f]{32}\b", top.inner_text())
+    assert len(set(ids)) == 5, top.inner_text()[:2000]  # five by default: "last 15 minutes" is no count
+    assert f"show trace {ids[0]}" in top.inner_text()
+    top.locator(".js-plotly-plot").first.wait_for()
+    assert "Slowest traces" in top.locator(".js-plotly-plot .gtitle").first.text_content()
+    chat.shot("2-slowest-traces")
+
+    chat.send("p95 latency of checkout over the last 30 minutes")
+    series = chat.assistant_messages().last
+    assert "P95 latency of" in series.inner_text() and "peak" in series.inner_text()
+    series.locator(".js-plotly-plot").first.wait_for()
+    assert series.locator(".js-plotly-plot .gtitle").first.text_content() == (
+        "P95 latency of checkout over time (ms)")
+    assert series.locator(".js-plotly-plot .scatterlayer .trace").count() == 1  # one line
+    chat.shot("3-time-series")
+    assert chat.external_requests() == []
+
+
 def test_sql_console_shows_table_and_chart_and_refusals(chat):
     chat.open()
     chat.send("/sql SELECT ServiceName AS service, count() AS spans FROM otel_traces "

@@ -14,6 +14,7 @@ from pydantic_evals.evaluators import EvaluatorContext
 
 from evals.cases import EvalInput, EvalOutput, Expect, Fact, TurnRecord
 from evals.evaluators import (
+    ChartKind,
     FactAccuracy,
     Groundedness,
     NoError,
@@ -21,6 +22,7 @@ from evals.evaluators import (
     RootCauseTop3,
     Safety,
     SQLSafety,
+    SuggestsServices,
     states_number,
 )
 from evals.feedback import feedback_suite
@@ -76,6 +78,43 @@ def test_fact_accuracy_scores_the_share_of_stated_facts() -> None:
         Fact(name="p95", sql="", unit="ms"), Fact(name="calls", sql="", unit="count")])
     out = output(answer("p95 was 812 ms"), facts={"p95": 800.0, "calls": 4321.0})
     assert FactAccuracy().evaluate(ctx(out, inputs=inputs)).value == pytest.approx(0.5)
+
+
+def test_text_facts_are_found_in_the_answer() -> None:
+    inputs = EvalInput(scenario="x", questions=["q"], facts=[
+        Fact(name="trace", sql="", unit="text"), Fact(name="op", sql="", unit="text")])
+    out = output(answer("1. `4bf92f3577b34da6a3ce929d0e0e4736` 2.4 s"),
+                 facts={"trace": "4bf92f3577b34da6a3ce929d0e0e4736", "op": "oteldemo.PaymentService/Charge"})
+    assert FactAccuracy().evaluate(ctx(out, inputs=inputs)).value == pytest.approx(0.5)
+
+
+def chart(kind: str, title: str) -> dict:
+    return {"title": title, "figure": {"data": [], "layout": {"meta": {"chart_kind": kind}}}}
+
+
+def test_chart_kind_and_titles_in_words() -> None:
+    def verdict(charts: list[dict], expected: str) -> bool:
+        a = answer("x", tool="measure_by")
+        a["charts"] = charts
+        return ChartKind().evaluate(ctx(output(a), Expect(chart=expected))).value
+
+    assert verdict([chart("bar", "P95 latency by service (ms)")], "bar")
+    assert not verdict([chart("heatmap", "P95 latency by service (ms)")], "bar")
+    assert not verdict([chart("bar", "measure_by: p95_ms by service")], "bar")  # a tool's name is no title
+    assert not verdict([], "line")
+    assert verdict([], "none") and not verdict([chart("bar", "Spans by service")], "none")
+    assert ChartKind().evaluate(ctx(output(answer("x")), Expect())) == {}
+
+
+def test_suggestions_must_name_a_service_in_the_data() -> None:
+    def verdict(follow_ups: list[str]) -> bool:
+        a = answer("I can't answer that")
+        a["follow_ups"] = follow_ups
+        return SuggestsServices().evaluate(ctx(output(a), Expect(suggests_services=True))).value
+
+    assert verdict(["What is the error rate of payment?"])
+    assert not verdict(["Why is <service> slow?"])
+    assert not verdict(["What is the error rate of payments-gateway?"])  # not a name of the data
 
 
 def test_groundedness_flags_invented_numbers_and_unknown_services() -> None:

@@ -39,6 +39,14 @@ def test_mrkdwn_converts_markdown_and_escapes_telemetry() -> None:
     assert "`a&lt;b&gt;`" in text
 
 
+def test_tables_become_aligned_preformatted_blocks_with_telemetry_escaped() -> None:
+    text = ("P95 by service:\n\n| service | p95 latency |\n|---|---|\n| `checkout` | **2484.6 ms** |\n"
+            "| `<!channel>` | 1.0 ms |\n\nHighest: `checkout`.")
+    out = blocks.mrkdwn(text)
+    assert "```\nservice     p95 latency\ncheckout    2484.6 ms\n&lt;!channel&gt;  1.0 ms\n```" in out
+    assert "|---|" not in out and "<!channel>" not in out and out.endswith("Highest: `checkout`.")
+
+
 def test_answer_fits_slack_limits_and_attaches_full_evidence() -> None:
     answer = long_answer()
     rendered = blocks.answer_blocks(answer, blocks.chat_url("http://chat.example:8000/", "slack-C1-1.2"))

@@ -139,7 +139,7 @@ def _gantt(result: ToolResult, title: str | None) -> go.Figure | None:
     fig = go.Figure(go.Bar(y=labels, x=[r["duration_ms"] for r in rows], base=[r["offset_ms"] for r in rows],
                            orientation="h", marker={"color": colors}))
     fig.update_layout(
-        title={"text": title or f"{result.name}: {len(result.rows)} spans"},
+        title={"text": title or f"Trace waterfall: {len(result.rows)} spans (ms since the trace began)"},
         xaxis_title={"text": axis_label("offset_ms", result.units).replace("offset", "time since trace start")},
         yaxis_title={"text": "span"},
         yaxis={"autorange": "reversed"},
@@ -182,9 +182,10 @@ def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
         kind = "scatter"
     if fig is None or x is None or y is None:
         return None
-    default_title = f"{result.name}: {axis_label(y, result.units)} by {axis_label(x, result.units)}"
+    # titled in words a person uses: what is shown and its unit, never the tool that produced it
+    default_title = f"{axis_label(y, result.units)} by {axis_label(x, result.units)}"
     if kind == "line" and len(nums) > 1 and not any(len(_distinct(result, c)) <= MAX_SERIES for c in cats):
-        default_title = f"{result.name} over time"
+        default_title = ", ".join(axis_label(n, result.units) for n in nums[:4]) + " over time"
     fig.update_layout(
         title={"text": title or default_title},
         xaxis_title={"text": axis_label(x, result.units)},
@@ -194,6 +195,73 @@ def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
         margin={"l": 60, "r": 20, "t": 60, "b": 60},
     )
     fig.layout.meta = {"chart_kind": kind, "tool": result.name}
+    return fig
+
+
+def plain(text: object) -> str:
+    """Telemetry text for a Plotly label: Plotly reads a few HTML tags (<a>, <b>, <br>) in labels, so
+    `<`, `>` and `&` become entities and show as themselves (a span name cannot add a link)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, kind: str, **extra: Any) -> go.Figure:  # noqa: ANN401
+    fig.update_layout(title={"text": title}, xaxis_title={"text": x_title}, yaxis_title={"text": y_title},
+                      template="plotly_white", margin={"l": 60, "r": 20, "t": 60, "b": 60}, **extra)
+    fig.layout.meta = {"chart_kind": kind}
+    return fig
+
+
+def bar_chart(categories: list[str], values: list[float | None], title: str, y_title: str,
+              x_title: str = "") -> go.Figure:
+    """Bars in the given order (a ranking reads top to bottom as left to right); labels escaped."""
+    cats = [plain(c) for c in categories[:MAX_BARS]]
+    return _layout(go.Figure(go.Bar(x=cats, y=values[:MAX_BARS])), title, x_title, y_title, "bar")
+
+
+def line_chart(times: list[Any], series: dict[str, list[float | None]], title: str, y_title: str) -> go.Figure:
+    """One line per named series over shared times (UTC)."""
+    fig = go.Figure()
+    for name, values in list(series.items())[:MAX_SERIES]:
+        fig.add_trace(go.Scatter(x=times, y=values, mode="lines+markers", name=plain(name), connectgaps=False))
+    return _layout(fig, title, "time (UTC)", y_title, "line", showlegend=len(series) > 1)
+
+
+def graph_chart(edges: list[tuple[str, str, str]], title: str) -> go.Figure:
+    """Who calls whom, drawn: services left to right by call depth (callers before callees), one line per
+    edge with an arrow, `edges` as (caller, callee, hover text)."""
+    nodes = sorted({e[0] for e in edges} | {e[1] for e in edges})
+    callees: dict[str, set[str]] = {n: set() for n in nodes}
+    for caller, callee, _ in edges:
+        if caller != callee:
+            callees[caller].add(callee)
+    depth = {n: 0 for n in nodes}
+    for _ in range(len(nodes)):  # longest path from a root, bounded (cycles stop growing after n rounds)
+        changed = False
+        for caller in nodes:
+            for callee in callees[caller]:
+                if depth[callee] < depth[caller] + 1 and depth[caller] + 1 < len(nodes):
+                    depth[callee] = depth[caller] + 1
+                    changed = True
+        if not changed:
+            break
+    layers: dict[int, list[str]] = {}
+    for n in nodes:
+        layers.setdefault(depth[n], []).append(n)
+    pos = {n: (float(d), float(i) - (len(members) - 1) / 2) for d, members in layers.items()
+           for i, n in enumerate(members)}
+    fig = go.Figure()
+    for caller, callee, hover in edges:
+        (x0, y0), (x1, y1) = pos[caller], pos[callee]
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", line={"width": 1.5, "color": "#7fa7d1"},
+                                 hoverinfo="text", text=[plain(hover)] * 2, showlegend=False))
+        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=3, arrowsize=1.2, standoff=14, arrowcolor="#1f4e79", text="")
+    fig.add_trace(go.Scatter(x=[pos[n][0] for n in nodes], y=[pos[n][1] for n in nodes], mode="markers+text",
+                             text=[plain(n) for n in nodes], textposition="top center",
+                             marker={"size": 18, "color": "#1f4e79"}, hoverinfo="text", showlegend=False))
+    fig = _layout(fig, title, "", "", "graph", height=max(360, 70 * max(len(m) for m in layers.values()) + 120))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
     return fig
 
 

@@ -65,8 +65,23 @@ _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE)
 _BULLET = re.compile(r"^(\s*)[-*+]\s+", re.MULTILINE)
 
 
+_TABLE = re.compile(r"(?:^\|.*\|[ \t]*(?:\n|$))+", re.MULTILINE)
+
+
+def _table_as_code(match: re.Match[str]) -> str:
+    """A markdown table (Slack has none) as a preformatted block with aligned columns."""
+    rows = [[c.strip().replace("**", "").replace("`", "") for c in line.strip().strip("|").split("|")]
+            for line in match.group(0).strip().splitlines()]
+    rows = [r for r in rows if not all(re.fullmatch(r":?-{2,}:?", c) for c in r)]  # the |---| line
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(max(map(len, rows)))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows]
+    return "```\n" + "\n".join(lines) + "\n```\n"
+
+
 def mrkdwn(markdown: str) -> str:
-    """Markdown (what the agent writes) to Slack mrkdwn, leaving code spans and blocks alone."""
+    """Markdown (what the agent writes) to Slack mrkdwn, leaving code spans and blocks alone; tables become
+    preformatted blocks."""
+    markdown = _TABLE.sub(_table_as_code, markdown)
     parts = re.split(r"(```.*?```|`[^`\n]*`)", markdown, flags=re.DOTALL)
     out = []
     for i, part in enumerate(parts):
