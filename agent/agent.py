@@ -595,7 +595,11 @@ async def ask(
         )
         deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)
                           for r in discovery)
-        if not (parsed.has_window or since or previous.get("window_explicit")) and diagnosis_mode(deps) == "diagnose":
+        from agent.kinds import classify
+
+        # only a root-cause question follows the incident: a list, a measure or a chart keeps the asked window
+        if (not (parsed.has_window or since or previous.get("window_explicit"))
+                and diagnosis_mode(deps) == "diagnose" and classify(deps) is None):
             t = time.perf_counter()
             named = parsed.services
             deps.window, moved = await asyncio.to_thread(follow_incident, store, window,
