@@ -743,22 +743,6 @@ def symptom_series(deps: AgentDeps, finding: Finding) -> tuple[str, dict[str, An
                                "start": w.baseline_start.isoformat(), "end": w.end.isoformat()})
 
 
-def change_point(values: list[float | None]) -> int | None:
-    """The index where the series' level changed most (the split maximising the mean shift, weighed by how
-    many points stand on each side); None for a series too short or flat to say."""
-    pts = [(i, v) for i, v in enumerate(values) if v is not None]
-    n = len(pts)
-    if n < 6:
-        return None
-    best, where = 0.0, None
-    for k in range(3, n - 2):
-        before, after = [v for _, v in pts[:k]], [v for _, v in pts[k:]]
-        shift = abs(sum(after) / len(after) - sum(before) / len(before)) * (k * (n - k) / n) ** 0.5
-        if shift > best:
-            best, where = shift, pts[k][0]
-    return where
-
-
 def symptom_chart(deps: AgentDeps) -> ChartSpec | None:
     """The symptom's series as a line, with the change point marked."""
     import json
@@ -777,10 +761,9 @@ def symptom_chart(deps: AgentDeps) -> ChartSpec | None:
     unit = f" ({_unit(m)})" if _unit(m) else ""
     title = f"{label(m).capitalize()} of {subject}{unit}"
     fig = line_chart([r["time"] for r in rows], {label(m): values}, title, _unit_words(m))
-    k = change_point(values)
-    if k is not None:
-        at = rows[k]["time"]
-        at = datetime.fromisoformat(at) if isinstance(at, str) else at
+    # marked where the analysis found the symptom changed (agent.incident moved the window there), nowhere else
+    if any(c.call_id == "incident" for c in deps.calls):
+        at = deps.window.start
         fig.add_vline(x=at, line_dash="dash", line_color="#c0392b")
         fig.add_annotation(x=at, yref="paper", y=1.02, showarrow=False, text=f"changed ~{at:%H:%M} UTC",
                            font={"color": "#c0392b"})

@@ -280,14 +280,6 @@ def test_error_logs_count_lines_that_only_say_error_in_text(store) -> None:
     assert sum(t["count"] for t in logs_matching(store, window, min_severity="warn").details["totals"]) == 4
 
 
-def test_change_point_is_where_the_level_moved() -> None:
-    from agent.kinds import change_point
-
-    assert change_point([10.0] * 20 + [50.0] * 8) == 20
-    assert change_point([10.0, None, 10.0, 11.0, 9.0, None, 40.0, 41.0, 39.0, 40.0]) == 6
-    assert change_point([1.0, 2.0]) is None
-
-
 def test_a_root_cause_answer_starts_with_the_symptoms_series_and_its_change(incident) -> None:
     store, truth = incident
     answer = ask(store, "why is edge-gateway slow?")
