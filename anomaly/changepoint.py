@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-MIN_BEFORE = 5  # minutes of ordinary behaviour a change is measured against
+MIN_BEFORE = 10  # minutes of ordinary behaviour a change is measured against, and the baseline left after it
+MIN_SCAN_BEFORE = 3  # fewer minutes give no spread to measure against
 MIN_AFTER = 2  # minutes after a change: one odd minute is not a change of state
 MIN_Z = 5.0  # standard errors: a change this clear is rare by chance even across services and minutes
 MIN_LATENCY_RATIO = 1.2  # a mean latency shift smaller than this is not what anyone calls "slow"
@@ -65,7 +66,7 @@ def _error_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, 
 def _latency_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, float, float]:
     b = [m.avg_ms for m in before if m.calls]
     a = [m.avg_ms for m in after if m.calls]
-    if len(b) < MIN_BEFORE or len(a) < MIN_AFTER:
+    if len(b) < MIN_SCAN_BEFORE or len(a) < MIN_AFTER:
         return 0.0, 0.0, 0.0
     mean_b, mean_a = statistics.fmean(b), statistics.fmean(a)
     sd = max(statistics.stdev(b), REL_SD_FLOOR * mean_b, 1e-9)
@@ -78,9 +79,10 @@ def _per_minute(minutes: Sequence[Minute], kind: str) -> list[float]:
 
 def find_change(series: Sequence[Minute], not_before: datetime | None = None) -> Change | None:
     """The clearest rise in latency or errors in a minute-ordered series (a start at or after `not_before`),
-    or None when no candidate passes MIN_Z and the size floors."""
-    best: Change | None = None
-    for i in range(MIN_BEFORE, len(series) - MIN_AFTER + 1):
+    or None when no candidate passes MIN_Z and the size floors, or when the clearest one leaves fewer than
+    MIN_BEFORE minutes before it (a later split would measure against minutes already changed)."""
+    best: tuple[int, Change] | None = None
+    for i in range(MIN_SCAN_BEFORE, len(series) - MIN_AFTER + 1):
         if not_before is not None and series[i].minute < not_before:
             continue
         before, after = series[:i], series[i:]
@@ -89,6 +91,6 @@ def find_change(series: Sequence[Minute], not_before: datetime | None = None) ->
             typical = statistics.median(_per_minute(after, kind))
             big = (typical - was >= MIN_ERROR_SHARE if kind == "errors"
                    else typical >= MIN_LATENCY_RATIO * was > 0)
-            if z >= MIN_Z and big and (best is None or z > best.z):
-                best = Change(at=series[i].minute, kind=kind, z=z, before=was, after=now)
-    return best
+            if z >= MIN_Z and big and (best is None or z > best[1].z):
+                best = (i, Change(at=series[i].minute, kind=kind, z=z, before=was, after=now))
+    return best[1] if best is not None and best[0] >= MIN_BEFORE else None

@@ -35,6 +35,8 @@ def test_an_error_step_is_found_at_its_first_minute():
 def test_steady_traffic_and_a_single_odd_minute_are_no_change():
     assert find_change(series([100.0] * 40)) is None
     assert find_change(series([100.0] * 30 + [900.0] + [100.0] * 9)) is None
+    # a step after six minutes of history: too little ordinary behaviour to measure it against (or to be a baseline)
+    assert find_change(series([100.0] * 6 + [400.0] * 30)) is None
     # a rise too small to call slow, however clear
     assert find_change(series([100.0] * 30 + [112.0] * 10, seed=3)) is None
 
