@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -339,3 +340,44 @@ def test_socket_mode_next_to_serve_and_on_its_own(slack_serve: SlackServe, fake_
         assert truth["root_cause_service"] in message_text(responses[0])
         [ack] = [a for a in socket.acks if a["envelope_id"] == envelope]
         assert "Looking into it" in ack["payload"]["text"]
+
+
+def _sql(serve: SlackServe, sql: str) -> list[dict[str, Any]]:
+    response = httpx.post(f"{serve.server.http_url}/api/sql", json={"sql": sql}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["rows"]
+
+
+def _pngs_in_thread(fake: FakeSlack, ts: str) -> list[bytes]:
+    completes = fake.wait_for(lambda f: in_thread(f, "files.completeUploadExternal", ts), 120)
+    files = [f for c in completes for f in json.loads(c["files"])]
+    return [fake.uploads[f["id"]] for f in files if fake.uploads.get(f["id"], b"").startswith(PNG_MAGIC)]
+
+
+def test_everyday_questions_answered_in_slack_with_their_charts(slack_serve: SlackServe,
+                                                                 fake_slack: FakeSlack) -> None:
+    """Besides "why": a measure by service (table + bar chart), the slowest traces (ids that exist, slowest
+    first) and a series over time (line chart), each in its own thread, with a PNG chart."""
+    ts = new_ts()
+    update = ask_in_thread(slack_serve, fake_slack, mention("Show p95 latency by service", CHANNEL, ALICE, ts), ts, 1)
+    text = answer_section(update)
+    services = {r["s"] for r in _sql(slack_serve, "SELECT DISTINCT ServiceName AS s FROM otel_traces")}
+    assert sum(s in text for s in services) >= 3 and "p95" in text.lower(), text
+    assert _pngs_in_thread(fake_slack, ts)
+
+    ts = new_ts()
+    update = ask_in_thread(slack_serve, fake_slack,
+                           mention("show me the slowest traces in the last 15 minutes", CHANNEL, ALICE, ts), ts, 1)
+    ids = list(dict.fromkeys(re.findall(r"\b[0-9a-f]{32}\b", answer_section(update))))
+    assert len(ids) >= 3, answer_section(update)
+    listed = ", ".join(f"'{i}'" for i in ids)
+    rows = _sql(slack_serve, f"SELECT TraceId AS t, max(Duration) AS d FROM otel_traces WHERE TraceId IN ({listed}) "
+                             "GROUP BY t")
+    assert {r["t"] for r in rows} == set(ids), "every listed trace exists"
+    longest = {r["t"]: int(r["d"]) for r in rows}
+    assert longest[ids[0]] == max(longest.values()), "slowest first"
+
+    ts = new_ts()
+    ask_in_thread(slack_serve, fake_slack, mention("p95 latency of checkout over the last 20 minutes", CHANNEL, ALICE,
+                                                   ts), ts, 1)
+    assert _pngs_in_thread(fake_slack, ts)
