@@ -91,7 +91,7 @@ def test_sql_table_of_planted_names_shows_text_only(chat: ChatPage) -> None:
 
 def test_answer_about_the_planted_service_shows_text_only(chat: ChatPage) -> None:
     chat.open()
-    chat.send("which services are failing?")
+    chat.send("why is evil-pay failing?")  # a diagnosis quotes the failing operation: the planted name
     text = chat.page.locator("body").inner_text()
     assert "evil-pay" in text, text[:2000]
     assert "![x](" in text or "image x" in text, text[:3000]  # the planted name is visible, as text
