@@ -34,6 +34,7 @@ from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
 from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
 from agent.diagnosis import mode as diagnosis_mode
 from agent.incident import follow_incident
+from agent.kinds import classify
 from agent.models import AgentError, ModelUnavailable, resolve_model
 from agent.question import match_services, parse_question
 from agent.streaming import EventRelay, OnEvent, tools_only
@@ -595,8 +596,6 @@ async def ask(
         )
         deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)
                           for r in discovery)
-        from agent.kinds import classify
-
         # only a root-cause question follows the incident: a list, a measure or a chart keeps the asked window
         if (not (parsed.has_window or since or previous.get("window_explicit"))
                 and diagnosis_mode(deps) == "diagnose" and classify(deps) is None):
