@@ -330,16 +330,19 @@ def test_socket_mode_next_to_serve_and_on_its_own(slack_serve: SlackServe, fake_
         assert f"{PUBLIC_URL}/?conversation=slack-{CHANNEL}-{ts}" in message_text(update)
 
     slack_serve.server.stop()  # one process per chDB directory: now `otel-ai slack` may open it
-    with socket_mode_app(slack_serve, fake_slack, socket, logs / "local.log", "--data",
-                         str(slack_serve.server.data_dir)):
-        command = {"command": "/otel-ai", "text": question_for(truth), "channel_id": CHANNEL, "user_id": ALICE,
-                   "response_url": fake_slack.response_url("socket-cmd"), "trigger_id": "1.socket"}
-        envelope = socket.send("slash_commands", command)
-        responses = fake_slack.wait_for(
-            lambda f: [c.args for c in f.calls_to("response") if c.args["name"] == "socket-cmd"], 240)
-        assert truth["root_cause_service"] in message_text(responses[0])
-        [ack] = [a for a in socket.acks if a["envelope_id"] == envelope]
-        assert "Looking into it" in ack["payload"]["text"]
+    try:
+        with socket_mode_app(slack_serve, fake_slack, socket, logs / "local.log", "--data",
+                             str(slack_serve.server.data_dir)):
+            command = {"command": "/otel-ai", "text": question_for(truth), "channel_id": CHANNEL, "user_id": ALICE,
+                       "response_url": fake_slack.response_url("socket-cmd"), "trigger_id": "1.socket"}
+            envelope = socket.send("slash_commands", command)
+            responses = fake_slack.wait_for(
+                lambda f: [c.args for c in f.calls_to("response") if c.args["name"] == "socket-cmd"], 240)
+            assert truth["root_cause_service"] in message_text(responses[0])
+            [ack] = [a for a in socket.acks if a["envelope_id"] == envelope]
+            assert "Looking into it" in ack["payload"]["text"]
+    finally:
+        slack_serve.server.start()  # the module's serve is shared: later tests need it back
 
 
 def _sql(serve: SlackServe, sql: str) -> list[dict[str, Any]]:
