@@ -167,6 +167,9 @@ class BatchWriter:
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
+            # let go of the rows now: while the next _take waits, this name would keep the last batch (up to
+            # max_rows rows, or a few very large requests) alive for as long as the store stays idle
+            del batch
 
     def _write_raw(self, batch: list[_Pending]) -> dict[int, BaseException]:
         """ClickHouse decodes and inserts the raw requests it can map; the rest get their Python rows.

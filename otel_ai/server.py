@@ -34,8 +34,9 @@ Mount = Callable[[FastAPI, ServerContext], None]
 def service_factories() -> list[ServiceFactory]:
     from anomaly.service import ScorerService
     from ingest.service import IngestService
+    from otel_ai.memory import MemoryService
 
-    return [IngestService, ScorerService]
+    return [IngestService, ScorerService, MemoryService]
 
 
 def mounts() -> list[Mount]:
@@ -81,6 +82,9 @@ def build_app(ctx: ServerContext) -> FastAPI:
             ingest = ctx.services.get("ingest")
             if ingest is not None and hasattr(ingest, "stats"):
                 body["ingest"] = ingest.stats()  # per signal: requests, accepted, rejected, stored, failures
+            memory = ctx.services.get("memory")
+            if memory is not None and hasattr(memory, "stats"):
+                body["memory"] = memory.stats()  # resident size, releases of freed memory and what they gave back
         return JSONResponse(body, status_code=200 if ok else 503)
 
     for mount in mounts():

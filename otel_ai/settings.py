@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         "python", description="clickhouse: ClickHouse decodes OTLP (embedded store only); python: the reference")
     ingest_native_min_items: int = Field(10_000, ge=0, description="smaller groups use the python mapper")
 
+    # memory: freed memory is handed back to the OS when the process grew by this much since the last time
+    memory_release_interval_seconds: float = Field(10.0, ge=0, description="how often to check; 0 turns it off")
+    memory_release_growth_bytes: int = Field(256 * 1024**2, ge=0, description="growth that triggers a release")
+
     # anomaly scoring
     anomaly_window_seconds: int = 30
     anomaly_enabled: bool = True

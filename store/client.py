@@ -279,6 +279,18 @@ class Store:
             )
         return int(summary.written_rows)
 
+    def release_memory(self) -> bool:
+        """Give the embedded engine's freed pages back to the OS; True when there was an engine to ask.
+
+        ClickHouse's allocator (jemalloc) keeps freed pages for reuse, and inside a Python process no
+        background thread purges them: after heavy queries a serve held gigabytes it no longer used.
+        A ClickHouse server manages its own memory, so for a URL store there is nothing to do here.
+        """
+        if not self.is_embedded:
+            return False
+        self.command("SYSTEM JEMALLOC PURGE")
+        return True
+
     def tables(self) -> list[str]:
         return [r[0] for r in self.query("SELECT name FROM system.tables WHERE database = currentDatabase()")]
 
