@@ -157,6 +157,7 @@ class Signal:
     score: float = 0.0  # absolute size, for ranking candidates of one kind
     op: Op | None = None  # the operation the signal was read from
     new: bool = False  # its service has no history and no callers (see _weigh_new_services)
+    confidence: float | None = None  # when lower than strength: other evidence disagrees (_weigh_disagreement)
 
 
 @dataclass
@@ -325,9 +326,33 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
             seen.add(key)
             unique.append(s)
     analysis.signals = unique
+    _weigh_disagreement(analysis, edges)
     if not analysis.signals:
         analysis.biggest_change = _biggest_change(ops)
     return analysis
+
+
+def _weigh_disagreement(analysis: Analysis, edges: list[dict[str, Any]]) -> None:
+    """When another service not connected to the first candidate has confident evidence of its own, the
+    evidence points two ways: every candidate keeps its rank, and every confidence is scaled by the first's
+    share of the two. A service calling the first (a fault shows upstream too) or called by it (propagation
+    already weighed it) agrees with it."""
+    confident = [s for s in analysis.signals if s.strength >= 0.5]
+    if len(confident) < 2:
+        return
+    top = confident[0]
+    callers = {str(r["caller"]) for r in edges}
+    related = set(downstream(edges, top.service)) | {c for c in callers if top.service in downstream(edges, c)}
+    rival = next((s for s in confident[1:] if s.service not in related), None)
+    if rival is None:
+        return
+    share = top.strength / (top.strength + rival.strength)
+    for s in analysis.signals:
+        s.confidence = s.strength * share
+    analysis.notes.append(
+        f"The signals disagree: {rival.service} ({rival.kind}) changed too, and neither calls the other, so "
+        f"{top.service} is named at {top.confidence:.0%} rather than {top.strength:.0%} (every candidate's "
+        f"confidence is scaled by its share of the evidence, {share:.0%}).")
 
 
 def _rank(s: Signal, want: str | None) -> float:
@@ -801,7 +826,8 @@ def _conclude_diagnosis(deps: AgentDeps) -> Finding:
     lines.append(_window_line(deps))
     for s in analysis.signals[:4]:
         causes.append(RootCause(service=s.service, operation=s.operation, kind=s.kind,  # type: ignore[arg-type]
-                                confidence=round(min(max(s.strength, 0.0), 0.97), 2), evidence=s.evidence))
+                                confidence=round(min(max(s.strength if s.confidence is None else s.confidence,
+                                                          0.0), 0.97), 2), evidence=s.evidence))
     follow_ups = []
     if confident:
         top = confident[0]

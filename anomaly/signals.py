@@ -254,6 +254,16 @@ MIN_LOG_SURPRISE = 6.0
 SIGNIFICANT = 10.0
 
 
+# An error line naming another service of the system counts this many times less for the service logging it.
+NAMES_OTHER_DISCOUNT = 2.0
+
+
+def services_named(text: str, services: Iterable[str]) -> list[str]:
+    """The services whose names appear in `text` as whole words (not inside a longer name), sorted."""
+    return sorted(s for s in services
+                  if len(s) >= 3 and re.search(rf"(?<![\w.-]){re.escape(s)}(?![\w-])", text, re.IGNORECASE))
+
+
 @dataclass
 class Evidence:
     """What the signals say about one service: how much (`weight`, 0 to 1.5 per kind, summed), the kind
@@ -282,14 +292,15 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
                      order_rows: Iterable[dict[str, Any]]) -> list[Evidence]:
     """Services with significant evidence, strongest first, from the evidence queries' rows (span_stats,
     call_graph, log_templates, log_stats, log_order)."""
-    found: dict[str, list[tuple[float, str, str | None, str]]] = {}  # service -> (significance, kind, op, text)
+    # service -> (significance, kind, op, text, how much it counts for this service)
+    found: dict[str, list[tuple[float, str, str | None, str, float]]] = {}
     for shift in latency_shifts(span_rows).values():
         if shift.z >= MIN_SHIFT_Z and shift.share >= MIN_SHIFT_SHARE and shift.ops:
             op, share, p50, p50_base, n = max(shift.ops, key=lambda t: t[1] * t[4])
             found.setdefault(shift.service, []).append((shift.z, "latency", op, (
                 f"{_pct(shift.share)} of its own calls are slower than their baseline p95 (expected 5%, "
                 f"{shift.calls} calls, z = {shift.z:.1f}); e.g. {op}: median self time {fmt_ms(p50_base)} -> "
-                f"{fmt_ms(p50)}, {_pct(share)} of {n} calls slower")))
+                f"{fmt_ms(p50)}, {_pct(share)} of {n} calls slower"), 1.0))
     network = network_shifts(list(edges))
     for shift in network.values():
         if explained_elsewhere(shift, network):
@@ -300,8 +311,10 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
             found.setdefault(shift.service, []).append((shift.z, "latency", None, (
                 f"calls into it wait longer outside its own spans (network or queue): {_pct(shift.share)} of "
                 f"{shift.calls} calls over their baseline p95 gap (z = {shift.z:.1f}), from "
-                f"{', '.join(callers[:4])}; e.g. {edge}: gap {fmt_ms(p50_base)} -> {fmt_ms(p50)} median")))
+                f"{', '.join(callers[:4])}; e.g. {edge}: gap {fmt_ms(p50_base)} -> {fmt_ms(p50)} median"), 1.0))
     first = first_complainers(order_rows)
+    volumes = list(volumes)
+    services = {str(r["service"]) for r in span_rows} | {str(v["service"]) for v in volumes}
     for surge in log_surges(templates, volumes).values():
         if surge.surprise < MIN_LOG_SURPRISE:
             continue
@@ -311,12 +324,19 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
                 f"{f', in {surge.traces} traces' if surge.traces else ''})")
         if shared >= 3 and lead >= 0.8 * shared:
             text += f"; it logged first in {lead} of {shared} traces where several services logged problems"
-        found.setdefault(surge.service, []).append((surge.surprise, "errors", None, text))
+        factor = 1.0
+        named = services_named(f"{surge.template} {surge.example}", services - {surge.service})
+        if named:
+            # "cannot reach X", "no instances available for X", "X returned 500": the lines are about another
+            # service, so they say less about the logger's own code
+            factor = 1 / NAMES_OTHER_DISCOUNT
+            text += f"; the lines name {', '.join(named[:3])}, so they may be about that service, not this one"
+        found.setdefault(surge.service, []).append((surge.surprise, "errors", None, text, factor))
     ranked = []
     for service, items in found.items():
-        items.sort(key=lambda t: -t[0])
-        _, kind, op, _ = items[0]
-        weight = sum(min(sig / SIGNIFICANT, 1.5) for sig, *_ in items)
-        ranked.append((-weight, -items[0][0], Evidence(service, weight, kind, op, [text for *_, text in items])))
+        items.sort(key=lambda t: -t[0] * t[4])
+        _, kind, op, _, _ = items[0]
+        weight = sum(min(sig / SIGNIFICANT, 1.5) * factor for sig, _, _, _, factor in items)
+        ranked.append((-weight, -items[0][0], Evidence(service, weight, kind, op, [t[3] for t in items])))
     ranked.sort(key=lambda t: (t[0], t[1], t[2].service))  # equal weight: the larger significance first
     return [ev for *_, ev in ranked]

@@ -90,3 +90,41 @@ def test_the_anomaly_hints_name_what_the_analyst_names(root_store):
     rcc = next(e for e in answer.evidence if e.tool == "root_cause_candidates")
     assert rcc.rows and rcc.rows[0]["service"] == answer.root_causes[0].service == "stock", rcc.rows
     store.close()
+
+
+def test_error_lines_naming_another_service_count_less_for_the_service_logging_them():
+    """'No instances available for X' in A's logs is about A's call to X: A's new errors weigh half as much
+    as the same count of errors about its own work, and the evidence says which service they name."""
+    template = {"severity": 17, "n_base": 0, "traces": 20}
+    rows = [{**template, "service": "gateway", "n": 20, "template": "ERROR call failed: no instances for <id>",
+             "example": "ERROR call failed: no instances for pricing"},
+            {**template, "service": "pricing", "n": 20, "template": "ERROR NullPointerException at <id>",
+             "example": "ERROR NullPointerException at Rules.apply"}]
+    volumes = [{"service": "gateway", "n": 500, "n_base": 5000}, {"service": "pricing", "n": 500, "n_base": 5000}]
+    evidence = {ev.service: ev for ev in signals.service_evidence([], [], rows, volumes, [])}
+    assert evidence["pricing"].weight == 2 * evidence["gateway"].weight
+    assert "the lines name pricing" in " ".join(evidence["gateway"].texts)
+    assert "the lines name" not in " ".join(evidence["pricing"].texts)
+    # whole names only: a service called "pricing" is not named by "pricing-v2" or "repricing"
+    assert signals.services_named("calls to pricing-v2 and repricing failed", ["pricing"]) == []
+    assert signals.services_named("No instances available for ts-price-service]", ["ts-price-service"]) == [
+        "ts-price-service"]
+
+
+def test_unconnected_services_with_evidence_of_their_own_lower_the_confidence():
+    from agent.diagnosis import Analysis, Signal, _weigh_disagreement
+
+    def analysis() -> Analysis:
+        return Analysis(None, "the system", signals=[Signal("db", None, "latency", 0.8, "self time rose"),
+                                                     Signal("mailer", None, "errors", 0.6, "new errors")])
+
+    apart = analysis()
+    _weigh_disagreement(apart, [{"caller": "api", "callee": "db"}, {"caller": "api", "callee": "mailer"}])
+    db, mailer = apart.signals  # the order stays; both are scaled by the first's share of the evidence
+    assert (db.confidence, mailer.confidence) == pytest.approx((0.8 * 0.8 / 1.4, 0.6 * 0.8 / 1.4))
+    assert "The signals disagree: mailer" in apart.notes[0]
+    for edges in ([{"caller": "mailer", "callee": "db"}],  # a caller of the cause is its victim
+                  [{"caller": "db", "callee": "queue"}, {"caller": "queue", "callee": "mailer"}]):  # or below it
+        together = analysis()
+        _weigh_disagreement(together, edges)
+        assert [s.confidence for s in together.signals] == [None, None] and not together.notes
