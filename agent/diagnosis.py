@@ -326,7 +326,10 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
             seen.add(key)
             unique.append(s)
     analysis.signals = unique
-    _weigh_disagreement(analysis, edges)
+    # producers and consumers are linked by topic, not by parent span: those links count as calls here
+    topic_edges = [{"caller": p.service, "callee": c.service} for p in ops if p.kind == "Producer" and p.destination
+                   for c in ops if c.kind == "Consumer" and c.destination == p.destination]
+    _weigh_disagreement(analysis, edges + topic_edges)
     if not analysis.signals:
         analysis.biggest_change = _biggest_change(ops)
     return analysis
@@ -343,6 +346,8 @@ def _weigh_disagreement(analysis: Analysis, edges: list[dict[str, Any]]) -> None
     top = confident[0]
     callers = {str(r["caller"]) for r in edges}
     related = set(downstream(edges, top.service)) | {c for c in callers if top.service in downstream(edges, c)}
+    # a service the first's own evidence accounts for (a neighbour it slowed, a callee it waits on) agrees too
+    related |= set(signals.services_named(top.evidence, {s.service for s in confident}))
     rival = next((s for s in confident[1:] if s.service not in related), None)
     if rival is None:
         return
