@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from agent.deps import ToolCall, Window
-from anomaly.changepoint import Change, Minute, find_change
+from anomaly.changepoint import Change, Minute, clearest_change
 from store import Store
 from tools.timewindow import TimeWindow, utc
 
@@ -27,10 +27,14 @@ def follow_incident(store: Store, window: Window, service: str | None) -> tuple[
     for r in result.rows:
         series[str(r["service"])].append(Minute(minute=utc(r["minute"]), calls=int(r["calls"]),
                                                 errors=int(r["errors"]), avg_ms=float(r["avg_ms"] or 0.0)))
-    found: list[tuple[Change, str]] = [(c, name) for name, s in series.items() if (c := find_change(s))]
+    found: list[tuple[Change, str]] = [(c, name) for name, s in series.items() if (c := clearest_change(s))]
     if not found:
         return window, None
     change, name = max(found, key=lambda f: f[0].z)
+    if not change.measurable:
+        # the clearest change began too early to measure: a weaker, later one elsewhere is not the incident's
+        # start, and a window moved to it would leave the incident's first minutes in the baseline
+        return window, None
     start = change.at
     if abs((start - window.start).total_seconds()) < 60:
         return window, None  # the window already starts there

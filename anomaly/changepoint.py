@@ -45,6 +45,12 @@ class Change:
     z: float
     before: float  # mean latency (ms) or error share before
     after: float  # the same after
+    minutes_before: int = 0  # minutes of the series before the change
+
+    @property
+    def measurable(self) -> bool:
+        """Enough ordinary minutes before it to measure against, and to leave as a baseline."""
+        return self.minutes_before >= MIN_BEFORE
 
     def describe(self) -> str:
         if self.kind == "errors":
@@ -78,10 +84,17 @@ def _per_minute(minutes: Sequence[Minute], kind: str) -> list[float]:
 
 
 def find_change(series: Sequence[Minute], not_before: datetime | None = None) -> Change | None:
-    """The clearest rise in latency or errors in a minute-ordered series (a start at or after `not_before`),
-    or None when no candidate passes MIN_Z and the size floors, or when the clearest one leaves fewer than
+    """The clearest rise in latency or errors (see clearest_change), or None when it leaves fewer than
     MIN_BEFORE minutes before it (a later split would measure against minutes already changed)."""
-    best: tuple[int, Change] | None = None
+    change = clearest_change(series, not_before)
+    return change if change is not None and change.measurable else None
+
+
+def clearest_change(series: Sequence[Minute], not_before: datetime | None = None) -> Change | None:
+    """The clearest rise in latency or errors in a minute-ordered series (a start at or after `not_before`),
+    or None when no candidate passes MIN_Z and the size floors; `measurable` says whether it leaves enough
+    minutes before it."""
+    best: Change | None = None
     for i in range(MIN_SCAN_BEFORE, len(series) - MIN_AFTER + 1):
         if not_before is not None and series[i].minute < not_before:
             continue
@@ -91,6 +104,6 @@ def find_change(series: Sequence[Minute], not_before: datetime | None = None) ->
             typical = statistics.median(_per_minute(after, kind))
             big = (typical - was >= MIN_ERROR_SHARE if kind == "errors"
                    else typical >= MIN_LATENCY_RATIO * was > 0)
-            if z >= MIN_Z and big and (best is None or z > best[1].z):
-                best = (i, Change(at=series[i].minute, kind=kind, z=z, before=was, after=now))
-    return best[1] if best is not None and best[0] >= MIN_BEFORE else None
+            if z >= MIN_Z and big and (best is None or z > best.z):
+                best = Change(at=series[i].minute, kind=kind, z=z, before=was, after=now, minutes_before=i)
+    return best

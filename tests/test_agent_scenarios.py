@@ -64,3 +64,27 @@ def test_fault_free_run_has_no_confident_root_cause(root_store):
         answer = ask_sync(question, store=loaded.store, settings=settings_for(loaded))
         assert all(rc.confidence < 0.5 for rc in answer.root_causes), (question, answer.answer)
         assert answer.answer.startswith("Nothing stands out"), answer.answer
+
+
+def test_the_demos_headline_reports_the_faults_size(root_store):
+    """The demo's first question, a few minutes into its fault after half an hour of history: the headline's
+    "rose A -> B" is within 20% of the faulty operation's mean latency since the fault began (not diluted
+    by the minutes before it)."""
+    from otel_ai.commands.demo import demo_questions
+    from sim.scenarios import DEFAULT_DEMO_SCENARIO
+    from tools.sql import literal
+
+    loaded = load_scenario(root_store, DEFAULT_DEMO_SCENARIO, seed=1, history="33m", rate=1.5, fault_duration="3m")
+    truth = loaded.truth
+    answer = ask_sync(demo_questions(DEFAULT_DEMO_SCENARIO)[0], store=loaded.store, settings=settings_for(loaded))
+    top = answer.root_causes[0]
+    assert (top.service, top.operation) == (truth.root_cause_service, truth.root_cause_operation), answer.answer
+    first = answer.answer.split("\n\n")[0]
+    rose = re.search(r"rose [\d.]+ m?s -> ([\d.]+) (ms|s)\b", first)
+    assert rose, first
+    reported_ms = float(rose[1]) * (1000 if rose[2] == "s" else 1)
+    since = truth.start.strftime("%Y-%m-%d %H:%M:%S.%f")
+    actual_ms = loaded.store.query(
+        f"SELECT avg(Duration) / 1e6 FROM otel_traces WHERE ServiceName = {literal(truth.root_cause_service)} "
+        f"AND SpanName = {literal(truth.root_cause_operation)} AND Timestamp >= toDateTime64('{since}', 9)").scalar()
+    assert abs(reported_ms - actual_ms) <= 0.2 * actual_ms, (first, actual_ms)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from agent import ask_sync
-from anomaly.changepoint import Minute, find_change
+from anomaly.changepoint import Minute, clearest_change, find_change
 from tests.conftest import new_database
-from tests.fixtures.agent_data import FAULT_MINUTES, synth_incident
+from tests.fixtures.agent_data import FAULT_MINUTES, TRACE_COLUMNS, synth_incident
 from tests.test_agent import settings_for
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -39,6 +40,46 @@ def test_steady_traffic_and_a_single_odd_minute_are_no_change():
     assert find_change(series([100.0] * 6 + [400.0] * 30)) is None
     # a rise too small to call slow, however clear
     assert find_change(series([100.0] * 30 + [112.0] * 10, seed=3)) is None
+
+
+def test_a_change_too_early_to_measure_is_still_the_clearest_one():
+    early = clearest_change(series([100.0] * 6 + [400.0] * 30))
+    assert early and early.at == T0 + timedelta(minutes=6) and not early.measurable
+    late = clearest_change(series([100.0] * 12 + [130.0] * 3, seed=5))
+    assert late and late.measurable and late.z < early.z
+
+
+def test_a_later_blip_elsewhere_does_not_move_the_window_past_the_incident(root_store):
+    """The incident began too early to measure (six minutes into the data); a small, later latency step in
+    another service passes the test on its own, but moving the window there would put the incident's first
+    minutes into the baseline."""
+    from agent.deps import Window
+    from agent.incident import follow_incident
+
+    store = new_database(root_store, "cpb")
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = end - timedelta(minutes=16)
+    rows: list[list[object]] = []
+
+    def span_row(ts: datetime, service: str, ms: float, error: bool) -> list[object]:
+        sid = uuid.uuid4().hex[:16]
+        return [ts, uuid.uuid4().hex, sid, "", "", "GET /", "Server", service, {"service.name": service}, "t", "1",
+                {}, int(ms * 1e6), "Error" if error else "Unset", "", [], [], [], [], [], [], []]
+
+    for i in range(16):
+        minute = first + timedelta(minutes=i)
+        faulty = i >= 6
+        for k in range(40):  # the incident: errors and latency from minute 6
+            ts = minute + timedelta(seconds=k)
+            rows.append(span_row(ts, "shop", 900.0 if faulty else 50.0, faulty and k % 2 == 0))
+        for k in range(10):  # a small step from minute 13, clear in a quiet series
+            rows.append(span_row(minute + timedelta(seconds=k), "mailer", 6.0 if i >= 13 else 2.0 + 0.01 * k, False))
+    store.insert("otel_traces", TRACE_COLUMNS, rows, column_oriented=False)
+    window = Window(start=end - timedelta(minutes=8), end=end, baseline_start=end - timedelta(minutes=40),
+                    baseline_end=end - timedelta(minutes=8))
+    moved, call = follow_incident(store, window, None)
+    assert call is None and moved == window
+    store.close()
 
 
 def test_the_window_starts_where_the_symptom_changed(root_store):
