@@ -23,6 +23,7 @@ from agent.answer import Finding, RootCause
 from agent.deps import AgentDeps, ToolCall
 from agent.question import match_services
 from anomaly import evidence_sql, signals
+from anomaly.baseline import binomial_tail
 
 # Which module implements each tool (the agent registers them all; some land later than others).
 TOOL_MODULES = {
@@ -39,6 +40,8 @@ MIN_SELF_DELTA_MS = 2.0
 MIN_ERROR_RATE_DELTA = 0.02
 MIN_ERRORS = 5
 MIN_RATE_RATIO = 3.0
+# Family-wise: the chance that any of the operations tested shows its errors by chance at its baseline rate.
+ERROR_CHANCE = 0.01
 # With no symptom named, a rise in self time over fewer than FEW_CALLS calls counts only when it is this many
 # standard errors (Welch's t).
 MIN_SELF_T_UNNAMED = 4.0
@@ -134,6 +137,11 @@ class Op:
     def rate(self, base: bool = False) -> float:
         n, errs = (self.n_base, self.own_errors_base) if base else (self.n, self.own_errors)
         return errs / n if n else 0.0
+
+    def error_chance(self) -> float:
+        """P(at least this window's own errors in its calls) at the baseline's rate, with half an error added
+        so a clean history still has a rate: a handful of failures where some fail anyway is chance."""
+        return binomial_tail(self.own_errors, self.n, (self.own_errors_base + 0.5) / (self.n_base + 1))
 
     def err_rate(self, base: bool = False) -> float:
         n, errs = (self.n_base, self.errors_base) if base else (self.n, self.errors)
@@ -445,12 +453,15 @@ def _is_datastore(o: Op) -> bool:
 def _error_signals(ops: list[Op], services: list[str], symptom: str | None) -> list[Signal]:
     """Operations that raise errors themselves (not passed up from a failing child)."""
     grown = []
+    tested = sum(1 for o in ops if o.n + o.n_base >= MIN_CALLS)
     for o in ops:
         if o.n + o.n_base < MIN_CALLS or o.own_errors < MIN_ERRORS:
             continue
         delta = o.rate() - o.rate(base=True)
         if delta < MIN_ERROR_RATE_DELTA or o.rate() < 2 * o.rate(base=True):
             continue
+        if o.n_base and tested * o.error_chance() > ERROR_CHANCE:
+            continue  # as many failures turn up by chance somewhere among this many operations
         excess = o.own_errors - o.rate(base=True) * o.n
         grown.append((excess, delta, o))
     if not grown:

@@ -108,6 +108,23 @@ def test_a_few_slow_calls_of_a_rare_operation_are_not_a_root_cause(root_store):
     store.close()
 
 
+def test_failures_as_many_as_chance_gives_are_not_a_root_cause():
+    """An operation that fails 2% of the time anyway, 5 times in 100 calls: every size gate passes (+3 points,
+    2.5x), but among ten operations that many turn up by chance. 12 failures, or 5 where none failed before,
+    do not."""
+    from agent.diagnosis import Op, _error_signals
+
+    def op(name: str, own: int, own_base: int) -> Op:
+        return Op("billing", name, "Server", "", n=100, n_base=2000, avg_ms=10, avg_base_ms=10, p95_ms=20,
+                  p95_base_ms=20, self_ms=10, self_base_ms=10, errors=own, errors_base=own_base, own_errors=own,
+                  own_errors_base=own_base, leaf_n=100)
+
+    quiet = [op(f"op{i}", 0, 0) for i in range(9)]
+    assert _error_signals([op("Charge", 5, 40), *quiet], ["billing"], None) == []
+    assert [s.operation for s in _error_signals([op("Charge", 12, 40), *quiet], ["billing"], None)] == ["Charge"]
+    assert [s.operation for s in _error_signals([op("Charge", 5, 0), *quiet], ["billing"], None)] == ["Charge"]
+
+
 def test_backdated_history_uses_the_latest_data_and_says_so(root_store):
     store = new_database(root_store, "agent")
     # half past the minute: the newest span (just before `end`) is in the same minute as `end`
