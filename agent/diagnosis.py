@@ -47,6 +47,9 @@ ERROR_CHANCE = 0.01
 MIN_SELF_T_UNNAMED = 4.0
 FEW_CALLS = 30
 MIN_SLOWER_SHARE = 0.1
+# ...unless the window's p95 self time is an order of magnitude beyond the slowest call of the baseline: pauses
+# the operation never had before, however few (a GC pause hitting one call in ten), are a change.
+FAR_TAIL_FACTOR = 10.0
 NEW_SERVICE_WEIGHT = 0.5  # a service without history or callers is unconfirmed: at most a coin flip
 MIN_SERVED_SHARE = 0.05  # extra self time this share of all time spent serving requests counts in full
 
@@ -92,6 +95,8 @@ class Op:
     self_sd_base_ms: float = 0.0
     slower: float | None = None  # share of window calls above the baseline's p95 self time (None: unknown)
     remote_n: int = 0  # calls whose child runs in another service (self time is then the wire and its queue)
+    self_p95_ms: float = 0.0  # the window's p95 self time, and the baseline's slowest self time
+    self_max_base_ms: float = 0.0
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Op:
@@ -107,6 +112,8 @@ class Op:
             destination=str(row.get("destination") or ""), leaf_errors=int(num.get("leaf_errors", 0)),
             self_sd_ms=float(num.get("self_sd_ms", 0.0)), self_sd_base_ms=float(num.get("self_sd_base_ms", 0.0)),
             slower=signals.op_slower_share(row), remote_n=int(num.get("remote_n", 0)),
+            self_p95_ms=(signals.floats(row.get("self_q_ms")) or [0.0])[-1],
+            self_max_base_ms=float(num.get("self_max_base_ms", 0.0)),
         )
 
     @property
@@ -391,9 +398,10 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
             continue
         if o.remote_n >= 0.5 * o.n:
             continue  # a call answered by another service: its growth is charged to that end (_apply_shifts)
-        if o.slower is not None and o.slower < MIN_SLOWER_SHARE:
+        far_tails = o.self_max_base_ms > 0 and o.self_p95_ms >= FAR_TAIL_FACTOR * o.self_max_base_ms
+        if o.slower is not None and o.slower < MIN_SLOWER_SHARE and not far_tails:
             # the mean rose, but fewer calls than one in ten are slower than the baseline's p95: a few long
-            # tails (a big query now and then), not a change in how the operation behaves
+            # tails (a big query now and then, as the baseline had too), not a change in how it behaves
             continue
         if symptom is None and (o.avg_ms <= o.p95_base_ms
                                 or (o.n < FEW_CALLS and o.self_t() < MIN_SELF_T_UNNAMED)):

@@ -68,6 +68,7 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
         greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.cur)) AS self_q_ms,
     arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.5, 0.95)(
         greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur)) AS self_q_base_ms,
+    round(maxIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_max_base_ms,
     countIf(s.cur AND c.child_n > 0 AND c.child_service != s.ServiceName) AS remote_n,
     countIf(s.cur AND s.StatusCode = 'Error') AS errors, countIf(NOT s.cur AND s.StatusCode = 'Error') AS errors_base,
     countIf(s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors,

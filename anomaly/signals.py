@@ -66,7 +66,7 @@ def slower_share(window_q: list[float], base_p95: float, min_ms: float = MIN_SLO
     return 0.0
 
 
-def _floats(value: Any) -> list[float]:  # noqa: ANN401
+def floats(value: Any) -> list[float]:  # noqa: ANN401
     """A quantile array as floats; empty when any is missing (no calls on that side)."""
     if not isinstance(value, (list, tuple)) or any(v is None for v in value):
         return []
@@ -76,7 +76,7 @@ def _floats(value: Any) -> list[float]:  # noqa: ANN401
 
 def op_slower_share(row: dict[str, Any]) -> float | None:
     """One operation's share of window calls above its baseline p95 self time (None: too few calls)."""
-    q, qb = _floats(row.get("self_q_ms")), _floats(row.get("self_q_base_ms"))
+    q, qb = floats(row.get("self_q_ms")), floats(row.get("self_q_base_ms"))
     if len(q) < len(Q_LEVELS) or len(qb) < 2 or int(row.get("n_base") or 0) < MIN_BASE_CALLS:
         return None
     return slower_share(q, qb[1])
@@ -88,7 +88,7 @@ def latency_shifts(rows: Iterable[dict[str, Any]]) -> dict[str, Shift]:
     out: dict[str, Shift] = {}
     for r in rows:
         n, n_base = int(r.get("n") or 0), int(r.get("n_base") or 0)
-        q, qb = _floats(r.get("self_q_ms")), _floats(r.get("self_q_base_ms"))
+        q, qb = floats(r.get("self_q_ms")), floats(r.get("self_q_base_ms"))
         if n == 0 or n_base < MIN_BASE_CALLS or len(q) < len(Q_LEVELS) or len(qb) < 2:
             continue
         if int(r.get("remote_n") or 0) >= 0.5 * n:
@@ -118,7 +118,7 @@ def network_shifts(edges: Iterable[dict[str, Any]]) -> dict[str, Shift]:
     partners: dict[str, set[str]] = {}
     for e in edges:
         n, n_base = int(e.get("gap_n") or 0), int(e.get("gap_n_base") or 0)
-        q, qb = _floats(e.get("gap_q_ms")), _floats(e.get("gap_q_base_ms"))
+        q, qb = floats(e.get("gap_q_ms")), floats(e.get("gap_q_base_ms"))
         if n == 0 or n_base < MIN_BASE_CALLS or len(q) < len(Q_LEVELS) or len(qb) < 2:
             continue
         share = slower_share(q, qb[1], MIN_GAP_MS)

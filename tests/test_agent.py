@@ -125,6 +125,20 @@ def test_failures_as_many_as_chance_gives_are_not_a_root_cause():
     assert [s.operation for s in _error_signals([op("Charge", 5, 0), *quiet], ["billing"], None)] == ["Charge"]
 
 
+def test_rare_pauses_far_beyond_anything_before_are_a_change_rare_tails_seen_before_are_not():
+    """Fewer than one call in ten slower than the baseline's p95 is a few long tails, unless those tails are an
+    order of magnitude beyond the baseline's slowest call (GC pauses hitting 5 of 58 calls: 2 -> 95 ms)."""
+    from agent.diagnosis import Op, _latency_signals
+
+    def op(max_base_ms: float) -> Op:
+        return Op("ad", "GetAds", "Server", "", n=58, n_base=45, avg_ms=95, avg_base_ms=2.2, p95_ms=463,
+                  p95_base_ms=4.3, self_ms=95, self_base_ms=2.2, errors=0, errors_base=0, own_errors=0,
+                  own_errors_base=0, leaf_n=58, slower=0.086, self_p95_ms=463, self_max_base_ms=max_base_ms)
+
+    assert [s.service for s in _latency_signals([op(9.0)], ["ad"], 0.0, "ad")] == ["ad"]
+    assert _latency_signals([op(300.0)], ["ad"], 0.0, "ad") == []
+
+
 def test_backdated_history_uses_the_latest_data_and_says_so(root_store):
     store = new_database(root_store, "agent")
     # half past the minute: the newest span (just before `end`) is in the same minute as `end`
