@@ -48,7 +48,7 @@ MIN_SELF_T_UNNAMED = 4.0
 FEW_CALLS = 30
 MIN_SLOWER_SHARE = 0.1
 # ...unless the window's p95 self time is an order of magnitude beyond the slowest call of the baseline: pauses
-# the operation never had before, however few (a GC pause hitting one call in ten), are a change.
+# the operation never had before, however few (GC pauses hitting one call in twelve), are a change.
 FAR_TAIL_FACTOR = 10.0
 NEW_SERVICE_WEIGHT = 0.5  # a service without history or callers is unconfirmed: at most a coin flip
 MIN_SERVED_SHARE = 0.05  # extra self time this share of all time spent serving requests counts in full
