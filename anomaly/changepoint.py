@@ -83,13 +83,6 @@ def _per_minute(minutes: Sequence[Minute], kind: str) -> list[float]:
     return [m.errors / m.calls if kind == "errors" else m.avg_ms for m in minutes if m.calls] or [0.0]
 
 
-def find_change(series: Sequence[Minute], not_before: datetime | None = None) -> Change | None:
-    """The clearest rise in latency or errors (see clearest_change), or None when it leaves fewer than
-    MIN_BEFORE minutes before it (a later split would measure against minutes already changed)."""
-    change = clearest_change(series, not_before)
-    return change if change is not None and change.measurable else None
-
-
 def clearest_change(series: Sequence[Minute], not_before: datetime | None = None) -> Change | None:
     """The clearest rise in latency or errors in a minute-ordered series (a start at or after `not_before`),
     or None when no candidate passes MIN_Z and the size floors; `measurable` says whether it leaves enough

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from agent import ask_sync
-from anomaly.changepoint import Minute, clearest_change, find_change
+from anomaly.changepoint import Change, Minute, clearest_change
 from tests.conftest import new_database
 from tests.fixtures.agent_data import FAULT_MINUTES, TRACE_COLUMNS, synth_incident
 from tests.test_agent import settings_for
@@ -20,6 +20,12 @@ def series(latency: list[float], errors: list[int] | None = None, calls: int = 1
     errors = errors or [0] * len(latency)
     return [Minute(T0 + timedelta(minutes=i), calls, e, ms * rng.uniform(0.93, 1.07))
             for i, (ms, e) in enumerate(zip(latency, errors, strict=True))]
+
+
+def find_change(minutes: list[Minute]) -> Change | None:
+    """The change the incident window would move to: the clearest one, when measurable."""
+    change = clearest_change(minutes)
+    return change if change is not None and change.measurable else None
 
 
 def test_a_latency_step_is_found_at_its_first_minute():
