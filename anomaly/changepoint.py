@@ -70,13 +70,28 @@ def _error_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, 
 
 
 def _latency_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, float, float]:
-    b = [m.avg_ms for m in before if m.calls]
-    a = [m.avg_ms for m in after if m.calls]
+    """The after-segment's mean latency against the before-segment's, in standard errors of a minute's mean.
+    A minute with fewer calls than the typical before-minute is noisier by sqrt(typical / calls) and weighs
+    that much less: the partial minute at the data's edge, two calls that happened to be slow, is not a
+    change."""
+    b = [m for m in before if m.calls]
+    a = [m for m in after if m.calls]
     if len(b) < MIN_SCAN_BEFORE or len(a) < MIN_AFTER:
         return 0.0, 0.0, 0.0
-    mean_b, mean_a = statistics.fmean(b), statistics.fmean(a)
-    sd = max(statistics.stdev(b), REL_SD_FLOOR * mean_b, 1e-9)
-    return (mean_a - mean_b) / (sd / math.sqrt(len(a))), mean_b, mean_a
+    typical = statistics.median(m.calls for m in b)
+
+    def weight(m: Minute) -> float:
+        return min(1.0, m.calls / typical)
+
+    def mean(ms: Sequence[Minute]) -> float:
+        return sum(weight(m) * m.avg_ms for m in ms) / sum(weight(m) for m in ms)
+
+    minutes_after = sum(weight(m) for m in a)  # in typical minutes' worth of calls
+    if round(minutes_after) < MIN_AFTER:
+        return 0.0, 0.0, 0.0
+    mean_b, mean_a = mean(b), mean(a)
+    sd = max(statistics.stdev(m.avg_ms for m in b), REL_SD_FLOOR * mean_b, 1e-9)
+    return (mean_a - mean_b) / (sd / math.sqrt(minutes_after)), mean_b, mean_a
 
 
 def _per_minute(minutes: Sequence[Minute], kind: str) -> list[float]:

@@ -48,6 +48,20 @@ def test_steady_traffic_and_a_single_odd_minute_are_no_change():
     assert find_change(series([100.0] * 30 + [112.0] * 10, seed=3)) is None
 
 
+def test_a_partial_last_minute_with_a_few_slow_calls_is_no_change():
+    """The minute still in progress when the question is asked: two calls, both on the slow path. Counted as a
+    whole minute, it and the minute before it read as a step to 1.25x at z = 6.8 (a CI run moved the window
+    there and left the incident in the baseline); a minute of two calls is that much noisier."""
+    minutes = series([70.0] * 40)
+    minutes[-1] = Minute(minutes[-1].minute, 2, 0, 110.0)
+    assert find_change(minutes) is None
+    # a real step that is still young keeps its full minutes' weight: two whole minutes and the partial third
+    young = series([70.0] * 38 + [140.0] * 2)
+    young.append(Minute(young[-1].minute + timedelta(minutes=1), 5, 0, 140.0))
+    change = find_change(young)
+    assert change and change.at == T0 + timedelta(minutes=38) and change.after > 130
+
+
 def test_a_change_too_early_to_measure_is_still_the_clearest_one():
     early = clearest_change(series([100.0] * 6 + [400.0] * 30))
     assert early and early.at == T0 + timedelta(minutes=6) and not early.measurable
