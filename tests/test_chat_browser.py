@@ -94,8 +94,10 @@ def test_a_top_n_list_a_measure_by_service_and_a_time_series_each_get_their_char
     by_service = chat.wait_reply(before)
     assert "P95 latency by service" in by_service.inner_text()
     assert truth["root_cause_service"] in by_service.locator("table").inner_text()
-    by_service.locator(".js-plotly-plot").first.wait_for()
-    assert by_service.locator(".js-plotly-plot .gtitle").first.text_content() == "P95 latency by service (ms)"
+    # each answer's own chart, found by its title: Plotly may draw an answer's other charts first
+    bars = by_service.locator(".js-plotly-plot .gtitle", has_text="P95 latency by service")
+    bars.wait_for()
+    assert bars.text_content() == "P95 latency by service (ms)"
     chat.shot("1-by-service")
 
     chat.send("show me the slowest traces in the last 15 minutes")
@@ -103,17 +105,17 @@ def test_a_top_n_list_a_measure_by_service_and_a_time_series_each_get_their_char
     ids = re.findall(r"\b[0-9a-f]{32}\b", top.inner_text())
     assert len(set(ids)) == 5, top.inner_text()[:2000]  # five by default: "last 15 minutes" is no count
     assert f"show trace {ids[0]}" in top.inner_text()
-    top.locator(".js-plotly-plot").first.wait_for()
-    assert "Slowest traces" in top.locator(".js-plotly-plot .gtitle").first.text_content()
+    top.locator(".js-plotly-plot .gtitle", has_text="Slowest traces: duration (ms)").wait_for()
     chat.shot("2-slowest-traces")
 
     chat.send("p95 latency of checkout over the last 30 minutes")
     series = chat.assistant_messages().last
     assert "P95 latency of" in series.inner_text() and "peak" in series.inner_text()
-    series.locator(".js-plotly-plot").first.wait_for()
-    assert series.locator(".js-plotly-plot .gtitle").first.text_content() == (
-        "P95 latency of checkout over time (ms)")
-    assert series.locator(".js-plotly-plot .scatterlayer .trace").count() == 1  # one line
+    title = "P95 latency of checkout over time (ms)"
+    plot = series.locator(".js-plotly-plot").filter(has=chat.page.locator(".gtitle", has_text=title))
+    plot.wait_for()
+    assert plot.locator(".gtitle").text_content() == title
+    assert plot.locator(".scatterlayer .trace").count() == 1  # one line
     chat.shot("3-time-series")
     assert chat.external_requests() == []
 
