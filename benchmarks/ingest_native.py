@@ -53,7 +53,7 @@ def _staging(store: Store, dec: NativeDecoder, signal: str) -> Callable[[list[by
     store.command(
         f"CREATE MATERIALIZED VIEW stage_{signal}_mv TO `{sig.table}` AS SELECT "
         + ", ".join(f"{sig.select[c]} AS `{c}`" for c in names)
-        + " FROM " + sig.source.replace("{requests}", requests)
+        + f" FROM {requests} {sig.join}"
     )
     data = dec.dir / f"stage-{signal}.bin"
 

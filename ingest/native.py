@@ -167,6 +167,8 @@ def _ns(col: str) -> str:
     return f"fromUnixTimestamp64Nano(toInt64({col}))"
 
 
+_SERVICE = f"{_map('rs.resource.attributes')}['service.name']"
+
 _SPAN_OK = (
     "length(sp.trace_id) = 16 AND sp.trace_id != repeat('\\0', 16) "
     "AND length(sp.span_id) = 8 AND sp.span_id != repeat('\\0', 8) "
@@ -195,8 +197,8 @@ TRACES_SELECT: dict[str, str] = {
     "TraceState": "sp.trace_state",
     "SpanName": "sp.name",
     "SpanKind": f"if(sp.kind >= 0 AND sp.kind < 6, {_KINDS}[sp.kind + 1], '')",
-    "ServiceName": "rs_attrs['service.name']",
-    "ResourceAttributes": "rs_attrs",
+    "ServiceName": _SERVICE,
+    "ResourceAttributes": _map("rs.resource.attributes"),
     "ScopeName": "ss.scope.name",
     "ScopeVersion": "ss.scope.version",
     "SpanAttributes": _map("sp.attributes"),
@@ -211,13 +213,7 @@ TRACES_SELECT: dict[str, str] = {
     "Links.TraceState": "arrayMap(l -> l.trace_state, sp.links)",
     "Links.Attributes": f"arrayMap(l -> {_map('l.attributes')}, sp.links)",
 }
-# Resource maps are rendered once per resource, before the spans are joined: ARRAY JOIN then copies
-# the map to each span, which is cheaper than rendering it again for every span (and twice, for the
-# service name).
-TRACES_FROM = (
-    f"(SELECT rs, {_map('rs.resource.attributes')} AS rs_attrs FROM {{requests}} ARRAY JOIN resource_spans AS rs) "
-    "ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"
-)
+TRACES_JOIN = "ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"
 
 _LOG_OK = (
     "length(lr.trace_id) IN (0, 16) AND length(lr.span_id) IN (0, 8) "
@@ -235,23 +231,18 @@ LOGS_SELECT: dict[str, str] = {
     "TraceFlags": "bitAnd(lr.flags, 255)",
     "SeverityText": "lr.severity_text",
     "SeverityNumber": "bitAnd(lr.severity_number, 255)",
-    "ServiceName": "rl_attrs['service.name']",
+    "ServiceName": f"{_map('rl.resource.attributes')}['service.name']",
     "Body": _render("lr.body"),
-    "ResourceSchemaUrl": "rl_schema_url",
-    "ResourceAttributes": "rl_attrs",
+    "ResourceSchemaUrl": "rl.schema_url",
+    "ResourceAttributes": _map("rl.resource.attributes"),
     "ScopeSchemaUrl": "sl.schema_url",
     "ScopeName": "sl.scope.name",
     "ScopeVersion": "sl.scope.version",
-    "ScopeAttributes": "sl_attrs",
+    "ScopeAttributes": _map("sl.scope.attributes"),
     "LogAttributes": _map("lr.attributes"),
     "EventName": "lr.event_name",
 }
-LOGS_FROM = (  # resource and scope maps once per resource and scope, as for spans
-    f"(SELECT rl_attrs, rl_schema_url, sl, {_map('sl.scope.attributes')} AS sl_attrs FROM "
-    f"(SELECT rl.schema_url AS rl_schema_url, rl.scope_logs AS rl_scope_logs, "
-    f"{_map('rl.resource.attributes')} AS rl_attrs FROM {{requests}} "
-    "ARRAY JOIN resource_logs AS rl) ARRAY JOIN rl_scope_logs AS sl) ARRAY JOIN sl.log_records AS lr"
-)
+LOGS_JOIN = "ARRAY JOIN resource_logs AS rl ARRAY JOIN rl.scope_logs AS sl ARRAY JOIN sl.log_records AS lr"
 
 
 _FALLBACK = "otel-ai: a request needs the Python mapper"
@@ -271,17 +262,17 @@ class NativeSignal:
     structure: str
     check: str
     select: dict[str, str]
-    source: str  # FROM clause down to one row per item, around `{requests}` (one row per request)
+    join: str
 
 
 NATIVE_SIGNALS: dict[str, NativeSignal] = {
     "traces": NativeSignal(
         "traces", "otel_traces", _message_name(ExportTraceServiceRequest.DESCRIPTOR), TRACES_STRUCTURE,
-        TRACES_CHECK, TRACES_SELECT, TRACES_FROM,
+        TRACES_CHECK, TRACES_SELECT, TRACES_JOIN,
     ),
     "logs": NativeSignal(
         "logs", "otel_logs", _message_name(ExportLogsServiceRequest.DESCRIPTOR), LOGS_STRUCTURE,
-        LOGS_CHECK, LOGS_SELECT, LOGS_FROM,
+        LOGS_CHECK, LOGS_SELECT, LOGS_JOIN,
     ),
 }
 
@@ -347,7 +338,7 @@ class NativeDecoder:
             insert = (
                 f"INSERT INTO `{sig.table}` ({', '.join(f'`{c}`' for c in names)}) "
                 f"SELECT {', '.join(sig.select[c] for c in names)} FROM "
-                + sig.source.replace("{requests}", f"(SELECT rowNumberInAllBlocks() AS req, * FROM {source} {{where}})")
+                f"(SELECT rowNumberInAllBlocks() AS req, * FROM {source} {{where}}) {sig.join}"
             )
             try:
                 store.command(insert.format(where=f"WHERE throwIf(NOT {sig.check}, '{_FALLBACK}') = 0"),
