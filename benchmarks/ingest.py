@@ -289,11 +289,18 @@ def profile_pipeline(bodies: list[bytes], spans: int, workdir: Path) -> str:
 
 def run_decoder(decoder: str, args: argparse.Namespace, requests: dict[str, list[bytes]], baseline: dict[str, float],
                 workdir: Path) -> dict[str, float]:
-    """One serve with `decoder`, every workload in turn; prints a line per signal, returns CPU us per item."""
-    data = workdir / f"data-{decoder}"
+    """One serve with `decoder`, every workload in turn; prints a line per signal, returns CPU us per item.
+
+    `clickhouse:N` sets the decoder's threshold (`OTEL_AI_INGEST_NATIVE_MIN_ITEMS`), so thresholds can be
+    compared within one run.
+    """
+    data = workdir / f"data-{decoder.replace(':', '-')}"
     data.mkdir()
-    env = {"OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_INGEST_DECODER": decoder}
-    srv = make_server(data, workdir / f"serve-{decoder}.log", env).start()
+    engine, _, min_items = decoder.partition(":")
+    env = {"OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_INGEST_DECODER": engine}
+    if min_items:
+        env["OTEL_AI_INGEST_NATIVE_MIN_ITEMS"] = min_items
+    srv = make_server(data, workdir / f"serve-{decoder.replace(':', '-')}.log", env).start()
     acked_total: dict[str, int] = {}
     cpu_per_item: dict[str, float] = {}
     try:
@@ -345,7 +352,8 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--spans", type=int, default=1000, help="items (spans, records, points) per request")
     parser.add_argument("--distinct", type=int, default=40, help="distinct pre-serialized requests")
-    parser.add_argument("--decoders", default="clickhouse,python")
+    parser.add_argument("--decoders", default="clickhouse,python",
+                        help="comma-separated; clickhouse:N sets OTEL_AI_INGEST_NATIVE_MIN_ITEMS to N")
     parser.add_argument("--signals", default="traces,logs,metrics")
     parser.add_argument("--big", type=int, default=100_000, help="spans in one big request (0: skip)")
     parser.add_argument("--profile", action="store_true", help="also profile the Python pipeline in-process")
@@ -366,9 +374,9 @@ def main() -> int:
     try:
         for decoder in [d.strip() for d in args.decoders.split(",") if d.strip()]:
             results[decoder] = run_decoder(decoder, args, requests, baseline, workdir)
-        if {"clickhouse", "python"} <= results.keys():
-            ratios = ", ".join(f"{n} {results['python'][n] / results['clickhouse'][n]:.1f}x" for n in signals)
-            print(f"server CPU per item, python / clickhouse (same run): {ratios}")
+        for decoder in results.keys() - {"python"} if "python" in results else ():
+            ratios = ", ".join(f"{n} {results['python'][n] / results[decoder][n]:.2f}x" for n in signals)
+            print(f"server CPU per item, python / {decoder} (same run): {ratios}")
         print(f"machine after: load average {os.getloadavg()[0]:.2f}")
         if args.profile and "traces" in requests:
             print(profile_pipeline(requests["traces"][:20], args.spans, workdir))

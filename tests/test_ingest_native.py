@@ -196,25 +196,30 @@ def complex_traces(seed: int) -> list[ExportTraceServiceRequest]:
 
 
 def logs_request(seed: int, nested: bool) -> ExportLogsServiceRequest:
+    """Two resources of two scopes each, so every record must get its own resource's and scope's columns."""
     req = ExportLogsServiceRequest()
-    rl = req.resource_logs.add(schema_url="https://opentelemetry.io/schemas/1.21.0")
-    rl.resource.attributes.add(key="service.name", value=_any(string_value=f"logsvc-{seed}"))
-    _attrs(rl.resource.attributes, SIMPLE_VALUES, prefix="res.")
-    sl = rl.scope_logs.add(schema_url="https://scope/1")
-    sl.scope.name, sl.scope.version = "logger", "0.1"
-    _attrs(sl.scope.attributes, SIMPLE_VALUES[:5], prefix="sc.")
-    bodies = SIMPLE_VALUES + (COMPLEX_VALUES if nested else [])
-    for i, body in enumerate(bodies):
-        rec = sl.log_records.add(
-            time_unix_nano=0 if i % 4 == 0 else NOW + seed * 1000 + i, observed_time_unix_nano=NOW + i,
-            severity_number=(i * 3) % 25 if i != 5 else -3, severity_text="WARN" if i % 2 else "",
-            flags=0x1FF if i % 3 else 1, event_name="evt" if i % 5 == 0 else "",
-            trace_id=(seed * 1000 + i + 1).to_bytes(16, "big") if i % 2 else b"",
-            span_id=(seed * 1000 + i + 1).to_bytes(8, "big") if i % 2 else b"",
-        )
-        rec.body.CopyFrom(body)
-        _attrs(rec.attributes, SIMPLE_VALUES[i % 5:i % 5 + 6])
+    for r in range(2):
+        rl = req.resource_logs.add(schema_url=f"https://opentelemetry.io/schemas/1.2{r}.0")
+        rl.resource.attributes.add(key="service.name", value=_any(string_value=f"logsvc-{seed}-{r}"))
+        _attrs(rl.resource.attributes, SIMPLE_VALUES[r:], prefix="res.")
+        for s in range(2):
+            sl = rl.scope_logs.add(schema_url=f"https://scope/{r}/{s}")
+            sl.scope.name, sl.scope.version = f"logger-{s}", f"0.{r}"
+            _attrs(sl.scope.attributes, SIMPLE_VALUES[s:s + 5], prefix=f"sc{r}.")
+            bodies = SIMPLE_VALUES + (COMPLEX_VALUES if nested and r == 1 and s == 0 else [])
+            for i, body in enumerate(bodies):
+                n = seed * 1000 + r * 100 + s * 50 + i
+                rec = sl.log_records.add(
+                    time_unix_nano=0 if i % 4 == 0 else NOW + n, observed_time_unix_nano=NOW + i,
+                    severity_number=(i * 3) % 25 if i != 5 else -3, severity_text="WARN" if i % 2 else "",
+                    flags=0x1FF if i % 3 else 1, event_name="evt" if i % 5 == 0 else "",
+                    trace_id=(n + 1).to_bytes(16, "big") if i % 2 else b"",
+                    span_id=(n + 1).to_bytes(8, "big") if i % 2 else b"",
+                )
+                rec.body.CopyFrom(body)
+                _attrs(rec.attributes, SIMPLE_VALUES[i % 5:i % 5 + 6])
     if nested:
+        sl = req.resource_logs[0].scope_logs[1]
         sl.log_records.add(trace_id=b"\x01" * 5, time_unix_nano=NOW)  # rejected
         sl.log_records.add(time_unix_nano=MAX + 1)  # rejected
     return req
