@@ -71,9 +71,9 @@ def _error_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, 
 
 def _latency_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, float, float]:
     """The after-segment's mean latency against the before-segment's, in standard errors of a minute's mean.
-    A minute with fewer calls than the typical before-minute is noisier by sqrt(typical / calls) and weighs
-    that much less: the partial minute at the data's edge, two calls that happened to be slow, is not a
-    change."""
+    A minute with fewer calls than the typical before-minute has typical / calls times a whole minute's
+    variance, so it weighs calls / typical (inverse variance): the partial minute at the data's edge, two
+    calls that happened to be slow, is not a change."""
     b = [m for m in before if m.calls]
     a = [m for m in after if m.calls]
     if len(b) < MIN_SCAN_BEFORE or len(a) < MIN_AFTER:
