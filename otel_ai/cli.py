@@ -14,14 +14,18 @@ from store import StoreError
 COMMANDS = ["serve", "db", "slack", "otel_demo", "anomalies", "sim", "demo", "sql", "eval", "ask", "models"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv` naming a command, only that command's module is imported (each pulls in its
+    own dependencies: `ask --server` needs neither the simulator nor the store's server), else all, for
+    the help and the error that list them."""
     parser = argparse.ArgumentParser(
         prog="otel-ai",
         description="AI-native observability: OTLP into ClickHouse, anomalies, and answers with evidence.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    first = next((a.replace("-", "_") for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), "")
+    for name in [first] if first in COMMANDS else COMMANDS:
         importlib.import_module(f"otel_ai.commands.{name}").register(sub)
     return parser
 
@@ -39,7 +43,7 @@ def setup_logging(command: str | None, verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     setup_logging(args.command, args.verbose)
     if not getattr(args, "func", None):
