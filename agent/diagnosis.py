@@ -112,7 +112,7 @@ class Op:
             destination=str(row.get("destination") or ""), leaf_errors=int(num.get("leaf_errors", 0)),
             self_sd_ms=float(num.get("self_sd_ms", 0.0)), self_sd_base_ms=float(num.get("self_sd_base_ms", 0.0)),
             slower=signals.op_slower_share(row), remote_n=int(num.get("remote_n", 0)),
-            self_p95_ms=(signals.floats(row.get("self_q_ms")) or [0.0])[-1],
+            self_p95_ms=signals.quantile(row.get("self_q_ms"), 0.95),
             self_max_base_ms=float(num.get("self_max_base_ms", 0.0)),
         )
 

@@ -74,6 +74,12 @@ def floats(value: Any) -> list[float]:  # noqa: ANN401
     return [] if any(math.isnan(v) for v in out) else out
 
 
+def quantile(value: Any, level: float) -> float:  # noqa: ANN401
+    """One level of a Q_LEVELS quantile array (0.0 when the array is missing: no calls on that side)."""
+    q = floats(value)
+    return q[Q_LEVELS.index(level)] if len(q) == len(Q_LEVELS) else 0.0
+
+
 def op_slower_share(row: dict[str, Any]) -> float | None:
     """One operation's share of window calls above its baseline p95 self time (None: too few calls)."""
     q, qb = floats(row.get("self_q_ms")), floats(row.get("self_q_base_ms"))
