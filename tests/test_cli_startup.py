@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from otel_ai.cli import COMMANDS
+
 CHECK = """
 import sys
 from otel_ai.cli import COMMANDS, build_parser
@@ -25,7 +27,6 @@ def test_a_command_imports_only_its_own_module_and_the_help_lists_them_all():
     assert commands_loaded(["ask", "--server", "http://127.0.0.1:9", "why?"]) == (["ask"], False)
     assert commands_loaded(["-v", "otel-demo", "--help"])[0] == ["otel_demo"]
     everything, _ = commands_loaded(["--help"])
-    from otel_ai.cli import COMMANDS
     assert sorted(everything) == sorted(COMMANDS)
     assert sorted(commands_loaded(["no-such-command"])[0]) == sorted(COMMANDS)  # the error lists the choices
 
