@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import FallbackExceptionGroup, ModelAPIError, UnexpectedModelBehavior
@@ -41,6 +41,9 @@ from agent.streaming import EventRelay, OnEvent, tools_only
 from agent.summary import summarize, summary_spec
 from otel_ai.settings import Settings, load_settings
 from store import Store
+
+if TYPE_CHECKING:
+    from tools.result import ToolResult
 
 log = logging.getLogger("agent")
 
@@ -358,9 +361,17 @@ def logs_matching(
 @agent.tool(sequential=True)
 def run_sql(ctx: RunContext[AgentDeps], sql: str) -> str:
     """Run one read-only ClickHouse SELECT through the SQL guard (refused queries return the reason)."""
-    from tools.sql import run_sql as fn
+    return record(ctx, "run_sql", {"sql": sql}, lambda: guarded_sql(ctx.deps, sql))
 
-    return record(ctx, "run_sql", {"sql": sql}, lambda: fn(ctx.deps.store, sql))
+
+def guarded_sql(deps: AgentDeps, sql: str) -> ToolResult:
+    """`sql` through the guard, under the ad-hoc limits unless it is, byte for byte, one of the analyst's own
+    evidence queries for this window (then every core may serve it; it is still guarded and read-only)."""
+    from agent.diagnosis import analyst_sql
+    from tools.sql import SqlLimits, run_sql
+
+    own = sql in analyst_sql(deps).values()
+    return run_sql(deps.store, sql, limits=SqlLimits.for_product_sql() if own else None)
 
 
 # ---- conversations -------------------------------------------------------------------------

@@ -192,3 +192,31 @@ def test_traffic_question_gives_rates_now_and_before(incident):
     assert re.search(r"- edge-gateway: (1\.9\d|2\.0\d)/s \(before (1\.9\d|2\.0\d)/s\), errors 0\.0%", answer.answer)
     assert re.search(r"- orders: 1\.[12]\d/s", answer.answer)
     assert not answer.root_causes
+
+
+def test_the_analysts_own_queries_may_use_every_core_model_written_sql_keeps_half(incident):
+    """The analyst runs its evidence SQL through the guard to show it; written by the product and bounded by
+    the window, it gets the cores the tools' own queries get. Any other text (a model's, or the analyst's
+    query altered by one character) keeps the ad-hoc limit of half the cores."""
+    import os
+
+    from agent.agent import guarded_sql
+    from agent.deps import AgentDeps, DataNames, Window
+    from agent.diagnosis import analyst_sql
+    from agent.question import parse_question
+
+    store, _ = incident
+    end = datetime.now(UTC)
+    window = Window(start=end - timedelta(minutes=15), end=end, baseline_start=end - timedelta(minutes=45),
+                    baseline_end=end - timedelta(minutes=15))
+    deps = AgentDeps(store=store, settings=settings_for(store), window=window, names=DataNames(),
+                     question=parse_question("why is edge-gateway slow?", end, [], []))
+    cores = os.cpu_count() or 2
+    own = analyst_sql(deps)["span_stats"]
+    result = guarded_sql(deps, own)
+    assert result.ok and any(r["service"] == "billing" for r in result.rows)
+    assert result.details["max_threads"] == cores
+    for other in (own + " ", "SELECT ServiceName, count() AS n FROM otel_traces GROUP BY ServiceName"):
+        result = guarded_sql(deps, other)
+        assert result.ok and result.rows
+        assert result.details["max_threads"] == max(1, cores // 2)

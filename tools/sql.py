@@ -127,6 +127,13 @@ class SqlLimits:
         }
 
     @classmethod
+    def for_product_sql(cls) -> SqlLimits:
+        """For SQL the product wrote itself and runs through the guard only to show it as evidence (the
+        built-in analyst's queries): its cost is bounded by the window it reads, like the tools' own
+        analytics queries, so it may use every core. Every other limit stays."""
+        return cls(max_threads=os.cpu_count() or 2)
+
+    @classmethod
     def from_settings(cls, settings: Any) -> SqlLimits:  # noqa: ANN401 - otel_ai.settings.Settings
         return cls(
             max_execution_time=settings.sql_max_execution_time,
@@ -511,7 +518,7 @@ def run_sql(
         columns,
         rows,
         notes=guarded.notes,
-        details={"types": types},
+        details={"types": types, "max_threads": limits.max_threads},
     )
 
 
