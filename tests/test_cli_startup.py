@@ -37,3 +37,13 @@ def test_help_and_an_unknown_command_still_list_every_command():
     assert error.returncode == 2 and "invalid choice: 'bogus'" in error.stderr
     for name in ("serve", "ask", "sql", "otel-demo", "anomalies"):
         assert name in help_text and name in error.stderr
+
+
+def test_asking_a_running_serve_loads_neither_the_agent_nor_an_http_client_library():
+    """`ask --server` is a thin client: the standard library's HTTP client, not httpx (which pulls in its own
+    command line, rich and click: ~70 ms), and none of the agent or the engine."""
+    check = ("import sys\nfrom otel_ai.cli import build_parser\n"
+             "build_parser(['ask', '--server', 'http://127.0.0.1:9', 'why?'])\n"
+             "print(sorted(m for m in ('httpx', 'agent', 'chdb', 'fastapi') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

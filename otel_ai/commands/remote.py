@@ -8,12 +8,15 @@ and otherwise says who does, before chDB prints its own lock error.
 
 from __future__ import annotations
 
+import http.client
+import json as jsonlib
 import os
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from otel_ai.auth import client_headers
 from otel_ai.settings import Settings
@@ -41,22 +44,25 @@ class Server:
     def call(self, method: str, path: str, *, json: object = None, params: dict[str, object] | None = None,
              timeout: float = 120.0) -> Any:  # noqa: ANN401 - the API's JSON
         """The JSON body of a 200 answer; anything else becomes a ServerError with the server's reason."""
+        url = f"{self.url}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         try:
-            response = httpx.request(method, f"{self.url}{path}", json=json, params=params, headers=self.headers,
-                                     timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise ServerError(f"otel-ai is not reachable at {self.url} ({type(exc).__name__}: {exc})") from None
+            status, reason, raw = _request(method, url, json, self.headers, timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            cause = exc.reason if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, Exception) else exc
+            raise ServerError(f"otel-ai is not reachable at {self.url} ({type(cause).__name__}: {cause})") from None
         try:
-            body = response.json()
+            body = jsonlib.loads(raw)
         except ValueError:
             body = None
-        if response.status_code == 200 and body is not None:
+        if status == 200 and body is not None:
             return body
-        raise ServerError(self._reason(response, body), response.status_code)
+        raise ServerError(self._reason(status, reason, raw, body), status)
 
-    def _reason(self, response: httpx.Response, body: object) -> str:
+    def _reason(self, status: int, reason: str, raw: bytes, body: object) -> str:
         """One line from an error answer: ours are {"error": ...}, FastAPI's validation {"detail": [...]}."""
-        if response.status_code == 401:  # the server's own words say how to log in to the chat: not for us
+        if status == 401:  # the server's own words say how to log in to the chat: not for us
             said = body.get("error") if isinstance(body, dict) else None
             what = str(said).split(":")[0] if said else "authentication required"
             hint = "set OTEL_AI_API_TOKEN to one of its tokens" if not self.headers else \
@@ -67,8 +73,23 @@ class Server:
         if isinstance(body, dict) and isinstance(body.get("detail"), list):
             return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
                              for d in body["detail"] if isinstance(d, dict))
-        text = response.text.strip()[:300] or response.reason_phrase
-        return f"{self.url} answered {response.status_code}: {text}"
+        text = raw.decode("utf-8", "replace").strip()[:300] or reason
+        return f"{self.url} answered {status}: {text}"
+
+
+def _request(method: str, url: str, body: object, headers: dict[str, str], timeout: float) -> tuple[int, str, bytes]:
+    """(status, reason, body bytes) of one HTTP exchange; an error status is an answer, not an exception.
+
+    The standard library, not httpx: a command that only talks to serve starts ~70 ms sooner without it."""
+    data = None if body is None else jsonlib.dumps(body).encode()
+    sent = {**headers, **({"Content-Type": "application/json"} if data is not None else {})}
+    request = urllib.request.Request(url, data=data, headers=sent, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) URLs of serve
+            return response.status, response.reason, response.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, str(exc.reason), exc.read()
 
 
 def default_url(settings: Settings) -> str:
@@ -90,8 +111,9 @@ def our_store(settings: Settings) -> tuple[str, str]:
 def probe(url: str, settings: Settings) -> dict[str, Any] | None:
     """serve's /healthz at `url`, or None when nothing (or not an otel-ai serve) answers there."""
     try:
-        health = httpx.get(f"{url}/healthz", headers=client_headers(settings), timeout=PROBE_TIMEOUT).json()
-    except (httpx.HTTPError, ValueError):
+        _, _, raw = _request("GET", f"{url}/healthz", None, client_headers(settings), PROBE_TIMEOUT)
+        health = jsonlib.loads(raw)
+    except (OSError, http.client.HTTPException, ValueError):
         return None
     return health if isinstance(health, dict) and "services" in health else None
 
