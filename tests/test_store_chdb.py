@@ -55,3 +55,16 @@ def test_second_process_on_a_directory_gets_a_clear_error(tmp_path: Path) -> Non
             break
         time.sleep(1)
     assert again.returncode == 0 and out.strip() == "opened", out + err
+
+
+def test_embedded_handles_do_not_compile_queries_with_llvm(root_store) -> None:
+    """Every embedded handle, pooled clones included, runs with ClickHouse's expression, aggregation and sort
+    compilation off (store.client.EMBEDDED_SETTINGS): it cost the first answers after start up to 1 s."""
+    from store.client import EMBEDDED_SETTINGS, StorePool
+
+    pool = StorePool(root_store, 1)
+    with pool.handle(5) as handle:
+        for store in (root_store, handle):
+            for name in EMBEDDED_SETTINGS:
+                assert store.query(f"SELECT getSetting('{name}')").scalar() in (0, False), name
+    pool.close()
