@@ -200,6 +200,7 @@ def analyst_sql(deps: AgentDeps) -> dict[str, str]:
         "log_stats": evidence_sql.log_stats_sql(w),
         "log_templates": evidence_sql.log_templates_sql(w),
         "log_order": evidence_sql.log_order_sql(w),
+        "log_statements": evidence_sql.log_statements_sql(w),
         "resource_gauges": evidence_sql.resource_gauges_sql(w),
     }
 
@@ -656,7 +657,7 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
         analysis.signals.append(Signal(svc, None, "errors", strength, "logs: " + note))
 
 
-EVIDENCE_SQL = ("span_stats", "call_graph", "log_templates", "log_stats", "log_order")
+EVIDENCE_SQL = ("span_stats", "call_graph", "log_templates", "log_stats", "log_order", "log_statements")
 
 
 def known_evidence(deps: AgentDeps) -> list[signals.Evidence] | None:
@@ -755,7 +756,8 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
     # every signal the analysis ranks on comes first: spans, calls, logs and gauges
     step1 = todo([("service_overview", {}),
                   *[("run_sql", {"sql": sql[key]}) for key in ("span_stats", "call_graph", "log_stats",
-                                                               "log_templates", "log_order", "resource_gauges")]])
+                                                               "log_templates", "log_order", "log_statements",
+                                                               "resource_gauges")]])
     if step1:
         return step1
     # the anomaly scorer's hints, weighed with the evidence just gathered (not gathered twice)
@@ -870,7 +872,8 @@ DEPLOYMENT_ATTRIBUTES = {"service.version", "k8s.pod.name", "k8s.node.name", "ho
 
 
 SQL_LABELS = {"span_stats": "span statistics", "call_graph": "call graph", "log_stats": "log counts",
-              "log_templates": "log templates", "log_order": "log order", "resource_gauges": "resource gauges"}
+              "log_templates": "log templates", "log_order": "log order", "log_statements": "log statements",
+              "resource_gauges": "resource gauges"}
 
 
 def _evidence_line(deps: AgentDeps) -> str:

@@ -198,6 +198,27 @@ LIMIT 500
 """
 
 
+# Statements logged at least this often in the baseline are candidates for "stopped being logged".
+MIN_STATEMENT_BASE_LINES = 5
+
+
+def log_statements_sql(w: Window) -> str:
+    """Routine (non-problem) log templates per service that were logged steadily in the baseline: one that
+    stops while the service is still called as often says its code now takes another path (an exception
+    thrown before the line, a wrong value sending it down another branch)."""
+    return f"""
+SELECT ServiceName AS service, {LOG_TEMPLATE} AS template,
+    countIf(Timestamp >= {_t(w.start)}) AS n, countIf(Timestamp < {_t(w.start)}) AS n_base,
+    anyIf(Body, Timestamp < {_t(w.start)}) AS example
+FROM otel_logs
+WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND NOT {PROBLEM_LOG}
+GROUP BY service, template
+HAVING n_base >= {MIN_STATEMENT_BASE_LINES}
+ORDER BY n_base DESC
+LIMIT 2000
+"""
+
+
 def log_order_sql(w: Window) -> str:
     """In traces where several services log problems in the window, which service logged first: a callee
     fails before its callers report the failure, so the first to complain is nearer the cause."""

@@ -221,6 +221,92 @@ def log_surges(templates: Iterable[dict[str, Any]], volumes: Iterable[dict[str, 
     return out
 
 
+def poisson_deficit(count: int, expected: float) -> float:
+    """-log10 P(X <= count) for X ~ Poisson(expected): how unlikely this few lines are by chance."""
+    if count >= expected:
+        return 0.0
+    terms = [-expected + k * math.log(expected) - math.lgamma(k + 1) for k in range(count + 1)]
+    top = max(terms)
+    log_p = top + math.log(sum(math.exp(t - top) for t in terms))
+    return max(0.0, -log_p / math.log(10))
+
+
+@dataclass
+class Stopped:
+    """The routine statements a service stopped logging while still being called, together."""
+
+    service: str
+    template: str  # the one expected most often
+    example: str
+    statements: int
+    n: int
+    n_base: int
+    expected: float
+    surprise: float
+
+
+# A statement has stopped when at most this share of its expected lines came (a changed code path stops it
+# from the moment it starts; a changed mix of requests thins it), out of at least this many expected lines.
+STOPPED_SHARE = 0.25
+MIN_STOPPED_EXPECTED = 5.0
+
+
+def calls_by_service(span_rows: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per service: (spans in the window, spans in the baseline), from the span statistics rows."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in span_rows:
+        n, n_base = out.get(str(r["service"]), (0, 0))
+        out[str(r["service"])] = (n + int(r.get("n") or 0), n_base + int(r.get("n_base") or 0))
+    return out
+
+
+def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable[dict[str, Any]]
+                       ) -> dict[str, Stopped]:
+    """Per service, the routine statements it stopped logging while still called, weighed together: how
+    unlikely that few lines are by chance (a Poisson tail), less the log10 of the statements looked at.
+
+    A statement's expected count scales its baseline by the service's calls, window over baseline, so a
+    service simply called less says nothing; and by the median shortfall over all statements in the
+    window, so a window in which the request mix thinned most statements does not look like a changed
+    code path. Statements logged for one kind of value (one product, one route) are separate templates:
+    a code path that stops stops each of them, so they count together; and when the service logs other
+    statements more than expected (fewer requests for one kind of value, more for another), those lines
+    make up for the missing ones."""
+    calls = calls_by_service(span_rows)
+    rows = [t for t in statements if calls.get(str(t["service"]), (0, 0))[1] > 0]
+    expected_of = {}
+    for t in rows:
+        n_now, n_before = calls[str(t["service"])]
+        expected_of[id(t)] = int(t.get("n_base") or 0) * n_now / n_before
+    ratios = sorted((expected_of[id(t)] + 1) / (int(t.get("n") or 0) + 1) for t in rows if expected_of[id(t)] >= 3)
+    spread = min(max(ratios[len(ratios) // 2], 1.0), 4.0) if len(ratios) >= 4 else 1.0
+    tested: dict[str, int] = {}
+    surplus: dict[str, float] = {}
+    gone: dict[str, list[tuple[dict[str, Any], float]]] = {}
+    for t in rows:
+        service, n, expected = str(t["service"]), int(t.get("n") or 0), expected_of[id(t)] / spread
+        surplus[service] = surplus.get(service, 0.0) + max(0.0, n - expected_of[id(t)] - 2 * math.sqrt(
+            expected_of[id(t)]))
+        if expected < MIN_STOPPED_EXPECTED:
+            continue
+        tested[service] = tested.get(service, 0) + 1
+        if n <= STOPPED_SHARE * expected:
+            gone.setdefault(service, []).append((t, expected))
+    out: dict[str, Stopped] = {}
+    for service, items in gone.items():
+        n = sum(int(t.get("n") or 0) for t, _ in items)
+        expected = sum(e for _, e in items)
+        # lines another statement of the same service logged beyond its own expectation (and its noise) are
+        # the request mix moving within the service, not a path that stopped: they count as lines that came
+        surprise = poisson_deficit(round(n + surplus[service]), expected) - math.log10(tested[service])
+        if surprise > 0:
+            top, _ = max(items, key=lambda item: item[1])
+            out[service] = Stopped(service, str(top.get("template") or ""), str(top.get("example") or ""),
+                                   len(items), n, sum(int(t.get("n_base") or 0) for t, _ in items), expected,
+                                   surprise)
+    return out
+
+
 WARN_WEIGHT = 0.75
 # Counts of a warning already seen vary more than by chance (bursts, the mix of requests): twice its
 # expected count is within normal variation.
@@ -295,9 +381,11 @@ def _pct(x: float) -> str:
 
 def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[str, Any]],
                      templates: Iterable[dict[str, Any]], volumes: Iterable[dict[str, Any]],
-                     order_rows: Iterable[dict[str, Any]]) -> list[Evidence]:
+                     order_rows: Iterable[dict[str, Any]], statements: Iterable[dict[str, Any]] = ()
+                     ) -> list[Evidence]:
     """Services with significant evidence, strongest first, from the evidence queries' rows (span_stats,
-    call_graph, log_templates, log_stats, log_order)."""
+    call_graph, log_templates, log_stats, log_order, log_statements)."""
+    span_rows = list(span_rows)
     # service -> (significance, kind, op, text, how much it counts for this service)
     found: dict[str, list[tuple[float, str, str | None, str, float]]] = {}
     for shift in latency_shifts(span_rows).values():
@@ -338,6 +426,14 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
             factor = 1 / NAMES_OTHER_DISCOUNT
             text += f"; the lines name {', '.join(named[:3])}, so they may be about that service, not this one"
         found.setdefault(surge.service, []).append((surge.surprise, "errors", None, text, factor))
+    for gone in stopped_statements(statements, span_rows).values():
+        if gone.surprise < MIN_LOG_SURPRISE:
+            continue
+        what = (f"routine log statement \"{template_text(gone.template)}\"" if gone.statements == 1 else
+                f"{gone.statements} routine log statements, e.g. \"{template_text(gone.template)}\",")
+        found.setdefault(gone.service, []).append((gone.surprise, "errors", None, (
+            f"its code takes another path: {what} {gone.n_base} -> {gone.n} lines while it is still called "
+            f"({gone.expected:.1f} expected from its calls)"), 1.0))
     ranked = []
     for service, items in found.items():
         items.sort(key=lambda t: -t[0] * t[4])

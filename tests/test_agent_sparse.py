@@ -32,6 +32,20 @@ def test_each_signal_names_the_faulty_service(root_store, fault, kind, quoted):
     store.close()
 
 
+def test_a_statement_that_stops_with_nothing_else_changing_names_its_service(root_store):
+    """quote throws before its routine price line and handles the exception: no error line, the same spans
+    and latency. Nothing moves the window's start to the change, so the user asks about the ten minutes it
+    has lasted; every price line of those minutes is missing."""
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, "quote_silent")
+    answer = ask_sync("what's wrong in the last 10 minutes?", store=store, settings=settings_for(store))
+    top = answer.root_causes[0]
+    assert (top.service, top.kind) == (truth["service"], "errors"), answer.answer
+    assert top.confidence >= 0.5 and "its code takes another path" in top.evidence, top.evidence
+    assert "[quote][price" in top.evidence and "-> 0 lines" in top.evidence, top.evidence
+    store.close()
+
+
 def test_the_callee_that_logs_first_is_the_cause_not_its_caller(root_store):
     store = new_database(root_store, "sparse")
     sparse_incident(store, "quote_exception")
@@ -128,3 +142,34 @@ def test_unconnected_services_with_evidence_of_their_own_lower_the_confidence():
         together = analysis()
         _weigh_disagreement(together, edges)
         assert [s.confidence for s in together.signals] == [None, None] and not together.notes
+
+
+def test_a_routine_statement_that_stops_while_its_service_is_still_called_is_evidence():
+    """quote stops logging its price line while called as often as before: its code takes another path. A
+    service called a tenth as often whose lines fall with its calls says nothing; nor does a statement that
+    falls as far as the request mix moved every other one."""
+    spans = [{"service": "quote", "n": 1000, "n_base": 1000}, {"service": "cart", "n": 1000, "n_base": 1000},
+             {"service": "finder", "n": 100, "n_base": 1000}]
+    statements = [
+        {"service": "quote", "template": "INFO [quote][price <n> for cart]", "n": 0, "n_base": 400,
+         "example": "INFO [quote][price 42.00 for cart]"},
+        {"service": "cart", "template": "INFO [getCart][loaded]", "n": 990, "n_base": 1000},
+        {"service": "cart", "template": "INFO [getCart][user <n>]", "n": 1010, "n_base": 1000},
+        {"service": "finder", "template": "INFO [find][<n> hits]", "n": 95, "n_base": 1000},
+    ]
+    gone = signals.stopped_statements(statements, spans)
+    assert list(gone) == ["quote"] and gone["quote"].expected == pytest.approx(400, rel=0.1)
+    assert gone["quote"].surprise > 100
+    evidence = signals.service_evidence(spans, [], [], [], [], statements)
+    assert [ev.service for ev in evidence] == ["quote"]
+    assert "its code takes another path" in evidence[0].texts[0] and "400 -> 0 lines" in evidence[0].texts[0]
+    # the mix moved most statements to a third: a statement at a third is part of it, one at zero is not
+    mixed = [{**t, "n": t["n_base"] // 3} if t["service"] != "quote" else t for t in statements]
+    assert signals.stopped_statements([{**t, "n": 130} if t["service"] == "quote" else t for t in mixed], spans) == {}
+    assert list(signals.stopped_statements(mixed, spans)) == ["quote"]
+
+
+def test_poisson_deficit_grows_as_fewer_lines_come_and_is_zero_at_the_mean():
+    assert signals.poisson_deficit(10, 10.0) == 0.0 and signals.poisson_deficit(12, 10.0) == 0.0
+    assert 0.5 < signals.poisson_deficit(5, 10.0) < signals.poisson_deficit(0, 10.0)
+    assert signals.poisson_deficit(0, 30.0) == pytest.approx(30 / 2.302585, rel=1e-6)  # P(X = 0) = e^-30
