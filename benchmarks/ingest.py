@@ -287,6 +287,14 @@ def profile_pipeline(bodies: list[bytes], spans: int, workdir: Path) -> str:
     return out.getvalue()
 
 
+def writer_stats(srv: object) -> dict[str, int]:
+    """The writer's counters from /healthz: inserts and requests mapped by ClickHouse / by Python."""
+    import httpx
+
+    ingest = httpx.get(f"{srv.http_url}/healthz", timeout=30).json().get("ingest", {})  # type: ignore[attr-defined]
+    return {k: int(ingest.get(k, 0)) for k in ("inserts", "decoded_by_clickhouse", "decoded_by_python")}
+
+
 def run_decoder(decoder: str, args: argparse.Namespace, requests: dict[str, list[bytes]], baseline: dict[str, float],
                 workdir: Path) -> dict[str, float]:
     """One serve with `decoder`, every workload in turn; prints a line per signal, returns CPU us per item.
@@ -309,10 +317,12 @@ def run_decoder(decoder: str, args: argparse.Namespace, requests: dict[str, list
             work = WORKLOADS[name]
             warm = send(work, srv.otlp_grpc_endpoint, bodies, args.spans, args.streams, args.warmup)[0]
             load = os.getloadavg()[0]
+            counters = writer_stats(srv)
             server_cpu = cpu_seconds(srv.proc.pid)
             acked, latencies, failed = send(work, srv.otlp_grpc_endpoint, bodies, args.spans, args.streams,
                                             args.seconds)
             server_cpu = cpu_seconds(srv.proc.pid) - server_cpu
+            counters = {k: v - counters[k] for k, v in writer_stats(srv).items()}
             acked_total[name] = warm + acked
             lat = sorted(latencies)
             p50 = statistics.median(lat) * 1000 if lat else float("nan")
@@ -323,6 +333,10 @@ def run_decoder(decoder: str, args: argparse.Namespace, requests: dict[str, list
                   f"{failed} failed; latency p50 {p50:.0f} ms, p99 {p99:.0f} ms; server CPU {per_item:.1f} us per "
                   f"item ({server_cpu / args.seconds:.2f} cores busy; caps 2 idle cores at {2e6 / per_item:,.0f}/s); "
                   f"ratio to parse-only {acked / args.seconds / baseline[name]:.3f}; load at start {load:.2f}")
+            native = counters["decoded_by_clickhouse"]
+            print(f"  [{decoder}] {name}: {counters['inserts']} inserts, {acked / max(counters['inserts'], 1):,.0f} "
+                  f"{work.noun} per insert; requests mapped by ClickHouse {native}, by Python "
+                  f"{counters['decoded_by_python']} (raw requests only)")
         if args.big and "traces" in requests:
             big = build_request(10_000, args.big, time.time_ns() - 1800 * 10**9).SerializeToString()
             channel = grpc.insecure_channel(srv.otlp_grpc_endpoint, options=[("grpc.max_send_message_length", 1 << 30)])
