@@ -97,6 +97,7 @@ class Op:
     remote_n: int = 0  # calls whose child runs in another service (self time is then the wire and its queue)
     self_p95_ms: float = 0.0  # the window's p95 self time, and the baseline's slowest self time
     self_max_base_ms: float = 0.0
+    few_requests: bool = False  # its slower calls came from a handful of requests (signals.from_few_requests)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Op:
@@ -114,6 +115,7 @@ class Op:
             slower=signals.op_slower_share(row), remote_n=int(num.get("remote_n", 0)),
             self_p95_ms=signals.quantile(row.get("self_q_ms"), 0.95),
             self_max_base_ms=float(num.get("self_max_base_ms", 0.0)),
+            few_requests=signals.from_few_requests(row),
         )
 
     @property
@@ -405,12 +407,14 @@ def _latency_signals(ops: list[Op], services: list[str], sym_extra: float, sympt
             # tails (a big query now and then, as the baseline had too), not a change in how it behaves
             continue
         if symptom is None and (o.avg_ms <= o.p95_base_ms
-                                or (o.n < FEW_CALLS and o.self_t() < MIN_SELF_T_UNNAMED)):
+                                or (o.n < FEW_CALLS and o.self_t() < MIN_SELF_T_UNNAMED)
+                                or o.few_requests):
             # Nothing named to explain: a window whose average stays within the baseline's own p95 is ordinary
             # variation, not a finding (it would otherwise take the whole share of "extra" time). So is, over
             # a few calls, a rise of a few standard errors: two slow tails among a dozen calls lift a mean
             # above the p95. Over more calls that takes many tails, and a t-test would miss pauses that hit
             # one call in six (ad GC pauses: self time 2 -> 124 ms over 81 calls, t = 2.7).
+            # Nor are slower calls that came from a handful of requests (signals.from_few_requests).
             continue
         grown.append((delta * o.n, delta, o))
     if not grown:

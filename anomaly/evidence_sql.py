@@ -16,6 +16,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
+from anomaly.signals import MIN_SLOWER_MS, SLOWER_RATIO
+
 
 class Window(Protocol):
     """The analysed window [start, end) and the start of its baseline (which ends at `start`)."""
@@ -40,11 +42,13 @@ PEER_EXPR = (
 
 
 def span_stats_sql(w: Window) -> str:
-    """Per (service, operation, kind): counts, latency, self time and errors, window vs baseline."""
+    """Per (service, operation, kind): counts, latency, self time and errors, window vs baseline;
+    `slow_traces` of its window `traces`: those with a call slower than the baseline's p95 self time (as
+    anomaly.signals.slower_share counts them): a loop in one request repeats one pause over all its calls."""
     return f"""
 WITH spans AS (
     SELECT cityHash64(TraceId, SpanId) AS k, if(ParentSpanId = '', 0, cityHash64(TraceId, ParentSpanId)) AS pk,
-           ServiceName, SpanName, SpanKind, Duration, StatusCode, StatusMessage,
+           TraceId, ServiceName, SpanName, SpanKind, Duration, StatusCode, StatusMessage,
            Timestamp >= {_t(w.start)} AS cur, {PEER_EXPR} AS peer,
            SpanAttributes['messaging.destination.name'] AS destination
     FROM otel_traces
@@ -69,6 +73,11 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
     arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.5, 0.95)(
         greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur)) AS self_q_base_ms,
     round(maxIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_max_base_ms,
+    length(arrayDistinct(arrayMap(x -> x.2, arrayFilter(
+        x -> x.1 / 1e6 > greatest({SLOWER_RATIO} * self_q_base_ms[2], self_q_base_ms[2] + {MIN_SLOWER_MS}),
+        groupArrayIf(tuple(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), cityHash64(s.TraceId)),
+                     s.cur))))) AS slow_traces,
+    uniqExactIf(cityHash64(s.TraceId), s.cur) AS traces,
     countIf(s.cur AND c.child_n > 0 AND c.child_service != s.ServiceName) AS remote_n,
     countIf(s.cur AND s.StatusCode = 'Error') AS errors, countIf(NOT s.cur AND s.StatusCode = 'Error') AS errors_base,
     countIf(s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors,

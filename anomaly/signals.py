@@ -29,6 +29,10 @@ BASE_TAIL = 0.05  # share of baseline calls above the baseline p95, by definitio
 SLOWER_RATIO = 1.2
 MIN_SLOWER_MS = 1.0
 MIN_BASE_CALLS = 8
+# Calls of one request are not independent samples: a request that loops over a query repeats one pause in
+# every call. Slower calls from fewer requests than this, a minority of those that made the calls, are a few
+# requests' bad moment, not a change in the operation.
+MIN_SLOW_TRACES = 8
 # Time on the wire and in queues moves by a few milliseconds with load anywhere (scheduling, GC, retries):
 # a gap counts as grown only past this many milliseconds over its baseline p95.
 MIN_GAP_MS = 5.0
@@ -80,6 +84,13 @@ def quantile(value: Any, level: float) -> float:  # noqa: ANN401
     return q[Q_LEVELS.index(level)] if len(q) == len(Q_LEVELS) else 0.0
 
 
+def from_few_requests(row: dict[str, Any]) -> bool:
+    """Whether an operation's slower calls (span_stats' `slow_traces` of its `traces` in the window; absent:
+    not measured) came from too few requests to be a change in the operation."""
+    slow, traces = row.get("slow_traces"), row.get("traces")
+    return slow is not None and traces is not None and int(slow) < min(MIN_SLOW_TRACES, int(traces) / 2)
+
+
 def op_slower_share(row: dict[str, Any]) -> float | None:
     """One operation's share of window calls above its baseline p95 self time (None: too few calls)."""
     q, qb = floats(row.get("self_q_ms")), floats(row.get("self_q_base_ms"))
@@ -99,7 +110,7 @@ def latency_shifts(rows: Iterable[dict[str, Any]]) -> dict[str, Shift]:
             continue
         if int(r.get("remote_n") or 0) >= 0.5 * n:
             continue
-        share = slower_share(q, qb[1])
+        share = 0.0 if from_few_requests(r) else slower_share(q, qb[1])
         s = out.setdefault(str(r["service"]), Shift(str(r["service"])))
         s.calls += n
         s.slower += share * n

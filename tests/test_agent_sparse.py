@@ -4,11 +4,16 @@ path with no latency change, a CPU hog seen only in a pod gauge; and a fault-fre
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from agent import ask_sync
-from anomaly import signals
+from anomaly import evidence_sql, signals
+from store import Store
 from tests.conftest import new_database
+from tests.fixtures.agent_data import TRACE_COLUMNS, _id
 from tests.fixtures.sparse_data import sparse_incident
 from tests.test_agent import settings_for
 
@@ -75,6 +80,57 @@ def test_poisson_surprise_grows_with_the_count_and_is_zero_at_the_mean():
     assert signals.poisson_surprise(3, 3.0) == 0.0
     assert 1.0 < signals.poisson_surprise(8, 3.0) < signals.poisson_surprise(15, 3.0)
     assert signals.poisson_surprise(20, 0.0) > 20  # a statement never seen before, 20 times
+
+
+def _query_loop(store: Store, slow_requests: int, slow_calls: int) -> datetime:
+    """40 minutes of `orders` answering one request a second, each running `SELECT orders` 3 times (~1.3 ms);
+    in the last 10 minutes `slow_requests` requests run it `slow_calls` times each at ~25 ms. Returns the
+    fault's start."""
+    rng = random.Random(3)
+    end = datetime.now(UTC).replace(microsecond=0)
+    fault_start = end - timedelta(minutes=10)
+    slow = set(rng.sample(range(600), slow_requests))
+    rows = []
+    for i in range(40 * 60):
+        ts = end - timedelta(minutes=40) + timedelta(seconds=i + rng.random() * 0.5)
+        trace, root = _id(rng, 32), _id(rng, 16)
+        burst = ts >= fault_start and (i - 1800) in slow
+        queries = [rng.gauss(25, 3) if burst else rng.gauss(1.3, 0.2) for _ in range(slow_calls if burst else 3)]
+        rows.append([ts, trace, root, "", "", "GET /orders", "Server", "orders", {"service.name": "orders"},
+                     "replay", "", {}, int((sum(queries) + 2) * 1e6), "Unset", "", [], [], [], [], [], [], []])
+        rows += [[ts, trace, _id(rng, 16), root, "", "SELECT orders", "Internal", "orders",
+                  {"service.name": "orders"}, "replay", "", {}, int(q * 1e6), "Unset", "", [], [], [], [], [], [],
+                  []] for q in queries]
+    store.insert("otel_traces", TRACE_COLUMNS, rows, column_oriented=False)
+    return fault_start
+
+
+@pytest.mark.parametrize(("slow_requests", "slow_calls", "named"), [(100, 3, True), (5, 60, False)])
+def test_slower_calls_from_a_handful_of_requests_are_not_a_change(root_store, slow_requests, slow_calls, named):
+    """The same 300 slow queries (about 1 in 7 of the window's) in 100 requests are a slower operation; in 5
+    requests that each loop over it 60 times during one bad moment, they are not: calls of one request are not
+    independent samples."""
+    store = new_database(root_store, "sparse")
+    fault_start = _query_loop(store, slow_requests, slow_calls)
+    window = type("W", (), {"start": fault_start, "end": fault_start + timedelta(minutes=10),
+                            "baseline_start": fault_start - timedelta(minutes=30)})
+    row = next(r for r in store.query(evidence_sql.span_stats_sql(window)).dicts()
+               if r["operation"] == "SELECT orders")
+    assert row["slow_traces"] == slow_requests and row["traces"] == 600, row
+    assert row["n"] == 1800 - 3 * slow_requests + 300, row
+    answer = ask_sync("what's wrong in the last 10 minutes?", store=store, settings=settings_for(store))
+    confident = [rc.service for rc in answer.root_causes if rc.confidence >= 0.5]
+    assert confident == (["orders"] if named else []), answer.answer
+    store.close()
+
+
+def test_few_requests_means_a_handful_among_many():
+    """5 slow requests of 33 are a bad moment; 5 of 6 (a job that runs a few times a window) are most of what
+    ran, and 40 of 600 are too many to be one moment."""
+    assert signals.from_few_requests({"slow_traces": 5, "traces": 33})
+    assert not signals.from_few_requests({"slow_traces": 5, "traces": 6})
+    assert not signals.from_few_requests({"slow_traces": 40, "traces": 600})
+    assert not signals.from_few_requests({})  # not measured: the other rules decide
 
 
 def test_a_grown_gap_shared_by_one_caller_points_at_the_caller():
