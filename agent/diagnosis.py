@@ -372,10 +372,11 @@ def _weigh_disagreement(analysis: Analysis, edges: list[dict[str, Any]]) -> None
     share = top.strength / (top.strength + rival.strength)
     for s in analysis.signals:
         s.confidence = s.strength * share
+    # in words: the confidences are the analyst's own arithmetic, no number any tool returned
     analysis.notes.append(
         f"The signals disagree: {rival.service} ({rival.kind}) changed too, and neither calls the other, so "
-        f"{top.service} is named at {top.confidence:.0%} rather than {top.strength:.0%} (every candidate's "
-        f"confidence is scaled by its share of the evidence, {share:.0%}).")
+        f"{top.service} is named with {_share_words(share)} of the confidence its own evidence gives (every "
+        f"candidate's confidence is scaled by its share of the evidence).")
 
 
 def _rank(s: Signal, want: str | None) -> float:
