@@ -216,11 +216,17 @@ def log_statements_sql(w: Window) -> str:
     stops while the service is still called as often says its code now takes another path (an exception
     thrown before the line, a wrong value sending it down another branch)."""
     return f"""
-SELECT ServiceName AS service, {LOG_TEMPLATE} AS template,
-    countIf(Timestamp >= {_t(w.start)}) AS n, countIf(Timestamp < {_t(w.start)}) AS n_base,
-    anyIf(Body, Timestamp < {_t(w.start)}) AS example
-FROM otel_logs
-WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND NOT {PROBLEM_LOG}
+SELECT l.ServiceName AS service, {LOG_TEMPLATE} AS template,
+    countIf(l.Timestamp >= {_t(w.start)}) AS n, countIf(l.Timestamp < {_t(w.start)}) AS n_base,
+    anyIf(Body, l.Timestamp < {_t(w.start)}) AS example,
+    anyIf(o.SpanName, l.Timestamp < {_t(w.start)} AND o.SpanName != '') AS operation
+FROM otel_logs AS l LEFT JOIN (
+    SELECT cityHash64(TraceId, SpanId) AS k, SpanName FROM otel_traces
+    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND k IN (
+        SELECT cityHash64(TraceId, SpanId) FROM otel_logs
+        WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND SpanId != '')
+) AS o ON cityHash64(l.TraceId, l.SpanId) = o.k
+WHERE l.Timestamp >= {_t(w.baseline_start)} AND l.Timestamp < {_t(w.end)} AND NOT {PROBLEM_LOG}
 GROUP BY service, template
 HAVING n_base >= {MIN_STATEMENT_BASE_LINES}
 ORDER BY n_base DESC

@@ -276,18 +276,29 @@ def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable
     """Per service, the routine statements it stopped logging while still called, weighed together: how
     unlikely that few lines are by chance (a Poisson tail), less the log10 of the statements looked at.
 
-    A statement's expected count scales its baseline by the service's calls, window over baseline, so a
-    service simply called less says nothing; and by the median shortfall over all statements in the
+    A statement's expected count scales its baseline by the calls of the operation whose spans logged it
+    (the service's, when its lines carry no span ids), window over baseline, so a service or operation
+    simply called less says nothing; and by the median shortfall over all statements in the
     window, so a window in which the request mix thinned most statements does not look like a changed
     code path. Statements logged for one kind of value (one product, one route) are separate templates:
     a code path that stops stops each of them, so they count together; and when the service logs other
     statements more than expected (fewer requests for one kind of value, more for another), those lines
     make up for the missing ones."""
+    span_rows = list(span_rows)
     calls = calls_by_service(span_rows)
+    op_calls: dict[tuple[str, str], tuple[int, int]] = {}
+    for r in span_rows:
+        key = (str(r["service"]), str(r.get("operation") or ""))
+        n, n_base = op_calls.get(key, (0, 0))
+        op_calls[key] = (n + int(r.get("n") or 0), n_base + int(r.get("n_base") or 0))
     rows = [t for t in statements if calls.get(str(t["service"]), (0, 0))[1] > 0]
     expected_of = {}
     for t in rows:
-        n_now, n_before = calls[str(t["service"])]
+        # the operation whose spans logged it, when lines carry span ids: a statement stops when its
+        # operation is no longer called (its caller changed), and that is no change in this service's code
+        n_now, n_before = op_calls.get((str(t["service"]), str(t.get("operation") or "")), (0, 0))
+        if not n_before:
+            n_now, n_before = calls[str(t["service"])]
         expected_of[id(t)] = int(t.get("n_base") or 0) * n_now / n_before
     ratios = sorted((expected_of[id(t)] + 1) / (int(t.get("n") or 0) + 1) for t in rows if expected_of[id(t)] >= 3)
     spread = min(max(ratios[len(ratios) // 2], 1.0), 4.0) if len(ratios) >= 4 else 1.0

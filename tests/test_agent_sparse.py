@@ -225,6 +225,22 @@ def test_a_routine_statement_that_stops_while_its_service_is_still_called_is_evi
     assert list(signals.stopped_statements(mixed, spans)) == ["quote"]
 
 
+def test_a_statement_stops_with_its_operation_when_the_caller_stops_calling_it():
+    """checkout fails before it empties the cart: cart's "EmptyCart called" line stops because EmptyCart is no
+    longer called, while cart still serves GetCart. Its code did not change; a line that stops while its own
+    operation is still called did."""
+    spans = [{"service": "cart", "operation": "EmptyCart", "n": 0, "n_base": 400},
+             {"service": "cart", "operation": "GetCart", "n": 1000, "n_base": 1000}]
+    empty = {"service": "cart", "template": "INFO EmptyCart called for <id>", "n": 0, "n_base": 400,
+             "operation": "EmptyCart"}
+    loaded = {"service": "cart", "template": "INFO cart loaded", "n": 1000, "n_base": 1000, "operation": "GetCart"}
+    assert signals.stopped_statements([empty, loaded], spans) == {}
+    # the same line logged by GetCart, still called as often, has stopped
+    assert list(signals.stopped_statements([{**empty, "operation": "GetCart"}, loaded], spans)) == ["cart"]
+    # lines without span ids fall back to the service's calls: the line's stop is then evidence
+    assert list(signals.stopped_statements([{**empty, "operation": ""}, loaded], spans)) == ["cart"]
+
+
 def test_poisson_deficit_grows_as_fewer_lines_come_and_is_zero_at_the_mean():
     assert signals.poisson_deficit(10, 10.0) == 0.0 and signals.poisson_deficit(12, 10.0) == 0.0
     assert 0.5 < signals.poisson_deficit(5, 10.0) < signals.poisson_deficit(0, 10.0)
