@@ -214,16 +214,18 @@ MIN_STATEMENT_BASE_LINES = 5
 def log_statements_sql(w: Window) -> str:
     """Routine (non-problem) log templates per service that were logged steadily in the baseline: one that
     stops while the service is still called as often says its code now takes another path (an exception
-    thrown before the line, a wrong value sending it down another branch)."""
+    thrown before the line, a wrong value sending it down another branch). `operation`: the one whose spans
+    logged it most in the baseline (lines joined to spans by span id; only traces that have log lines are
+    read, so a store without them pays nothing)."""
     return f"""
 SELECT l.ServiceName AS service, {LOG_TEMPLATE} AS template,
     countIf(l.Timestamp >= {_t(w.start)}) AS n, countIf(l.Timestamp < {_t(w.start)}) AS n_base,
     anyIf(Body, l.Timestamp < {_t(w.start)}) AS example,
-    anyIf(o.SpanName, l.Timestamp < {_t(w.start)} AND o.SpanName != '') AS operation
+    topKIf(1)(o.SpanName, l.Timestamp < {_t(w.start)} AND o.SpanName != '')[1] AS operation
 FROM otel_logs AS l LEFT JOIN (
     SELECT cityHash64(TraceId, SpanId) AS k, SpanName FROM otel_traces
-    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND k IN (
-        SELECT cityHash64(TraceId, SpanId) FROM otel_logs
+    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND TraceId IN (
+        SELECT TraceId FROM otel_logs
         WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND SpanId != '')
 ) AS o ON cityHash64(l.TraceId, l.SpanId) = o.k
 WHERE l.Timestamp >= {_t(w.baseline_start)} AND l.Timestamp < {_t(w.end)} AND NOT {PROBLEM_LOG}
