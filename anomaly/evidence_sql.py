@@ -48,7 +48,7 @@ def span_stats_sql(w: Window) -> str:
     return f"""
 WITH spans AS (
     SELECT cityHash64(TraceId, SpanId) AS k, if(ParentSpanId = '', 0, cityHash64(TraceId, ParentSpanId)) AS pk,
-           TraceId, ServiceName, SpanName, SpanKind, Duration, StatusCode, StatusMessage,
+           cityHash64(TraceId) AS trace, ServiceName, SpanName, SpanKind, Duration, StatusCode, StatusMessage,
            Timestamp >= {_t(w.start)} AS cur, {PEER_EXPR} AS peer,
            SpanAttributes['messaging.destination.name'] AS destination
     FROM otel_traces
@@ -75,9 +75,9 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
     round(maxIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_max_base_ms,
     length(arrayDistinct(arrayMap(x -> x.2, arrayFilter(
         x -> x.1 / 1e6 > greatest({SLOWER_RATIO} * self_q_base_ms[2], self_q_base_ms[2] + {MIN_SLOWER_MS}),
-        groupArrayIf(tuple(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), cityHash64(s.TraceId)),
-                     s.cur))))) AS slow_traces,
-    uniqExactIf(cityHash64(s.TraceId), s.cur) AS traces,
+        groupArrayIf(tuple(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.trace), s.cur)))))
+        AS slow_traces,
+    uniqExactIf(s.trace, s.cur) AS traces,
     countIf(s.cur AND c.child_n > 0 AND c.child_service != s.ServiceName) AS remote_n,
     countIf(s.cur AND s.StatusCode = 'Error') AS errors, countIf(NOT s.cur AND s.StatusCode = 'Error') AS errors_base,
     countIf(s.cur AND s.StatusCode = 'Error' AND c.child_errors = 0) AS own_errors,

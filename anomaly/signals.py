@@ -262,12 +262,14 @@ STOPPED_SHARE = 0.25
 MIN_STOPPED_EXPECTED = 5.0
 
 
-def calls_by_service(span_rows: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]]:
-    """Per service: (spans in the window, spans in the baseline), from the span statistics rows."""
-    out: dict[str, tuple[int, int]] = {}
+def calls_by(span_rows: Iterable[dict[str, Any]], *fields: str) -> dict[tuple[str, ...], tuple[int, int]]:
+    """Per value of `fields` (service; service and operation): (spans in the window, spans in the baseline),
+    from the span statistics rows."""
+    out: dict[tuple[str, ...], tuple[int, int]] = {}
     for r in span_rows:
-        n, n_base = out.get(str(r["service"]), (0, 0))
-        out[str(r["service"])] = (n + int(r.get("n") or 0), n_base + int(r.get("n_base") or 0))
+        key = tuple(str(r.get(f) or "") for f in fields)
+        n, n_base = out.get(key, (0, 0))
+        out[key] = (n + int(r.get("n") or 0), n_base + int(r.get("n_base") or 0))
     return out
 
 
@@ -285,20 +287,15 @@ def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable
     statements more than expected (fewer requests for one kind of value, more for another), those lines
     make up for the missing ones."""
     span_rows = list(span_rows)
-    calls = calls_by_service(span_rows)
-    op_calls: dict[tuple[str, str], tuple[int, int]] = {}
-    for r in span_rows:
-        key = (str(r["service"]), str(r.get("operation") or ""))
-        n, n_base = op_calls.get(key, (0, 0))
-        op_calls[key] = (n + int(r.get("n") or 0), n_base + int(r.get("n_base") or 0))
-    rows = [t for t in statements if calls.get(str(t["service"]), (0, 0))[1] > 0]
+    calls, op_calls = calls_by(span_rows, "service"), calls_by(span_rows, "service", "operation")
+    rows = [t for t in statements if calls.get((str(t["service"]),), (0, 0))[1] > 0]
     expected_of = {}
     for t in rows:
         # the operation whose spans logged it, when lines carry span ids: a statement stops when its
         # operation is no longer called (its caller changed), and that is no change in this service's code
         n_now, n_before = op_calls.get((str(t["service"]), str(t.get("operation") or "")), (0, 0))
         if not n_before:
-            n_now, n_before = calls[str(t["service"])]
+            n_now, n_before = calls[(str(t["service"]),)]
         expected_of[id(t)] = int(t.get("n_base") or 0) * n_now / n_before
     ratios = sorted((expected_of[id(t)] + 1) / (int(t.get("n") or 0) + 1) for t in rows if expected_of[id(t)] >= 3)
     spread = min(max(ratios[len(ratios) // 2], 1.0), 4.0) if len(ratios) >= 4 else 1.0
