@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from anomaly.signals import MIN_SLOWER_MS, SLOWER_RATIO
+from store.severity import ERROR, SEVERITY, WARN
 
 
 class Window(Protocol):
@@ -124,18 +125,21 @@ LIMIT 2000
 
 
 def log_stats_sql(w: Window) -> str:
-    """Warning/error log lines per service, window vs baseline, with an example body."""
+    """Warning/error log lines per service, window vs baseline, with an example body (severity as
+    store.severity reads it: a level stated only in the body counts)."""
     return f"""
-SELECT ServiceName AS service,
-    countIf(Timestamp >= {_t(w.start)} AND SeverityNumber >= 17) AS errors,
-    countIf(Timestamp < {_t(w.start)} AND SeverityNumber >= 17) AS errors_base,
-    countIf(Timestamp >= {_t(w.start)} AND SeverityNumber BETWEEN 13 AND 16) AS warnings,
-    countIf(Timestamp < {_t(w.start)} AND SeverityNumber BETWEEN 13 AND 16) AS warnings_base,
+SELECT service,
+    countIf(Timestamp >= {_t(w.start)} AND severity >= {ERROR}) AS errors,
+    countIf(Timestamp < {_t(w.start)} AND severity >= {ERROR}) AS errors_base,
+    countIf(Timestamp >= {_t(w.start)} AND severity >= {WARN} AND severity < {ERROR}) AS warnings,
+    countIf(Timestamp < {_t(w.start)} AND severity >= {WARN} AND severity < {ERROR}) AS warnings_base,
     countIf(Timestamp >= {_t(w.start)}) AS n, countIf(Timestamp < {_t(w.start)}) AS n_base,
-    anyIf(Body, Timestamp >= {_t(w.start)} AND SeverityNumber >= 17) AS error_example,
-    anyIf(Body, Timestamp >= {_t(w.start)} AND SeverityNumber BETWEEN 13 AND 16) AS warning_example
-FROM otel_logs
-WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
+    anyIf(Body, Timestamp >= {_t(w.start)} AND severity >= {ERROR}) AS error_example,
+    anyIf(Body, Timestamp >= {_t(w.start)} AND severity >= {WARN} AND severity < {ERROR}) AS warning_example
+FROM (
+    SELECT ServiceName AS service, Timestamp, Body, {SEVERITY} AS severity FROM otel_logs
+    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
+)
 GROUP BY service
 ORDER BY errors DESC
 LIMIT 500
@@ -177,9 +181,9 @@ LIMIT 2000
 """
 
 
-# A log line counts as a problem when its severity says so (WARN and above) or, for lines logged with no
-# or a low severity, when its text names an error: plain stdout logs and stack traces often carry none.
-PROBLEM_LOG = "(SeverityNumber >= 13 OR match(Body, '(?i)(exception|\\\\berror\\\\b|traceback)'))"
+# A log line counts as a problem when its severity says so (WARN and above, wherever the record states it) or,
+# for lines logged with no or a low severity, when its text names an error: stack traces often carry none.
+PROBLEM_LOG = f"({SEVERITY} >= {WARN} OR match(Body, '(?i)(exception|\\\\berror\\\\b|traceback)'))"
 # A line's template: its first line, with identifiers (UUIDs, hex ids) and numbers masked, so the same
 # statement with other values falls together (a cheap drain-style template, computed by ClickHouse).
 LOG_TEMPLATE = (
@@ -193,7 +197,7 @@ def log_templates_sql(w: Window) -> str:
     """Problem log templates per service, window vs baseline: a statement that appears or surges when the
     fault starts is the service's own account of it (errors that exist only in logs, a changed code path)."""
     return f"""
-SELECT ServiceName AS service, {LOG_TEMPLATE} AS template, max(SeverityNumber) AS severity,
+SELECT ServiceName AS service, {LOG_TEMPLATE} AS template, max({SEVERITY}) AS severity,
     countIf(Timestamp >= {_t(w.start)}) AS n, countIf(Timestamp < {_t(w.start)}) AS n_base,
     uniqIf(TraceId, Timestamp >= {_t(w.start)} AND TraceId != '') AS traces,
     minIf(Timestamp, Timestamp >= {_t(w.start)}) AS first_seen,

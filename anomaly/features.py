@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from store import Store
+from store.severity import ERROR, SEVERITY
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def logs_sql(start: float, end: float, w: int, template_lookback: float) -> str:
     template = (
         "cityHash64(left(replaceRegexpAll(Body, '[0-9a-fA-F]{8,}|[0-9]+(\\\\.[0-9]+)?|\"[^\"]*\"', '#'), 160))"
     )
-    error = "(SeverityNumber >= 17 OR upper(SeverityText) IN ('ERROR', 'FATAL', 'CRITICAL'))"
+    error = f"({SEVERITY} >= {ERROR})"
     return f"""
 SELECT ws, svc, sum(errors) AS error_logs, sum(new_t) AS new_templates
 FROM (

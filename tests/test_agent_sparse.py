@@ -37,6 +37,23 @@ def test_each_signal_names_the_faulty_service(root_store, fault, kind, quoted):
     store.close()
 
 
+@pytest.mark.parametrize(("fault", "quoted"), [
+    ("quote_exception", ["error logs in the window vs 0 before", "IllegalStateException"]),
+    ("quote_wrong_path", ["no discount rule"]),
+])
+def test_a_level_stated_only_in_a_json_body_counts(root_store, fault, quoted):
+    """JSON log lines with no SeverityNumber or SeverityText, the level only in the body: an ERROR or WARN
+    line is read as one (the warning would otherwise be a routine line, and the errors would not count)."""
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, fault, log_format="json")
+    answer = ask_sync("what's wrong?", store=store, settings=settings_for(store))
+    assert answer.root_causes, answer.answer
+    top = answer.root_causes[0]
+    assert (top.service, top.kind) == (truth["service"], "errors"), answer.answer
+    assert top.confidence >= 0.5 and all(q in top.evidence for q in quoted), top.evidence
+    store.close()
+
+
 def test_a_statement_that_stops_with_nothing_else_changing_names_its_service(root_store):
     """quote throws before its routine price line and handles the exception: no error line, the same spans
     and latency. Nothing moves the window's start to the change, so the user asks about the ten minutes it

@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from store import Store
+from store.severity import SEVERITY
 from tools.common import ENTRY, ERROR, logged_query, run_tool, tool_args
 from tools.logs import MASK_RE
 from tools.result import ToolResult
@@ -39,8 +40,6 @@ MIN_CALLS = 5
 MAX_ROWS = 50
 # OpenTelemetry SeverityNumber at the start of each level, keyed by the level's first four letters
 SEVERITY_NUMBERS = {"trac": 1, "debu": 5, "info": 9, "warn": 13, "erro": 17, "fata": 21, "crit": 21}
-SEVERITY_TEXTS = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "NOTICE": 10, "WARN": 13, "WARNING": 13, "ERROR": 17, "ERR": 17,
-                  "SEVERE": 17, "FATAL": 21, "CRITICAL": 21, "CRIT": 21, "ALERT": 21, "EMERG": 21, "PANIC": 21}
 
 
 def measure_sql(measure: str, seconds: float) -> str:
@@ -306,10 +305,8 @@ def logs_matching(
 
     def body(sql: list[str]) -> ToolResult:
         flt = f" AND ServiceName = {literal(service)}" if service else ""
-        if level:  # by number; by text where the sender set no number (SeverityNumber 0)
-            texts = [t for t, n in SEVERITY_TEXTS.items() if n >= level]
-            flt += (f" AND (SeverityNumber >= {level} OR (SeverityNumber = 0 AND upper(SeverityText) IN "
-                    f"({', '.join(map(literal, texts))})))")
+        if level:  # the level the record states anywhere: number, text or body (store.severity)
+            flt += f" AND {SEVERITY} >= {level}"
         if text:
             flt += f" AND positionCaseInsensitiveUTF8(Body, {literal(text)}) > 0"
         totals = logged_query(sql, store, f"""SELECT ServiceName AS service, upper(SeverityText) AS severity,

@@ -14,6 +14,7 @@ from drain3 import TemplateMiner
 from drain3.template_miner_config import TemplateMinerConfig
 
 from store import Store
+from store.severity import ERROR, SEVERITY
 from tools.common import in_either, in_window, logged_query, run_tool, tool_args
 from tools.result import ToolResult
 from tools.sql import literal
@@ -27,8 +28,6 @@ MASK_RE = (
     r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|-?\b\d+(?:\.\d+)?\b"
 )
 MAX_SHAPES = 5000
-ERROR_SEVERITY = 17  # OTLP SeverityNumber: 17-20 ERROR, 21-24 FATAL
-ERROR_TEXTS = ("ERROR", "FATAL", "CRITICAL", "CRIT", "EMERG", "ALERT", "SEVERE", "PANIC")
 
 
 def _miner() -> TemplateMiner:
@@ -66,7 +65,7 @@ def log_patterns(
         w = in_window(window)
         flt = f" AND ServiceName = {literal(service)}" if service else ""
         shapes = logged_query(sql, store, f"""SELECT ServiceName AS service, upper(SeverityText) AS severity,
-                max(SeverityNumber) AS severity_number,
+                max({SEVERITY}) AS severity_number,
                 replaceRegexpAll(leftUTF8(Body, 400), {literal(MASK_RE)}, '<*>') AS shape,
                 countIf({w}) AS count, countIf(NOT {w}) AS base_count,
                 groupUniqArrayIf(5)(TraceId, {w} AND TraceId != '') AS trace_ids,
@@ -95,7 +94,7 @@ def log_patterns(
         rows = []
         for (svc, sev, cid), g in groups.items():
             rate, base_rate = g["count"] / win_min, g["base_count"] / base_min
-            is_error = g["severity_number"] >= ERROR_SEVERITY or sev in ERROR_TEXTS
+            is_error = g["severity_number"] >= ERROR
             rows.append({
                 "service": svc,
                 "severity": sev or str(g["severity_number"]),
