@@ -42,10 +42,17 @@ PEER_EXPR = (
 )
 
 
+# The window's calls (self time, trace) of an operation slower than its baseline p95 self time, as
+# anomaly.signals.slower_share counts them (written twice in span_stats: ClickHouse computes it once).
+SLOW_CALLS = f"""arrayFilter(
+        x -> x.1 / 1e6 > greatest({SLOWER_RATIO} * self_q_base_ms[2], self_q_base_ms[2] + {MIN_SLOWER_MS}),
+        groupArrayIf(tuple(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.trace), s.cur))"""
+
+
 def span_stats_sql(w: Window) -> str:
     """Per (service, operation, kind): counts, latency, self time and errors, window vs baseline;
-    `slow_traces` of its window `traces`: those with a call slower than the baseline's p95 self time (as
-    anomaly.signals.slower_share counts them): a loop in one request repeats one pause over all its calls."""
+    `slow_calls` slower than the baseline's p95 self time, from `slow_traces` of its window `traces`: a loop
+    in one request repeats one pause over all its calls."""
     return f"""
 WITH spans AS (
     SELECT cityHash64(TraceId, SpanId) AS k, if(ParentSpanId = '', 0, cityHash64(TraceId, ParentSpanId)) AS pk,
@@ -74,10 +81,7 @@ SELECT s.ServiceName AS service, s.SpanName AS operation, s.SpanKind AS kind, an
     arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.5, 0.95)(
         greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur)) AS self_q_base_ms,
     round(maxIf(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), NOT s.cur) / 1e6, 3) AS self_max_base_ms,
-    length(arrayDistinct(arrayMap(x -> x.2, arrayFilter(
-        x -> x.1 / 1e6 > greatest({SLOWER_RATIO} * self_q_base_ms[2], self_q_base_ms[2] + {MIN_SLOWER_MS}),
-        groupArrayIf(tuple(greatest(toInt64(s.Duration) - toInt64(c.child_ns), 0), s.trace), s.cur)))))
-        AS slow_traces,
+    length({SLOW_CALLS}) AS slow_calls, length(arrayDistinct(arrayMap(x -> x.2, {SLOW_CALLS}))) AS slow_traces,
     uniqExactIf(s.trace, s.cur) AS traces,
     countIf(s.cur AND c.child_n > 0 AND c.child_service != s.ServiceName) AS remote_n,
     countIf(s.cur AND s.StatusCode = 'Error') AS errors, countIf(NOT s.cur AND s.StatusCode = 'Error') AS errors_base,
@@ -97,6 +101,13 @@ LIMIT 2000
 """
 
 
+# Parent kinds whose span around a call into another service is the call itself, so that the gap between it
+# and the callee's span is time on the wire and in queues: client spans, and spans recorded without a kind
+# that says so (an internal or unspecified span parenting another service's span is an unmarked client span;
+# a server or consumer span around its callee includes its own work).
+CALLING_KINDS = "('Client', 'Internal', 'Unspecified')"
+
+
 def call_graph_sql(w: Window) -> str:
     """Cross-service edges (caller -> callee) seen in the window or the baseline, with the gap between the
     caller's span and the callee's (time on the wire and in queues: a callee whose network is slow makes
@@ -110,11 +121,13 @@ WITH spans AS (
 )
 SELECT p.ServiceName AS caller, p.SpanName AS caller_operation, c.ServiceName AS callee,
        c.SpanName AS callee_operation, countIf(c.cur) AS n, countIf(NOT c.cur) AS n_base,
-       countIf(c.cur AND p.SpanKind = 'Client') AS gap_n, countIf(NOT c.cur AND p.SpanKind = 'Client') AS gap_n_base,
+       countIf(c.cur AND p.SpanKind IN {CALLING_KINDS}) AS gap_n,
+       countIf(NOT c.cur AND p.SpanKind IN {CALLING_KINDS}) AS gap_n_base,
        arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.25, 0.5, 0.75, 0.9, 0.95)(
-           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), c.cur AND p.SpanKind = 'Client')) AS gap_q_ms,
+           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), c.cur AND p.SpanKind IN {CALLING_KINDS}))
+           AS gap_q_ms,
        arrayMap(q -> round(q / 1e6, 3), quantilesIf(0.5, 0.95)(
-           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), NOT c.cur AND p.SpanKind = 'Client'))
+           greatest(toInt64(p.Duration) - toInt64(c.Duration), 0), NOT c.cur AND p.SpanKind IN {CALLING_KINDS}))
            AS gap_q_base_ms
 FROM spans AS c INNER JOIN spans AS p ON c.pk = p.k
 WHERE c.ServiceName != p.ServiceName

@@ -30,9 +30,11 @@ SLOWER_RATIO = 1.2
 MIN_SLOWER_MS = 1.0
 MIN_BASE_CALLS = 8
 # Calls of one request are not independent samples: a request that loops over a query repeats one pause in
-# every call. Slower calls from fewer requests than this, a minority of those that made the calls, are a few
-# requests' bad moment, not a change in the operation.
+# every call. Slower calls from fewer requests than this, a minority of those that made the calls, each of
+# which repeated it (REPEATED slower calls per request on average), are a few requests' bad moment, not a
+# change in the operation. One slower call per request (a pause now and then) is independent evidence.
 MIN_SLOW_TRACES = 8
+REPEATED = 2.0
 # Time on the wire and in queues moves by a few milliseconds with load anywhere (scheduling, GC, retries):
 # a gap counts as grown only past this many milliseconds over its baseline p95.
 MIN_GAP_MS = 5.0
@@ -85,10 +87,12 @@ def quantile(value: Any, level: float) -> float:  # noqa: ANN401
 
 
 def from_few_requests(row: dict[str, Any]) -> bool:
-    """Whether an operation's slower calls (span_stats' `slow_traces` of its `traces` in the window; absent:
-    not measured) came from too few requests to be a change in the operation."""
-    slow, traces = row.get("slow_traces"), row.get("traces")
-    return slow is not None and traces is not None and int(slow) < min(MIN_SLOW_TRACES, int(traces) / 2)
+    """Whether an operation's slower calls (span_stats' `slow_calls` from `slow_traces` of its `traces` in the
+    window; absent: not measured) are a few requests repeating one pause, not a change in the operation."""
+    calls, slow, traces = row.get("slow_calls"), row.get("slow_traces"), row.get("traces")
+    if calls is None or slow is None or traces is None:
+        return False
+    return int(slow) < min(MIN_SLOW_TRACES, int(traces) / 2) and int(calls) >= REPEATED * int(slow)
 
 
 def op_slower_share(row: dict[str, Any]) -> float | None:
@@ -128,8 +132,9 @@ CALLER_WEIGHT = 0.8
 
 def network_shifts(edges: Iterable[dict[str, Any]]) -> dict[str, Shift]:
     """Per service: the calls into it, or else the calls out of it, whose gap (client span minus the callee's
-    span) grew, whichever is the clearer shift. Only calls made through a client span count: a server span's
-    time around its callee includes its own work."""
+    span) grew, whichever is the clearer shift. Only calls made through a client span count (or a span with no
+    kind that says otherwise, evidence_sql.CALLING_KINDS): a server span's time around its callee includes its
+    own work."""
     into: dict[str, Shift] = {}
     out_of: dict[str, Shift] = {}
     partners: dict[str, set[str]] = {}

@@ -54,6 +54,20 @@ def test_a_level_stated_only_in_a_json_body_counts(root_store, fault, quoted):
     store.close()
 
 
+def test_a_network_delay_shows_in_calls_whose_client_spans_have_no_client_kind(root_store):
+    """The callers' spans around each call are recorded as internal spans (no instrumentation or inference
+    marked them as client calls): the gap between them and stock's spans is still the wire."""
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, "stock_network", client_kind="Internal")
+    answer = ask_sync("what's wrong?", store=store, settings=settings_for(store))
+    assert answer.root_causes, answer.answer
+    top = answer.root_causes[0]
+    assert (top.service, top.kind) == (truth["service"], "latency"), answer.answer
+    assert top.confidence >= 0.5 and "calls into it wait longer outside its own spans" in top.evidence, \
+        top.evidence
+    store.close()
+
+
 def test_a_statement_that_stops_with_nothing_else_changing_names_its_service(root_store):
     """quote throws before its routine price line and handles the exception: no error line, the same spans
     and latency. Nothing moves the window's start to the change, so the user asks about the ten minutes it
@@ -133,7 +147,7 @@ def test_slower_calls_from_a_handful_of_requests_are_not_a_change(root_store, sl
                             "baseline_start": fault_start - timedelta(minutes=30)})
     row = next(r for r in store.query(evidence_sql.span_stats_sql(window)).dicts()
                if r["operation"] == "SELECT orders")
-    assert row["slow_traces"] == slow_requests and row["traces"] == 600, row
+    assert row["slow_traces"] == slow_requests and row["slow_calls"] == 300 and row["traces"] == 600, row
     assert row["n"] == 1800 - 3 * slow_requests + 300, row
     answer = ask_sync("what's wrong in the last 10 minutes?", store=store, settings=settings_for(store))
     confident = [rc.service for rc in answer.root_causes if rc.confidence >= 0.5]
@@ -141,12 +155,14 @@ def test_slower_calls_from_a_handful_of_requests_are_not_a_change(root_store, sl
     store.close()
 
 
-def test_few_requests_means_a_handful_among_many():
-    """5 slow requests of 33 are a bad moment; 5 of 6 (a job that runs a few times a window) are most of what
-    ran, and 40 of 600 are too many to be one moment."""
-    assert signals.from_few_requests({"slow_traces": 5, "traces": 33})
-    assert not signals.from_few_requests({"slow_traces": 5, "traces": 6})
-    assert not signals.from_few_requests({"slow_traces": 40, "traces": 600})
+def test_few_requests_means_a_handful_among_many_repeating_a_pause():
+    """14 slower calls from 5 requests of 33 are a bad moment the requests repeated; 5 of 6 (a job that runs a
+    few times a window) are most of what ran, 40 of 600 are too many to be one moment, and 5 slower calls from
+    5 requests (one pause now and then, as a GC pause hits one call) are 5 independent samples."""
+    assert signals.from_few_requests({"slow_calls": 14, "slow_traces": 5, "traces": 33})
+    assert not signals.from_few_requests({"slow_calls": 14, "slow_traces": 5, "traces": 6})
+    assert not signals.from_few_requests({"slow_calls": 90, "slow_traces": 40, "traces": 600})
+    assert not signals.from_few_requests({"slow_calls": 5, "slow_traces": 5, "traces": 53})
     assert not signals.from_few_requests({})  # not measured: the other rules decide
 
 
