@@ -376,3 +376,8 @@ class StorePool:
 def quote_ident(name: str) -> str:
     """Backtick-quote an identifier (database or table names from settings or tests)."""
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def quote_literal(value: str) -> str:
+    """A ClickHouse string literal for a value that came from the data or a caller (service names...)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -10,6 +10,8 @@ severity decides something (error counts, problem logs, log filters), so they al
 
 from __future__ import annotations
 
+from store.client import quote_literal
+
 ERROR = 17  # OpenTelemetry SeverityNumber: 17-20 ERROR, 21-24 FATAL
 WARN = 13
 
@@ -32,13 +34,9 @@ BODY_LEVEL_RE = (
 LEADING_LEVEL_RE = r"\b(FATAL|CRITICAL|ERROR|WARN|WARNING|INFO|DEBUG|TRACE)\b"
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def level_sql(word: str) -> str:
     """The SeverityNumber of a level name (or pino number) given as an SQL expression; 0 when unknown."""
-    names = ", ".join(_sql_string(n) for n in LEVELS)
+    names = ", ".join(quote_literal(n) for n in LEVELS)
     numbers = ", ".join(str(v) for v in LEVELS.values())
     return f"transform(lower({word}), [{names}], [{numbers}], 0)"
 
@@ -49,7 +47,7 @@ def level_sql(word: str) -> str:
 SEVERITY = (
     f"greatest(SeverityNumber, {level_sql('SeverityText')}, "
     f"if(multiSearchAnyCaseInsensitive(Body, ['level', 'severity', 'lvl']), "
-    f"{level_sql(f'extract(leftUTF8(Body, 2000), {_sql_string(BODY_LEVEL_RE)})')}, 0), "
+    f"{level_sql(f'extract(leftUTF8(Body, 2000), {quote_literal(BODY_LEVEL_RE)})')}, 0), "
     f"if(SeverityNumber = 0 AND SeverityText = '', "
-    f"{level_sql(f'extract(leftUTF8(Body, 80), {_sql_string(LEADING_LEVEL_RE)})')}, 0))"
+    f"{level_sql(f'extract(leftUTF8(Body, 80), {quote_literal(LEADING_LEVEL_RE)})')}, 0))"
 )

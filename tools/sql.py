@@ -34,6 +34,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from store import Store
+from store import quote_literal as literal  # noqa: F401  (tools import it from here)
 from tools.result import ToolResult
 from tools.sql_functions import FAMILIES
 
@@ -522,6 +523,3 @@ def run_sql(
     )
 
 
-def literal(value: str) -> str:
-    """A ClickHouse string literal for a value that came from the data or a caller (service names...)."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
