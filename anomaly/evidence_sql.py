@@ -196,7 +196,12 @@ LIMIT 2000
 
 # A log line counts as a problem when its severity says so (WARN and above, wherever the record states it) or,
 # for lines logged with no or a low severity, when its text names an error: stack traces often carry none.
-PROBLEM_LOG = f"({SEVERITY} >= {WARN} OR match(Body, '(?i)(exception|\\\\berror\\\\b|traceback)'))"
+def problem_log(severity: str = SEVERITY) -> str:
+    """PROBLEM_LOG with the line's severity given (a query that has already computed it)."""
+    return f"({severity} >= {WARN} OR match(Body, '(?i)(exception|\\\\berror\\\\b|traceback)'))"
+
+
+PROBLEM_LOG = problem_log()
 # A line's template: its first line, with identifiers (UUIDs, hex ids) and numbers masked, so the same
 # statement with other values falls together (a cheap drain-style template, computed by ClickHouse).
 LOG_TEMPLATE = (
@@ -210,13 +215,16 @@ def log_templates_sql(w: Window) -> str:
     """Problem log templates per service, window vs baseline: a statement that appears or surges when the
     fault starts is the service's own account of it (errors that exist only in logs, a changed code path)."""
     return f"""
-SELECT ServiceName AS service, {LOG_TEMPLATE} AS template, max({SEVERITY}) AS severity,
+SELECT service, {LOG_TEMPLATE} AS template, max(level) AS severity,
     countIf(Timestamp >= {_t(w.start)}) AS n, countIf(Timestamp < {_t(w.start)}) AS n_base,
     uniqIf(TraceId, Timestamp >= {_t(w.start)} AND TraceId != '') AS traces,
     minIf(Timestamp, Timestamp >= {_t(w.start)}) AS first_seen,
     anyIf(Body, Timestamp >= {_t(w.start)}) AS example
-FROM otel_logs
-WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND {PROBLEM_LOG}
+FROM (
+    SELECT ServiceName AS service, Timestamp, TraceId, Body, {SEVERITY} AS level FROM otel_logs
+    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
+)
+WHERE {problem_log('level')}
 GROUP BY service, template
 HAVING n > 0
 ORDER BY n DESC

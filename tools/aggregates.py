@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from store import Store
-from store.severity import SEVERITY
+from store.severity import SEVERITY, level_of
 from tools.common import ENTRY, ERROR, logged_query, run_tool, tool_args
 from tools.logs import MASK_RE
 from tools.result import ToolResult
@@ -38,8 +38,6 @@ MEASURES: dict[str, tuple[str, str, str]] = {
 # call is not an operation's latency).
 MIN_CALLS = 5
 MAX_ROWS = 50
-# OpenTelemetry SeverityNumber at the start of each level, keyed by the level's first four letters
-SEVERITY_NUMBERS = {"trac": 1, "debu": 5, "info": 9, "warn": 13, "erro": 17, "fata": 21, "crit": 21}
 
 
 def measure_sql(measure: str, seconds: float) -> str:
@@ -300,7 +298,7 @@ def logs_matching(
     example line and trace id per pattern; details['totals'] counts per service and severity."""
     name = "logs_matching"
     args = tool_args(window=window, service=service, min_severity=min_severity, text=text, limit=limit)
-    level = SEVERITY_NUMBERS.get((min_severity or "").lower()[:4])
+    level = level_of(min_severity or "")
     limit = max(1, min(int(limit), MAX_ROWS))
 
     def body(sql: list[str]) -> ToolResult:
