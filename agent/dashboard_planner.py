@@ -33,6 +33,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from agent.models import AgentError, resolve_model
 from otel_ai.settings import Settings
 from store import Store
+from store.severity import ERROR, SEVERITY
 from tools.result import CLOSE_MARK, OPEN_MARK, escape_markers
 from tools.sql import SQLRefused, literal, query, validate_sql
 from tools.timewindow import TimeWindow
@@ -150,7 +151,7 @@ def service_facts(store: Store, service: str) -> ServiceFacts:
         has_errors=_exists(store, f"SELECT count() > 0 FROM otel_traces WHERE ServiceName = {svc} "
                                   "AND StatusCode = 'Error'"),
         error_logs=_exists(store, f"SELECT count() > 0 FROM otel_logs WHERE ServiceName = {svc} "
-                                  "AND SeverityNumber >= 17"),
+                                  f"AND {SEVERITY} >= {ERROR}"),
         anomalies=_exists(store, f"SELECT count() > 0 FROM anomalies WHERE service = {svc}"),
     )
 
@@ -196,7 +197,7 @@ def catalog_panel(kind: str, facts: ServiceFacts) -> Panel:
     if kind == "error_logs":
         return Panel(title=f"{name}: error logs per minute", chart="line", why="it logs errors",
                      sql=f"SELECT toStartOfMinute(Timestamp) AS minute, count() AS error_logs FROM otel_logs "
-                         f"WHERE ServiceName = {svc} AND SeverityNumber >= 17 AND {{window}} GROUP BY minute "
+                         f"WHERE ServiceName = {svc} AND {SEVERITY} >= {ERROR} AND {{window}} GROUP BY minute "
                          f"ORDER BY minute")
     if kind == "anomalies":
         return Panel(title=f"{name}: anomalies", chart="table", tool="anomalies", why="the scorer flagged it")

@@ -49,8 +49,8 @@ def level_sql(word: str) -> str:
 
 # The severity of an otel_logs row as a SeverityNumber (0-24), an SQL expression over its columns: the level
 # names mapped once, over the three places a record may state one. The body's regular expression runs only
-# on lines that contain a level key's name (a substring search costs a fraction of it): on 28k plain-text
-# lines, about 0.3 µs of CPU per line instead of 2.
+# on lines that contain a level key's name (a substring search costs a fraction of it): the log counts over
+# 27,764 plain-text lines took 71 ms of CPU with it run on every line, 42 ms with the substring test first.
 SEVERITY = (
     f"greatest(SeverityNumber, arrayMax(arrayMap(stated -> {level_sql('stated')}, [toString(SeverityText), "
     f"if(multiSearchAnyCaseInsensitive(Body, ['level', 'severity', 'lvl']), "

@@ -202,3 +202,24 @@ def test_window_placeholder_takes_table_aliases():
     sql = fill_window("SELECT 1 FROM t AS c JOIN (SELECT x FROM t WHERE {window}) AS p ON 1 WHERE c.{window}", w)
     assert "{window}" not in sql
     assert f"WHERE {w.sql_filter('c.Timestamp')}" in sql and f"WHERE {w.sql_filter()})" in sql
+
+
+def test_error_logs_stated_only_in_json_bodies_get_their_panel(store):
+    """A service logging JSON lines with no SeverityNumber or SeverityText: its error lines (the level only
+    in the body, store.severity) make the error-logs panel, and the panel counts them, not its info lines."""
+    from agent.dashboard_planner import catalog_panel, fill_window, service_facts
+    from tests.fixtures.agent_data import LOG_COLUMNS
+    from tools.sql import run_sql
+    from tools.timewindow import TimeWindow
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    insert_spans(store, [Span("billing", "POST /charge", now - timedelta(minutes=1), 5.0, new_id(32))])
+    logs = [[now - timedelta(seconds=10 + i), "", "", 1, "", 0, "billing",
+             json.dumps({"message": f"ledger write {i}", "severity": "error" if i < 3 else "info"}), "",
+             {"service.name": "billing"}, "", "", "", {}, {}] for i in range(8)]
+    store.insert("otel_logs", LOG_COLUMNS, logs, column_oriented=False)
+    facts = service_facts(store, "billing")
+    assert facts.error_logs
+    panel = catalog_panel("error_logs", facts)
+    result = run_sql(store, fill_window(panel.sql, TimeWindow.last(10, now=now + timedelta(seconds=1))))
+    assert result.ok and sum(r["error_logs"] for r in result.rows) == 3, result
