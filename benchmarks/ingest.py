@@ -302,8 +302,7 @@ def run_decoder(decoder: str, args: argparse.Namespace, requests: dict[str, list
     `clickhouse:N` sets the decoder's threshold (`OTEL_AI_INGEST_NATIVE_MIN_ITEMS`), so thresholds can be
     compared within one run.
     """
-    data = workdir / f"data-{decoder.replace(':', '-')}"
-    data.mkdir()
+    data = Path(tempfile.mkdtemp(prefix=f"data-{decoder.replace(':', '-')}-", dir=workdir))  # a decoder may repeat
     engine, _, min_items = decoder.partition(":")
     env = {"OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_INGEST_DECODER": engine}
     if min_items:

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     ingest_batch_wait_ms: int = 200
     ingest_max_wait_seconds: float = Field(5.0, gt=0, description="a request waiting longer turns new ones away (429)")
     ingest_decoder: Literal["python", "clickhouse"] = Field(
-        "python", description="clickhouse: ClickHouse decodes OTLP (embedded store only); python: the reference")
+        "clickhouse", description="clickhouse: ClickHouse decodes OTLP (embedded store, groups of "
+        "ingest_native_min_items or more); python: the reference mapper, always")
     ingest_native_min_items: int = Field(
         5_000, ge=0, description="smaller groups use the python mapper (ClickHouse's ~50-80 ms per insert query)")
 
