@@ -12,6 +12,9 @@ from store import Store
 from tools.timewindow import TimeWindow, utc
 
 MIN_BASELINE = timedelta(minutes=30)
+# the last minutes are read in short bins: a symptom younger than the two minutes a change needs at a minute's
+# resolution is then found too (a user often asks as soon as it starts)
+RECENT = timedelta(minutes=3)
 
 
 def follow_incident(store: Store, window: Window, service: str | None) -> tuple[Window, ToolCall | None]:
@@ -20,13 +23,15 @@ def follow_incident(store: Store, window: Window, service: str | None) -> tuple[
     from tools.result import ToolResult
     from tools.traces import entry_series
 
-    result = entry_series(store, TimeWindow(start=window.baseline_start, end=window.end), service)
+    recent = (window.end - RECENT).replace(second=0, microsecond=0)
+    result = entry_series(store, TimeWindow(start=window.baseline_start, end=window.end), service, recent=recent)
     if not result.ok:
         return window, None
     series: dict[str, list[Minute]] = defaultdict(list)
     for r in result.rows:
         series[str(r["service"])].append(Minute(minute=utc(r["minute"]), calls=int(r["calls"]),
-                                                errors=int(r["errors"]), avg_ms=float(r["avg_ms"] or 0.0)))
+                                                errors=int(r["errors"]), avg_ms=float(r["avg_ms"] or 0.0),
+                                                seconds=int(r["seconds"])))
     found: list[tuple[Change, str]] = [(c, name) for name, s in series.items() if (c := clearest_change(s))]
     if not found:
         return window, None
@@ -38,13 +43,14 @@ def follow_incident(store: Store, window: Window, service: str | None) -> tuple[
     start = change.at
     if abs((start - window.start).total_seconds()) < 60:
         return window, None  # the window already starts there
+    at = f"{start:%H:%M:%S}" if start.second else f"{start:%H:%M}"
     moved = Window(start=start, end=window.end, baseline_start=start - max(window.end - start, MIN_BASELINE),
                    baseline_end=start, note=window.note,
                    # no service name here: this text reaches a model's instructions, outside the data fence
-                   length_note=f"Requests changed at {start:%H:%M} UTC ({change.describe()}): compared since "
-                                f"{start:%H:%M} UTC with the time before.")
+                   length_note=f"Requests changed at {at} UTC ({change.describe()}): compared since {at} UTC "
+                                "with the time before.")
     # the numbers the note quotes, in the evidence (inside its data fence: `name` comes from telemetry)
-    finding = f"{name} changed at {start:%H:%M} UTC: {change.describe()} (z = {change.z:.1f})"
+    finding = f"{name} changed at {at} UTC: {change.describe()} (z = {change.z:.1f})"
     recorded = ToolResult.build(result.name, result.args, result.sql, result.columns, result.rows,
                                 findings=[finding], units=result.units)
     return moved, ToolCall("incident", "entry_series", {"service": service or name}, recorded, 0.0)

@@ -7,6 +7,10 @@ the t whose after-segment differs most, in standard errors, from the before-segm
 binomial test against the before rate, the mean latency against the spread of the before minutes. Starting
 too early dilutes the after-segment; starting too late puts changed minutes in the before-segment and widens
 its spread, so the score peaks at the start of a step.
+
+The series may end in shorter bins (the last minutes in 10-second bins): a symptom a minute old is then six
+bins, whose typical one must have changed, rather than one minute that might be a single odd one. Each bin
+weighs the minutes of ordinary traffic its calls stand for.
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ from datetime import datetime
 
 MIN_BEFORE = 10  # minutes of ordinary behaviour a change is measured against, and the baseline left after it
 MIN_SCAN_BEFORE = 3  # fewer minutes give no spread to measure against
-MIN_AFTER = 2  # minutes after a change: one odd minute is not a change of state
+# after a change: more than one bin's worth of ordinary traffic (one odd bin is not a change of state; at a
+# minute's resolution that is the two minutes, or one and a well-filled partial one, it always took) and at
+# least a minute's worth
+MIN_AFTER_BINS = 1.5
+MIN_AFTER_MINUTES = 1.0
 MIN_Z = 5.0  # standard errors: a change this clear is rare by chance even across services and minutes
 MIN_LATENCY_RATIO = 1.2  # a mean latency shift smaller than this is not what anyone calls "slow"
 MIN_ERROR_SHARE = 0.02  # an error share rise smaller than this (2 points) is not what anyone calls "failing"
@@ -30,10 +38,11 @@ REL_SD_FLOOR = 0.05  # per-minute means of steady traffic still vary by a few pe
 class Minute:
     """One minute of a service's entry requests."""
 
-    minute: datetime
+    minute: datetime  # the bin's start
     calls: int
     errors: int
     avg_ms: float
+    seconds: int = 60  # the bin's length
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class Change:
     z: float
     before: float  # mean latency (ms) or error share before
     after: float  # the same after
-    minutes_before: int = 0  # minutes of the series before the change
+    minutes_before: float = 0.0  # minutes of the series before the change
 
     @property
     def measurable(self) -> bool:
@@ -76,26 +85,36 @@ def _latency_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float
     calls that happened to be slow, is not a change."""
     b = [m for m in before if m.calls]
     a = [m for m in after if m.calls]
-    if len(b) < MIN_SCAN_BEFORE or len(a) < MIN_AFTER:
+    if len(b) < MIN_SCAN_BEFORE or len(a) < MIN_AFTER_BINS:
         return 0.0, 0.0, 0.0
-    typical = statistics.median(m.calls for m in b)
+    rate = statistics.median(m.calls / m.seconds for m in b)  # calls per second of a typical bin before
 
-    def weight(m: Minute) -> float:
-        return min(1.0, m.calls / typical)
+    def weight(m: Minute) -> float:  # minutes of typical traffic the bin's mean stands for
+        return min(m.seconds, m.calls / rate) / 60
 
     def mean(ms: Sequence[Minute]) -> float:
         return sum(weight(m) * m.avg_ms for m in ms) / sum(weight(m) for m in ms)
 
-    minutes_after = sum(weight(m) for m in a)  # in typical minutes' worth of calls
-    if round(minutes_after) < MIN_AFTER:
+    minutes_after = sum(weight(m) for m in a)
+    if minutes_after < MIN_AFTER_MINUTES or sum(60 * weight(m) / m.seconds for m in a) < MIN_AFTER_BINS:
         return 0.0, 0.0, 0.0
     mean_b, mean_a = mean(b), mean(a)
-    sd = max(statistics.stdev(m.avg_ms for m in b), REL_SD_FLOOR * mean_b, 1e-9)
+    # a whole minute's variance: a bin standing for w minutes varies 1/w times as much
+    var = sum(weight(m) * (m.avg_ms - mean_b) ** 2 for m in b) / (len(b) - 1)
+    sd = max(math.sqrt(var), REL_SD_FLOOR * mean_b, 1e-9)
     return (mean_a - mean_b) / (sd / math.sqrt(minutes_after)), mean_b, mean_a
 
 
-def _per_minute(minutes: Sequence[Minute], kind: str) -> list[float]:
-    return [m.errors / m.calls if kind == "errors" else m.avg_ms for m in minutes if m.calls] or [0.0]
+def _typical(bins: Sequence[Minute], kind: str) -> float:
+    """The error share or mean latency of the typical call's bin (a median over calls, not bins: a stretch of
+    bins with a call or two each must not outvote the busy ones)."""
+    values = sorted((m.errors / m.calls if kind == "errors" else m.avg_ms, m.calls) for m in bins if m.calls)
+    half, seen = sum(n for _, n in values) / 2, 0
+    for value, n in values:
+        seen += n
+        if seen >= half:
+            return value
+    return 0.0
 
 
 def clearest_change(series: Sequence[Minute], not_before: datetime | None = None) -> Change | None:
@@ -103,15 +122,18 @@ def clearest_change(series: Sequence[Minute], not_before: datetime | None = None
     or None when no candidate passes MIN_Z and the size floors; `measurable` says whether it leaves enough
     minutes before it."""
     best: Change | None = None
-    for i in range(MIN_SCAN_BEFORE, len(series) - MIN_AFTER + 1):
+    for i in range(MIN_SCAN_BEFORE, len(series) - math.ceil(MIN_AFTER_BINS) + 1):
         if not_before is not None and series[i].minute < not_before:
             continue
         before, after = series[:i], series[i:]
+        if sum(m.seconds for m in after) < 60 * MIN_AFTER_MINUTES:
+            break
         for kind, (z, was, now) in (("errors", _error_z(before, after)), ("latency", _latency_z(before, after))):
-            # the typical minute after the change, not a few odd ones, must be changed by the floor
-            typical = statistics.median(_per_minute(after, kind))
+            # the typical call after the change, not a few odd bins, must be changed by the floor
+            typical = _typical(after, kind)
             big = (typical - was >= MIN_ERROR_SHARE if kind == "errors"
                    else typical >= MIN_LATENCY_RATIO * was > 0)
             if z >= MIN_Z and big and (best is None or z > best.z):
-                best = Change(at=series[i].minute, kind=kind, z=z, before=was, after=now, minutes_before=i)
+                best = Change(at=series[i].minute, kind=kind, z=z, before=was, after=now,
+                              minutes_before=sum(m.seconds for m in before) / 60)
     return best

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -118,4 +119,52 @@ def test_the_window_starts_where_the_symptom_changed(root_store):
     q = f"why is edge-gateway slow in the last {FAULT_MINUTES + 5} minutes?"
     fixed = ask_sync(q, store=store, settings=settings_for(store))
     assert "compared since" not in fixed.answer and all(e.tool != "entry_series" for e in fixed.evidence)
+    store.close()
+
+
+def bins(latency: list[float], calls: int = 20, seed: int = 1, start: datetime = T0) -> list[Minute]:
+    rng = random.Random(seed)
+    return [Minute(start + timedelta(seconds=10 * i), calls, 0, ms * rng.uniform(0.9, 1.1), seconds=10)
+            for i, ms in enumerate(latency)]
+
+
+def test_a_step_a_minute_old_is_found_in_the_short_bins_of_the_last_minutes():
+    """Minutes from the rollup, then the last three minutes in 10-second bins (what the incident window reads):
+    a step 70 s before the end is seven bins, enough to call it a change, and it is found at its own bin."""
+    history = series([100.0] * 12, calls=120)
+    tail = T0 + timedelta(minutes=12)
+    change = find_change(history + bins([100.0] * 11 + [400.0] * 7, start=tail))
+    assert change and change.kind == "latency" and change.at == tail + timedelta(seconds=110)
+    assert change.before < 110 < 360 < change.after and change.minutes_before == 12 + 110 / 60
+
+
+def test_a_few_odd_short_bins_at_the_end_are_no_change():
+    history = series([100.0] * 12, calls=120)
+    tail = T0 + timedelta(minutes=12)
+    # two slow bins (20 s): less than a minute of calls after the split
+    assert find_change(history + bins([100.0] * 16 + [900.0] * 2, start=tail)) is None
+    # a minute and more after the split, but only two of its bins slow: the typical bin has not changed
+    assert find_change(history + bins([100.0] * 11 + [900.0, 100.0, 100.0, 900.0, 100.0, 100.0, 100.0],
+                                      start=tail)) is None
+    # the slow bins carry few calls: each weighs the calls it has, so a minute of evidence is not there
+    sparse = history + bins([100.0] * 11, start=tail) + bins([400.0] * 7, calls=2, start=tail + timedelta(seconds=110))
+    assert find_change(sparse) is None
+
+
+def test_a_symptom_a_minute_old_moves_the_window_to_its_first_seconds(root_store):
+    """Asked as soon as it starts: the fault began 80 s before the question, inside the default 15 minutes (a
+    twelfth of it). The last minutes are read in 10-second bins, so the window starts where the symptom did."""
+    store = new_database(root_store, "cpy")
+    end = datetime.now(UTC).replace(microsecond=0)
+    truth = synth_incident(store, "billing_slow", end=end, seed=21, fault_minutes=80 / 60)
+    answer = ask_sync("what's wrong?", store=store, settings=settings_for(store))
+    assert answer.root_causes and answer.root_causes[0].service == "billing", answer.answer
+    (series_call,) = [e for e in answer.evidence if e.tool == "entry_series"]
+    assert 10 in {r["seconds"] for r in series_call.rows} and 60 in {r["seconds"] for r in series_call.rows}
+    moved = re.search(r"compared since (\d\d:\d\d:\d\d) UTC", answer.answer)
+    assert moved, answer.answer
+    since = datetime.combine(end.date(), datetime.strptime(moved[1], "%H:%M:%S").time(), UTC)
+    since -= timedelta(days=1) if since > end else timedelta(0)
+    # the bin the fault began in, or the next one (the first bin holds calls from before it)
+    assert timedelta(seconds=-10) < since - truth["start"] < timedelta(seconds=20), (since, truth["start"])
     store.close()

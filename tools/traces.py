@@ -189,27 +189,43 @@ def service_overview(store: Store, window: TimeWindow, baseline: TimeWindow | No
 
 SERIES_UNITS = {"avg_ms": "ms", "error_pct": "%"}
 MAX_SERIES_ROWS = 20_000
+RECENT_BIN_SECONDS = 10  # the last minutes' bins: a minute of evidence is six of them
 
 
-def entry_series(store: Store, window: TimeWindow, service: str | None = None) -> ToolResult:
+def entry_series(store: Store, window: TimeWindow, service: str | None = None,
+                 recent: dt.datetime | None = None) -> ToolResult:
     """Per service (or only `service`) and minute: entry requests, failed ones, error % and mean latency, from
-    the per-minute rollup (whole minutes; the partial last minute as far as it goes)."""
-    args = tool_args(window=window, service=service)
+    the per-minute rollup (whole minutes; the partial last minute as far as it goes). From `recent` (a whole
+    minute) on, RECENT_BIN_SECONDS bins from the spans themselves: a symptom younger than two minutes shows
+    as a handful of bins, not as one or two minutes. `seconds` gives each row's bin length."""
+    args = tool_args(window=window, service=service, recent=recent.isoformat() if recent else None)
 
     def body(sql: list[str]) -> ToolResult:
         flt = f" AND ServiceName = {literal(service)}" if service else ""
-        rows = logged_query(sql, store, f"""SELECT ServiceName AS service, Minute AS minute, sum(Calls) AS calls,
+        split = recent if recent is not None and window.start < recent < window.end else window.end
+        fine = "" if split >= window.end else f"""
+            UNION ALL
+            SELECT ServiceName AS service, toStartOfInterval(Timestamp, INTERVAL {RECENT_BIN_SECONDS} SECOND)
+                AS minute, {RECENT_BIN_SECONDS} AS seconds, count() AS calls, countIf({ERROR}) AS errors,
+                round(100 * errors / calls, 3) AS error_pct, round(avg(Duration) / {NS_PER_MS}, 3) AS avg_ms
+            FROM otel_traces
+            WHERE {ENTRY} AND Timestamp >= {ch_time(split)} AND Timestamp < {ch_time(window.end)}{flt}
+            GROUP BY service, minute"""
+        rows = logged_query(sql, store, f"""SELECT * FROM (
+            SELECT ServiceName AS service, Minute AS minute, 60 AS seconds, sum(Calls) AS calls,
                 sum(Errors) AS errors, round(100 * errors / calls, 3) AS error_pct,
                 round(sum(DurationSum) / calls / {NS_PER_MS}, 3) AS avg_ms
             FROM {ROLLUP_TABLE}
             WHERE Entry = 1 AND Minute >= {ch_time(utc(window.start).replace(second=0, microsecond=0))}
-              AND Minute < {ch_time(window.end)}{flt}
-            GROUP BY service, minute ORDER BY service, minute LIMIT {MAX_SERIES_ROWS}""").dicts()
+              AND Minute < {ch_time(split)}{flt}
+            GROUP BY service, minute{fine})
+            ORDER BY service, minute LIMIT {MAX_SERIES_ROWS}""").dicts()
         if not rows:
             return ToolResult.build("entry_series", args, sql, [], [],
                                     notes=[f"no entry spans in {window.label()}"])
         return ToolResult.build("entry_series", args, sql, list(rows[0]), rows, units=SERIES_UNITS,
-                                findings=[f"requests per minute, {window.label()}"])
+                                findings=[f"requests per minute, {window.label()}" + (
+                                    f"; per {RECENT_BIN_SECONDS} s from {split:%H:%M} UTC" if fine else "")])
 
     return run_tool("entry_series", args, body)
 
