@@ -29,6 +29,12 @@ def level_of(name: str) -> int | None:
     return LEVELS.get(name.strip().lower()[:4])
 
 
+def level_name(number: int) -> str:
+    """OpenTelemetry's short name of a SeverityNumber (17 -> "ERROR"), for lines whose record has no text."""
+    names = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+    return names[(min(number, 24) - 1) // 4] if number > 0 else "UNSPECIFIED"
+
+
 # A level key in a JSON body ("level", "severity", "lvl", "loglevel", "log.level", "levelname") or a logfmt
 # `level=`/`lvl=`/`severity=` pair, and its value: a word, or a pino number. The first 2,000 characters are
 # read (a JSON logger may put the level after the message).

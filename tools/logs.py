@@ -14,7 +14,7 @@ from drain3 import TemplateMiner
 from drain3.template_miner_config import TemplateMinerConfig
 
 from store import Store
-from store.severity import ERROR, SEVERITY
+from store.severity import ERROR, SEVERITY, level_name
 from tools.common import in_either, in_window, logged_query, run_tool, tool_args
 from tools.result import ToolResult
 from tools.sql import literal
@@ -97,7 +97,7 @@ def log_patterns(
             is_error = g["severity_number"] >= ERROR
             rows.append({
                 "service": svc,
-                "severity": sev or str(g["severity_number"]),
+                "severity": sev or level_name(g["severity_number"]),
                 "is_error": is_error,
                 "template": templates.get(cid, ""),
                 "count": g["count"],
