@@ -36,7 +36,7 @@ REL_SD_FLOOR = 0.05  # per-minute means of steady traffic still vary by a few pe
 
 @dataclass(frozen=True)
 class Minute:
-    """One minute of a service's entry requests."""
+    """One bin (a minute, or shorter for the last minutes) of a service's entry requests."""
 
     minute: datetime  # the bin's start
     calls: int
@@ -80,9 +80,9 @@ def _error_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, 
 
 def _latency_z(before: Sequence[Minute], after: Sequence[Minute]) -> tuple[float, float, float]:
     """The after-segment's mean latency against the before-segment's, in standard errors of a minute's mean.
-    A minute with fewer calls than the typical before-minute has typical / calls times a whole minute's
-    variance, so it weighs calls / typical (inverse variance): the partial minute at the data's edge, two
-    calls that happened to be slow, is not a change."""
+    A bin weighs the minutes of typical traffic its calls stand for (inverse variance): a 10-second bin of
+    ordinary traffic a sixth, the partial minute at the data's edge with two calls that happened to be slow
+    almost nothing, so it is not a change."""
     b = [m for m in before if m.calls]
     a = [m for m in after if m.calls]
     if len(b) < MIN_SCAN_BEFORE or len(a) < MIN_AFTER_BINS:
