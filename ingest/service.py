@@ -147,7 +147,7 @@ class IngestService:
         """`clickhouse` (ClickHouse decodes OTLP, embedded store only) or `python` (the reference mapper).
 
         From `OTEL_AI_INGEST_DECODER`, `clickhouse` by default: groups under the native threshold are mapped
-        by Python anyway, and larger ones cost 1.3-2.5x less server CPU per span decoded by ClickHouse
+        by Python anyway, and larger ones cost 1.25-2.5x less server CPU per span decoded by ClickHouse
         (8 to 32 concurrent exporters, docs/benchmarks.md).
         """
         wanted = self.ctx.settings.ingest_decoder
