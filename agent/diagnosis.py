@@ -187,6 +187,7 @@ class Analysis:
 
 
 _fmt_ms = signals.fmt_ms
+downstream = signals.downstream
 
 
 def _pct(v: float) -> str:
@@ -203,6 +204,7 @@ def analyst_sql(deps: AgentDeps) -> dict[str, str]:
         "log_templates": evidence_sql.log_templates_sql(w),
         "log_order": evidence_sql.log_order_sql(w),
         "log_statements": evidence_sql.log_statements_sql(w),
+        "log_sequences": evidence_sql.log_sequences_sql(w),
         "resource_gauges": evidence_sql.resource_gauges_sql(w),
     }
 
@@ -214,19 +216,6 @@ def sql_result(deps: AgentDeps, key: str) -> ToolCall | None:
 
 def rows_of(call: ToolCall | None) -> list[dict[str, Any]]:
     return call.result.rows if call is not None and call.result.ok else []
-
-
-def downstream(edges: list[dict[str, Any]], start: str) -> list[str]:
-    """Services reachable from `start` in the call graph (breadth first, start included)."""
-    out, frontier = [start], [start]
-    while frontier:
-        nxt = []
-        for row in edges:
-            if row["caller"] in frontier and row["callee"] not in out:
-                out.append(row["callee"])
-                nxt.append(row["callee"])
-        frontier = nxt
-    return out
 
 
 def peer_service(op: Op, services: list[str]) -> str | None:
@@ -662,12 +651,9 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
         analysis.signals.append(Signal(svc, None, "errors", strength, "logs: " + note))
 
 
-EVIDENCE_SQL = ("span_stats", "call_graph", "log_templates", "log_stats", "log_order", "log_statements")
-
-
 def known_evidence(deps: AgentDeps) -> list[signals.Evidence] | None:
     """The per-service evidence from the analyst's own queries when they have run (None: not yet)."""
-    calls = [sql_result(deps, key) for key in EVIDENCE_SQL]
+    calls = [sql_result(deps, key) for key in evidence_sql.EVIDENCE_QUERIES]
     if any(c is None or not c.result.ok for c in calls):
         return None
     return signals.service_evidence(*(rows_of(c) for c in calls))
@@ -762,7 +748,7 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
     step1 = todo([("service_overview", {}),
                   *[("run_sql", {"sql": sql[key]}) for key in ("span_stats", "call_graph", "log_stats",
                                                                "log_templates", "log_order", "log_statements",
-                                                               "resource_gauges")]])
+                                                               "log_sequences", "resource_gauges")]])
     if step1:
         return step1
     # the anomaly scorer's hints, weighed with the evidence just gathered (not gathered twice)
@@ -878,7 +864,7 @@ DEPLOYMENT_ATTRIBUTES = {"service.version", "k8s.pod.name", "k8s.node.name", "ho
 
 SQL_LABELS = {"span_stats": "span statistics", "call_graph": "call graph", "log_stats": "log counts",
               "log_templates": "log templates", "log_order": "log order", "log_statements": "log statements",
-              "resource_gauges": "resource gauges"}
+              "log_sequences": "log sequences", "resource_gauges": "resource gauges"}
 
 
 def _evidence_line(deps: AgentDeps) -> str:

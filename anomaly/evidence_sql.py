@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from anomaly.signals import MIN_SLOWER_MS, SLOWER_RATIO
+from anomaly.signals import MIN_SEQUENCE_SPANS, MIN_SLOWER_MS, SEQUENCE_AS_A_RULE, SLOWER_RATIO
 from store.severity import ERROR, SEVERITY, WARN
 
 
@@ -261,6 +261,59 @@ LIMIT 2000
 """
 
 
+def log_sequences_sql(w: Window) -> str:
+    """Statements that, as a rule, follow another statement in the same span (C at least as often as A in all
+    but a few of the baseline's spans), with the spans in the window where C no longer keeps up with A: an
+    exception thrown, or a branch taken, between the two. Unlike a statement that stops altogether, this
+    holds when the request mix changes how often the operation runs: each span is its own control. A window
+    span that logs a statement never seen beside A in the baseline, or as many lines per A line as the
+    typical baseline span, took the path of another kind of value (another product, route or train,
+    templated apart, in place of C): it counts as no break. Only lines with span ids are read; `tested` is
+    how many pairs of the service were looked at (they are many)."""
+    return f"""
+WITH lines AS (
+    SELECT ServiceName AS service, cityHash64(TraceId, SpanId) AS span, {LOG_TEMPLATE} AS template,
+        count() AS k, min(Timestamp) AS t
+    FROM otel_logs
+    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND SpanId != '' AND NOT {PROBLEM_LOG}
+    GROUP BY service, span, template
+), spans AS (
+    SELECT service, min(t) >= {_t(w.start)} AS cur, groupArray(template) AS ts, groupArray(k) AS ks
+    FROM lines GROUP BY service, span
+), per_a AS (
+    SELECT service, a, cur, ts, ks, arraySum(ks) / ks[indexOf(ts, a)] AS lines_per_a FROM spans ARRAY JOIN ts AS a
+), seen AS (
+    SELECT service, a, groupUniqArrayArray(ts) AS seen, median(lines_per_a) AS typical_lines_per_a
+    FROM per_a WHERE NOT cur GROUP BY ALL
+), by_a AS (
+    SELECT service, a, cur, ts, ks,
+        cur AND (NOT arrayAll(t -> has(seen, t), ts) OR lines_per_a >= typical_lines_per_a) AS excused
+    FROM per_a LEFT JOIN seen USING (service, a)
+), with_a AS (
+    SELECT service, a, cur, count() AS spans, countIf(excused) AS excused FROM by_a GROUP BY ALL
+), held AS (
+    SELECT service, a, ts[p.2] AS c, cur, count() AS held, countIf(excused) AS held_excused
+    FROM by_a ARRAY JOIN arrayFilter(p -> p.1 != p.2 AND ts[p.1] = a AND ks[p.2] >= ks[p.1],
+        arrayMap(j -> (indexOf(ts, a), j), arrayEnumerate(ts))) AS p
+    GROUP BY ALL
+), pairs AS (
+    SELECT service, a, c,
+        sumIf(spans, cur) AS n, sumIf(spans - held - excused + held_excused, cur) AS broken,
+        sumIf(spans, NOT cur) AS n_base, sumIf(spans - held, NOT cur) AS broken_base
+    FROM (SELECT DISTINCT service, a, c FROM held WHERE NOT cur) AS candidates
+        INNER JOIN with_a USING (service, a)
+        LEFT JOIN held USING (service, a, c, cur)
+    GROUP BY service, a, c
+    HAVING n >= {MIN_SEQUENCE_SPANS} AND n_base >= {MIN_SEQUENCE_SPANS} AND broken_base <= {SEQUENCE_AS_A_RULE} * n_base
+)
+SELECT service, a AS template, c AS follows, n, broken, n_base, broken_base, tested
+FROM (SELECT *, count() OVER (PARTITION BY service) AS tested FROM pairs)
+WHERE broken > 0
+ORDER BY broken / n DESC, n DESC
+LIMIT 1000
+"""
+
+
 def log_order_sql(w: Window) -> str:
     """In traces where several services log problems in the window, which service logged first: a callee
     fails before its callers report the failure, so the first to complain is nearer the cause."""
@@ -279,3 +332,8 @@ GROUP BY service
 ORDER BY first_shared DESC, traces DESC
 LIMIT 500
 """
+
+
+# The queries the per-service evidence (anomaly.signals.service_evidence) reads, in its arguments' order.
+EVIDENCE_QUERIES = ("span_stats", "call_graph", "log_templates", "log_stats", "log_order", "log_statements",
+                    "log_sequences")

@@ -138,10 +138,8 @@ def telemetry_evidence(store: Store, start: float, end: float) -> list[Evidence]
     long as the window), from the same queries the analyst runs: the hints and the chat agree."""
     w_start, w_end = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
     w = _Window(w_start, w_end, w_start - max(w_end - w_start, BASELINE))
-    rows = {key: store.query(getattr(evidence_sql, f"{key}_sql")(w)).dicts()
-            for key in ("span_stats", "call_graph", "log_templates", "log_stats", "log_order", "log_statements")}
-    return service_evidence(rows["span_stats"], rows["call_graph"], rows["log_templates"], rows["log_stats"],
-                            rows["log_order"], rows["log_statements"])
+    return service_evidence(*(store.query(getattr(evidence_sql, f"{key}_sql")(w)).dicts()
+                              for key in evidence_sql.EVIDENCE_QUERIES))
 
 
 def rank_root_causes(

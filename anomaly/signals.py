@@ -331,6 +331,56 @@ def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable
     return out
 
 
+# A statement follows another "as a rule" when at most this share of the baseline's spans logging the first
+# lack it; and a pair is read only with at least this many spans on each side.
+SEQUENCE_AS_A_RULE = 0.05
+MIN_SEQUENCE_SPANS = 5
+
+
+@dataclass
+class Broken:
+    """A statement that stopped following another in the same spans: the code now leaves between them."""
+
+    service: str
+    template: str  # logged first, still logged
+    follows: str  # logged after it as a rule, now missing in `broken` of `n` spans
+    n: int
+    broken: int
+    n_base: int
+    broken_base: int
+    surprise: float
+
+    @property
+    def share(self) -> float:
+        return self.broken / self.n if self.n else 0.0
+
+
+def binomial_surprise(k: int, n: int, p: float) -> float:
+    """-log10 P(X >= k) for X ~ Binomial(n, p): how unlikely this many spans are by chance."""
+    if k <= 0:
+        return 0.0
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+             + (n - i) * math.log1p(-p) for i in range(k, n + 1)]
+    top = max(terms)
+    return max(0.0, -(top + math.log(sum(math.exp(t - top) for t in terms))) / math.log(10))
+
+
+def broken_sequences(rows: Iterable[dict[str, Any]]) -> dict[str, Broken]:
+    """Per service, its clearest broken sequence (log_sequences rows): how unlikely that many spans in the
+    window are where a statement no longer follows the one it followed as a rule, at the baseline's share of
+    such spans (taken as one more than seen: a rule seen in few spans is not certain), less the log10 of the
+    pairs the service was tested on."""
+    out: dict[str, Broken] = {}
+    for r in rows:
+        n, k, n_base, k_base = (int(r[f]) for f in ("n", "broken", "n_base", "broken_base"))
+        surprise = binomial_surprise(k, n, (k_base + 1) / (n_base + 2)) - math.log10(max(int(r["tested"]), 1))
+        best = out.get(str(r["service"]))
+        if surprise > 0 and (best is None or surprise > best.surprise):
+            out[str(r["service"])] = Broken(str(r["service"]), str(r["template"]), str(r["follows"]), n, k,
+                                            n_base, k_base, surprise)
+    return out
+
+
 WARN_WEIGHT = 0.75
 # Counts of a warning already seen vary more than by chance (bursts, the mix of requests): twice its
 # expected count is within normal variation.
@@ -392,6 +442,20 @@ class Evidence:
     texts: list[str]
 
 
+def downstream(edges: Iterable[dict[str, Any]], start: str) -> list[str]:
+    """Services reachable from `start` in the call graph (breadth first, start included)."""
+    edges = list(edges)
+    out, frontier = [start], [start]
+    while frontier:
+        nxt = []
+        for row in edges:
+            if row["caller"] in frontier and row["callee"] not in out:
+                out.append(row["callee"])
+                nxt.append(row["callee"])
+        frontier = nxt
+    return out
+
+
 def fmt_ms(v: float) -> str:
     """Milliseconds as a person reads them (1.5 ms, 42 ms, 1.20 s)."""
     if v >= 1000:
@@ -405,11 +469,11 @@ def _pct(x: float) -> str:
 
 def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[str, Any]],
                      templates: Iterable[dict[str, Any]], volumes: Iterable[dict[str, Any]],
-                     order_rows: Iterable[dict[str, Any]], statements: Iterable[dict[str, Any]] = ()
-                     ) -> list[Evidence]:
+                     order_rows: Iterable[dict[str, Any]], statements: Iterable[dict[str, Any]] = (),
+                     sequences: Iterable[dict[str, Any]] = ()) -> list[Evidence]:
     """Services with significant evidence, strongest first, from the evidence queries' rows (span_stats,
-    call_graph, log_templates, log_stats, log_order, log_statements)."""
-    span_rows = list(span_rows)
+    call_graph, log_templates, log_stats, log_order, log_statements, log_sequences)."""
+    span_rows, edges = list(span_rows), list(edges)
     # service -> (significance, kind, op, text, how much it counts for this service)
     found: dict[str, list[tuple[float, str, str | None, str, float]]] = {}
     for shift in latency_shifts(span_rows).values():
@@ -431,6 +495,7 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
                 f"{shift.calls} calls over their baseline p95 gap (z = {shift.z:.1f}), from "
                 f"{', '.join(callers[:4])}; e.g. {edge}: gap {fmt_ms(p50_base)} -> {fmt_ms(p50)} median"), 1.0))
     first = first_complainers(order_rows)
+    complaining = set()  # services whose problem lines appear or surge
     volumes = list(volumes)
     services = {str(r["service"]) for r in span_rows} | {str(v["service"]) for v in volumes}
     for surge in log_surges(templates, volumes).values():
@@ -450,6 +515,7 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
             factor = 1 / NAMES_OTHER_DISCOUNT
             text += f"; the lines name {', '.join(named[:3])}, so they may be about that service, not this one"
         found.setdefault(surge.service, []).append((surge.surprise, "errors", None, text, factor))
+        complaining.add(surge.service)
     for gone in stopped_statements(statements, span_rows).values():
         if gone.surprise < MIN_LOG_SURPRISE:
             continue
@@ -458,6 +524,24 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
         found.setdefault(gone.service, []).append((gone.surprise, "errors", None, (
             f"its code takes another path: {what} {gone.n_base} -> {gone.n} lines while it is still called "
             f"({gone.expected:.1f} expected from its calls)"), 1.0))
+    # a caller's code also takes another path when what it calls fails or times out: a broken sequence counts
+    # less while a service it reaches downstream has evidence of its own; and a service whose problem lines
+    # surge has told it already (the failing requests are most likely the same): it is counted once
+    for broken in broken_sequences(sequences).values():
+        if broken.surprise < MIN_LOG_SURPRISE or broken.share < MIN_SHIFT_SHARE:
+            continue
+        text = (f"its code takes another path: \"{template_text(broken.follows)}\" no longer follows "
+                f"\"{template_text(broken.template)}\" in {broken.broken} of {broken.n} spans "
+                f"({broken.broken_base} of {broken.n_base} in the baseline)")
+        below = [s for s in downstream(edges, broken.service)[1:] if s in found]
+        factor = 1.0
+        if broken.service in complaining:
+            factor = 0.0
+            text += "; counted once with its problem lines"
+        elif below:
+            factor = 1 / NAMES_OTHER_DISCOUNT
+            text += f"; it calls {', '.join(below[:3])}, which changed too, so it may follow them"
+        found.setdefault(broken.service, []).append((broken.surprise, "errors", None, text, factor))
     ranked = []
     for service, items in found.items():
         items.sort(key=lambda t: -t[0] * t[4])
