@@ -5,6 +5,7 @@ path with no latency change, a CPU hog seen only in a pod gauge; and a fault-fre
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -80,6 +81,52 @@ def test_a_statement_that_stops_with_nothing_else_changing_names_its_service(roo
     assert top.confidence >= 0.5 and "its code takes another path" in top.evidence, top.evidence
     assert "[quote][price" in top.evidence and "-> 0 lines" in top.evidence, top.evidence
     store.close()
+
+
+def test_a_statement_that_stops_following_another_in_its_spans_names_its_service(root_store):
+    """stock throws before reserving a cart's last item in most calls and handles it: no error line, the same
+    spans and latency; carts grew at the same time, so stock logs more reserved lines than before and no
+    statement stopped. In each span, though, "reserved" no longer follows every "check item". finder's
+    catalog line moved from shoes to hats with the request mix: the same lines per span, so no break."""
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, "stock_partial")
+    answer = ask_sync("what's wrong in the last 10 minutes?", store=store, settings=settings_for(store))
+    top = answer.root_causes[0]
+    assert (top.service, top.kind) == (truth["service"], "errors"), answer.answer
+    assert top.confidence >= 0.5 and "no longer follows" in top.evidence, top.evidence
+    assert "[stock][reserved" in top.evidence and "[stock][check item" in top.evidence, top.evidence
+    # the rule held in the baseline's spans (the fault's first seconds may fall before the window's start)
+    k, n = map(int, re.search(r"\((\d+) of (\d+) in the baseline\)", top.evidence).groups())
+    assert n > 1000 and k <= 0.01 * n, top.evidence
+    assert all(rc.service != "finder" for rc in answer.root_causes), answer.answer
+    assert any(e.tool == "run_sql" and any("ks[p.2] >= ks[p.1]" in q for q in e.sql) for e in answer.evidence)
+    store.close()
+
+
+def test_a_broken_sequence_counts_less_below_a_changed_callee_and_once_with_problem_lines():
+    """The same break at a caller whose callee changed is half the evidence (a failed call also sends the
+    caller's code elsewhere); at a service whose problem lines surge it adds a sentence, not weight."""
+    seq = [{"service": "cart", "template": "INFO [getCart][loaded]", "follows": "INFO [getCart][priced]",
+            "n": 100, "broken": 60, "n_base": 400, "broken_base": 0, "tested": 12}]
+    broken = signals.broken_sequences(seq)["cart"]
+    assert broken.share == 0.6 and broken.surprise > 50
+    alone = signals.service_evidence([], [], [], [], [], [], seq)
+    assert [e.service for e in alone] == ["cart"] and alone[0].weight == 1.5
+    assert "\"INFO [getCart][priced]\" no longer follows \"INFO [getCart][loaded]\" in 60 of 100 spans" in \
+        alone[0].texts[0]
+    def surge(service: str) -> dict:
+        return {"service": service, "template": "ERROR [x][failed]", "n": 60, "n_base": 0, "traces": 60,
+                "example": "ERROR [x][failed]", "severity": 17}
+
+    volumes = [{"service": s, "n": 1000, "n_base": 4000} for s in ("cart", "quote")]
+    edges = [{"caller": "cart", "callee": "quote", "n": 100}]
+    below = {e.service: e for e in signals.service_evidence([], edges, [surge("quote")], volumes, [], [], seq)}
+    assert below["cart"].weight == 0.75 and "it calls quote, which changed too" in below["cart"].texts[0]
+    assert below["quote"].weight == 1.5
+    told = {e.service: e for e in signals.service_evidence([], [], [surge("cart")], volumes, [], [], seq)}
+    assert told["cart"].weight == 1.5 and "counted once with its problem lines" in " ".join(told["cart"].texts)
+    # a rule that did not hold in the baseline (here broken in 5 %) is a weaker surprise at the same break
+    assert signals.broken_sequences([{**seq[0], "broken_base": 20}])["cart"].surprise < broken.surprise
 
 
 def test_the_callee_that_logs_first_is_the_cause_not_its_caller(root_store):
