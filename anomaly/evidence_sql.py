@@ -271,43 +271,41 @@ def log_sequences_sql(w: Window) -> str:
     templated apart, in place of C): it counts as no break. Only lines with span ids are read; `tested` is
     how many pairs of the service were looked at (they are many)."""
     return f"""
-WITH lines AS (
-    SELECT ServiceName AS service, cityHash64(TraceId, SpanId) AS span, {LOG_TEMPLATE} AS template,
-        count() AS k, min(Timestamp) AS t
-    FROM otel_logs
-    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND SpanId != '' AND NOT {PROBLEM_LOG}
-    GROUP BY service, span, template
-), spans AS (
-    SELECT service, min(t) >= {_t(w.start)} AS cur, groupArray(template) AS ts, groupArray(k) AS ks
-    FROM lines GROUP BY service, span
-), per_a AS (
-    SELECT service, a, cur, ts, ks, arraySum(ks) / ks[indexOf(ts, a)] AS lines_per_a FROM spans ARRAY JOIN ts AS a
-), seen AS (
-    SELECT service, a, groupUniqArrayArray(ts) AS seen, median(lines_per_a) AS typical_lines_per_a
-    FROM per_a WHERE NOT cur GROUP BY ALL
-), by_a AS (
-    SELECT service, a, cur, ts, ks,
-        cur AND (NOT arrayAll(t -> has(seen, t), ts) OR lines_per_a >= typical_lines_per_a) AS excused
-    FROM per_a LEFT JOIN seen USING (service, a)
-), with_a AS (
-    SELECT service, a, cur, count() AS spans, countIf(excused) AS excused FROM by_a GROUP BY ALL
-), held AS (
-    SELECT service, a, ts[p.2] AS c, cur, count() AS held, countIf(excused) AS held_excused
-    FROM by_a ARRAY JOIN arrayFilter(p -> p.1 != p.2 AND ts[p.1] = a AND ks[p.2] >= ks[p.1],
-        arrayMap(j -> (indexOf(ts, a), j), arrayEnumerate(ts))) AS p
-    GROUP BY ALL
-), pairs AS (
-    SELECT service, a, c,
-        sumIf(spans, cur) AS n, sumIf(spans - held - excused + held_excused, cur) AS broken,
-        sumIf(spans, NOT cur) AS n_base, sumIf(spans - held, NOT cur) AS broken_base
-    FROM (SELECT DISTINCT service, a, c FROM held WHERE NOT cur) AS candidates
-        INNER JOIN with_a USING (service, a)
-        LEFT JOIN held USING (service, a, c, cur)
-    GROUP BY service, a, c
-    HAVING n >= {MIN_SEQUENCE_SPANS} AND n_base >= {MIN_SEQUENCE_SPANS} AND broken_base <= {SEQUENCE_AS_A_RULE} * n_base
+SELECT * FROM (
+SELECT service, any(ts[p.1]) AS template, any(ts[p.2]) AS follows,
+    any(spans_now) AS n, n - countIf(cur) - any(excused_now) + countIf(cur AND excused) AS broken,
+    any(spans_base) AS n_base, n_base - countIf(NOT cur) AS broken_base,
+    count() OVER (PARTITION BY service) AS tested
+FROM (
+    SELECT *, countIf(cur AND excused) OVER (PARTITION BY service, hs[a]) AS excused_now
+    FROM (
+        SELECT *, cur AND (NOT arrayAll(h -> has(seen, h), hs) OR lines_per_a >= typical) AS excused
+        FROM (
+            SELECT service, cur, ts, hs, ks, a, arraySum(ks) / ks[a] AS lines_per_a,
+                countIf(cur) OVER w AS spans_now, countIf(NOT cur) OVER w AS spans_base,
+                groupUniqArrayArrayIf(hs, NOT cur) OVER w AS seen, medianIf(lines_per_a, NOT cur) OVER w AS typical
+            FROM (
+                SELECT service, min(t) >= {_t(w.start)} AS cur, groupArray(template) AS ts,
+                    groupArray(h) AS hs, groupArray(k) AS ks
+                FROM (
+                    SELECT ServiceName AS service, cityHash64(TraceId, SpanId) AS span,
+                        {LOG_TEMPLATE} AS template, cityHash64(template) AS h, count() AS k, min(Timestamp) AS t
+                    FROM otel_logs
+                    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND SpanId != ''
+                        AND NOT {PROBLEM_LOG}
+                    GROUP BY service, span, template
+                )
+                GROUP BY service, span
+            )
+            ARRAY JOIN arrayEnumerate(hs) AS a
+            WINDOW w AS (PARTITION BY service, hs[a])
+        )
+    )
 )
-SELECT service, a AS template, c AS follows, n, broken, n_base, broken_base, tested
-FROM (SELECT *, count() OVER (PARTITION BY service) AS tested FROM pairs)
+ARRAY JOIN arrayFilter(p -> p.2 != p.1 AND ks[p.2] >= ks[p.1], arrayMap(j -> (a, j), arrayEnumerate(hs))) AS p
+GROUP BY service, hs[p.1], hs[p.2]
+HAVING n >= {MIN_SEQUENCE_SPANS} AND n_base >= {MIN_SEQUENCE_SPANS} AND broken_base <= {SEQUENCE_AS_A_RULE} * n_base
+)
 WHERE broken > 0
 ORDER BY broken / n DESC, n DESC
 LIMIT 1000
