@@ -652,9 +652,10 @@ def _apply_logs(analysis: Analysis, rows: list[dict[str, Any]], scope: Iterable[
 
 
 def known_evidence(deps: AgentDeps) -> list[signals.Evidence] | None:
-    """The per-service evidence from the analyst's own queries when they have run (None: not yet)."""
+    """The per-service evidence from the analyst's own queries when they have run (None: not yet). A query
+    that failed (over the SQL guard's time or memory limit) found nothing: the other signals still stand."""
     calls = [sql_result(deps, key) for key in evidence_sql.EVIDENCE_QUERIES]
-    if any(c is None or not c.result.ok for c in calls):
+    if any(c is None for c in calls):
         return None
     return signals.service_evidence(*(rows_of(c) for c in calls))
 

@@ -232,6 +232,8 @@ LIMIT 500
 """
 
 
+# At most this many spans per service and side are read for log sequences (each carries its statements).
+MAX_SEQUENCE_SPANS = 20_000
 # Statements logged at least this often in the baseline are candidates for "stopped being logged".
 MIN_STATEMENT_BASE_LINES = 5
 
@@ -268,8 +270,10 @@ def log_sequences_sql(w: Window) -> str:
     holds when the request mix changes how often the operation runs: each span is its own control. A window
     span that logs a statement never seen beside A in the baseline, or as many lines per A line as the
     typical baseline span, took the path of another kind of value (another product, route or train,
-    templated apart, in place of C): it counts as no break. Only lines with span ids are read; `tested` is
-    how many pairs of the service were looked at (they are many)."""
+    templated apart, in place of C): it counts as no break. Only lines with span ids are read, and at most
+    MAX_SEQUENCE_SPANS spans per service in the window and as many in the baseline (a sample, in the order
+    the span keys hash to: memory stays bounded on a busy service); `tested` is how many pairs of the
+    service were looked at (they are many)."""
     return f"""
 SELECT * FROM (
 SELECT service, any(ts[p.1]) AS template, any(ts[p.2]) AS follows,
@@ -296,6 +300,7 @@ FROM (
                     GROUP BY service, span, template
                 )
                 GROUP BY service, span
+                LIMIT {MAX_SEQUENCE_SPANS} BY service, cur
             )
             ARRAY JOIN arrayEnumerate(hs) AS a
             WINDOW w AS (PARTITION BY service, hs[a])

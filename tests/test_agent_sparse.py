@@ -125,6 +125,9 @@ def test_a_broken_sequence_counts_less_below_a_changed_callee_and_once_with_prob
     assert below["quote"].weight == 1.5
     told = {e.service: e for e in signals.service_evidence([], [], [surge("cart")], volumes, [], [], seq)}
     assert told["cart"].weight == 1.5 and "counted once with its problem lines" in " ".join(told["cart"].texts)
+    # the binomial tail stops summing once its terms are negligible: 100,000 spans cost a few dozen terms
+    assert signals.binomial_surprise(200, 100_000, 0.001) == pytest.approx(18.0512, abs=1e-3)
+    assert signals.binomial_surprise(90, 100_000, 0.001) == 0.0  # below the mean (100)
     # a rule that did not hold in the baseline (here broken in 5 %) is a weaker surprise at the same break
     assert signals.broken_sequences([{**seq[0], "broken_base": 20}])["cart"].surprise < broken.surprise
 
@@ -325,3 +328,31 @@ def test_poisson_deficit_grows_as_fewer_lines_come_and_is_zero_at_the_mean():
     assert signals.poisson_deficit(10, 10.0) == 0.0 and signals.poisson_deficit(12, 10.0) == 0.0
     assert 0.5 < signals.poisson_deficit(5, 10.0) < signals.poisson_deficit(0, 10.0)
     assert signals.poisson_deficit(0, 30.0) == pytest.approx(30 / 2.302585, rel=1e-6)  # P(X = 0) = e^-30
+
+
+def test_an_evidence_query_that_failed_found_nothing_and_the_others_still_count():
+    """log_sequences over the SQL guard's memory or time limit: its error is in the evidence list, and the
+    services the other queries point at are still named (before, one failed query dropped them all)."""
+    from types import SimpleNamespace
+
+    from agent.deps import ToolCall, Window
+    from agent.diagnosis import analyst_sql, known_evidence
+    from tools.result import ToolResult
+
+    end = datetime.now(UTC).replace(microsecond=0)
+    deps = SimpleNamespace(window=Window(end - timedelta(minutes=10), end, end - timedelta(minutes=40),
+                                         end - timedelta(minutes=10)))
+    surge = {"service": "quote", "template": "ERROR [quote][failed]", "n": 60, "n_base": 0, "traces": 60,
+             "example": "ERROR [quote][failed]", "severity": 17}
+    rows = {"log_templates": [surge], "log_stats": [{"service": "quote", "n": 1000, "n_base": 4000}]}
+    calls = [ToolCall(key, "run_sql", {"sql": sql}, ToolResult(name="run_sql", rows=rows.get(key, []),
+                                                                ok=key != "log_sequences",
+                                                                error="memory limit exceeded" if key == "log_sequences"
+                                                                else None), 0.1)
+             for key, sql in analyst_sql(deps).items()]
+    deps.results = lambda tool=None: [c for c in calls if tool in (None, c.tool)]
+    evidence = known_evidence(deps)
+    assert evidence is not None and [e.service for e in evidence] == ["quote"]
+    # a query not run yet is no evidence yet
+    deps.results = lambda tool=None: [c for c in calls if c.call_id != "log_sequences"]
+    assert known_evidence(deps) is None
