@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent import ask_sync
+from agent.answer import Answer, RootCause
 from anomaly import evidence_sql, signals
 from store import Store
 from tests.conftest import new_database
@@ -73,14 +74,21 @@ def test_a_statement_that_stops_with_nothing_else_changing_names_its_service(roo
     """quote throws before its routine price line and handles the exception: no error line, the same spans
     and latency. Nothing moves the window's start to the change, so the user asks about the ten minutes it
     has lasted; every price line of those minutes is missing."""
+    _, top = _code_path_cause(root_store, "quote_silent")
+    assert "[quote][price" in top.evidence and "-> 0 lines" in top.evidence, top.evidence
+
+
+def _code_path_cause(root_store: Store, fault: str) -> tuple[Answer, RootCause]:
+    """The answer to "what's wrong in the last 10 minutes?" and its first cause, which must be the faulty
+    service's changed code path, confidently."""
     store = new_database(root_store, "sparse")
-    truth = sparse_incident(store, "quote_silent")
+    truth = sparse_incident(store, fault)
     answer = ask_sync("what's wrong in the last 10 minutes?", store=store, settings=settings_for(store))
+    store.close()
     top = answer.root_causes[0]
     assert (top.service, top.kind) == (truth["service"], "errors"), answer.answer
     assert top.confidence >= 0.5 and "its code takes another path" in top.evidence, top.evidence
-    assert "[quote][price" in top.evidence and "-> 0 lines" in top.evidence, top.evidence
-    store.close()
+    return answer, top
 
 
 def test_a_statement_that_stops_following_another_in_its_spans_names_its_service(root_store):
@@ -88,19 +96,14 @@ def test_a_statement_that_stops_following_another_in_its_spans_names_its_service
     spans and latency; carts grew at the same time, so stock logs more reserved lines than before and no
     statement stopped. In each span, though, "reserved" no longer follows every "check item". finder's
     catalog line moved from shoes to hats with the request mix: the same lines per span, so no break."""
-    store = new_database(root_store, "sparse")
-    truth = sparse_incident(store, "stock_partial")
-    answer = ask_sync("what's wrong in the last 10 minutes?", store=store, settings=settings_for(store))
-    top = answer.root_causes[0]
-    assert (top.service, top.kind) == (truth["service"], "errors"), answer.answer
-    assert top.confidence >= 0.5 and "no longer follows" in top.evidence, top.evidence
+    answer, top = _code_path_cause(root_store, "stock_partial")
+    assert "no longer follows" in top.evidence, top.evidence
     assert "[stock][reserved" in top.evidence and "[stock][check item" in top.evidence, top.evidence
     # the rule held in the baseline's spans (the fault's first seconds may fall before the window's start)
     k, n = map(int, re.search(r"\((\d+) of (\d+) in the baseline\)", top.evidence).groups())
     assert n > 1000 and k <= 0.01 * n, top.evidence
     assert all(rc.service != "finder" for rc in answer.root_causes), answer.answer
     assert any(e.tool == "run_sql" and any("ks[p.2] >= ks[p.1]" in q for q in e.sql) for e in answer.evidence)
-    store.close()
 
 
 def test_a_broken_sequence_counts_less_below_a_changed_callee_and_once_with_problem_lines():
