@@ -291,8 +291,12 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
     in_scope = [o for o in ops if o.service in scope]
     analysis = Analysis(symptom=symptom, symptom_text=symptom or "the system")
     if not ops:
-        analysis.notes.append("There are no spans in the window or its baseline.")
-        return analysis
+        # logs and gauges may still tell (a deployment exporting no traces): their evidence follows below
+        stats = sql_result(deps, "span_stats")
+        analysis.notes.append(f"The span statistics query failed ({_clip(stats.result.error or '')}): spans were "
+                              "not compared." if stats is not None and not stats.result.ok else
+                              "There are no spans in the window or its baseline: only logs and gauges were "
+                              "compared.")
 
     entry = [o for o in ops if o.service == symptom and (o.is_entry or not any(x.is_entry for x in ops
                                                                                   if x.service == symptom))]

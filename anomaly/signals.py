@@ -259,6 +259,7 @@ class Stopped:
     n_base: int
     expected: float
     surprise: float
+    from_lines: bool = False  # expected from the service's other lines (it has no spans), not from its calls
 
 
 # A statement has stopped when at most this share of its expected lines came (a changed code path stops it
@@ -278,8 +279,8 @@ def calls_by(span_rows: Iterable[dict[str, Any]], *fields: str) -> dict[tuple[st
     return out
 
 
-def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable[dict[str, Any]]
-                       ) -> dict[str, Stopped]:
+def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable[dict[str, Any]],
+                       volumes: Iterable[dict[str, Any]] = ()) -> dict[str, Stopped]:
     """Per service, the routine statements it stopped logging while still called, weighed together: how
     unlikely that few lines are by chance (a Poisson tail), less the log10 of the statements looked at.
 
@@ -290,18 +291,34 @@ def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable
     code path. Statements logged for one kind of value (one product, one route) are separate templates:
     a code path that stops stops each of them, so they count together; and when the service logs other
     statements more than expected (fewer requests for one kind of value, more for another), those lines
-    make up for the missing ones."""
+    make up for the missing ones.
+
+    A service with no spans (it exports logs only) is still at work while it logs its other routine lines:
+    those lines (`volumes`, log_stats' per-service counts less errors and warnings) stand for its calls. A
+    service that stops logging altogether cannot be told from one no longer called."""
     span_rows = list(span_rows)
     calls, op_calls = calls_by(span_rows, "service"), calls_by(span_rows, "service", "operation")
-    rows = [t for t in statements if calls.get((str(t["service"]),), (0, 0))[1] > 0]
+    routine = {str(v["service"]): tuple(int(v.get(f"n{b}") or 0) - int(v.get(f"errors{b}") or 0)
+                                        - int(v.get(f"warnings{b}") or 0) for b in ("", "_base")) for v in volumes}
     expected_of = {}
-    for t in rows:
+    from_lines: set[str] = set()
+    for t in statements:
+        service, n_base = str(t["service"]), int(t.get("n_base") or 0)
         # the operation whose spans logged it, when lines carry span ids: a statement stops when its
         # operation is no longer called (its caller changed), and that is no change in this service's code
-        n_now, n_before = op_calls.get((str(t["service"]), str(t.get("operation") or "")), (0, 0))
+        n_now, n_before = op_calls.get((service, str(t.get("operation") or "")), (0, 0))
         if not n_before:
-            n_now, n_before = calls[(str(t["service"]),)]
-        expected_of[id(t)] = int(t.get("n_base") or 0) * n_now / n_before
+            n_now, n_before = calls.get((service,), (0, 0))
+        if not n_before:
+            # its other routine lines, enough of them that their own noise is under the shortfall that counts
+            all_now, all_before = routine.get(service, (0, 0))
+            n_now, n_before = all_now - int(t.get("n") or 0), all_before - n_base
+            if n_before < STOPPED_SHARE ** -2:
+                continue
+            from_lines.add(service)
+        if n_before > 0:
+            expected_of[id(t)] = n_base * max(n_now, 0) / n_before
+    rows = [t for t in statements if id(t) in expected_of]
     ratios = sorted((expected_of[id(t)] + 1) / (int(t.get("n") or 0) + 1) for t in rows if expected_of[id(t)] >= 3)
     spread = min(max(ratios[len(ratios) // 2], 1.0), 4.0) if len(ratios) >= 4 else 1.0
     tested: dict[str, int] = {}
@@ -309,8 +326,9 @@ def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable
     gone: dict[str, list[tuple[dict[str, Any], float]]] = {}
     for t in rows:
         service, n, expected = str(t["service"]), int(t.get("n") or 0), expected_of[id(t)] / spread
-        surplus[service] = surplus.get(service, 0.0) + max(0.0, n - expected_of[id(t)] - 2 * math.sqrt(
-            expected_of[id(t)]))
+        # (not when its other lines are the measure: the missing lines would lift every other statement)
+        surplus[service] = surplus.get(service, 0.0) + (0.0 if service in from_lines else max(
+            0.0, n - expected_of[id(t)] - 2 * math.sqrt(expected_of[id(t)])))
         if expected < MIN_STOPPED_EXPECTED:
             continue
         tested[service] = tested.get(service, 0) + 1
@@ -327,7 +345,7 @@ def stopped_statements(statements: Iterable[dict[str, Any]], span_rows: Iterable
             top, _ = max(items, key=lambda item: item[1])
             out[service] = Stopped(service, str(top.get("template") or ""), str(top.get("example") or ""),
                                    len(items), n, sum(int(t.get("n_base") or 0) for t, _ in items), expected,
-                                   surprise)
+                                   surprise, service in from_lines)
     return out
 
 
@@ -521,14 +539,15 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
             text += f"; the lines name {', '.join(named[:3])}, so they may be about that service, not this one"
         found.setdefault(surge.service, []).append((surge.surprise, "errors", None, text, factor))
         complaining.add(surge.service)
-    for gone in stopped_statements(statements, span_rows).values():
+    for gone in stopped_statements(statements, span_rows, volumes).values():
         if gone.surprise < MIN_LOG_SURPRISE:
             continue
         what = (f"routine log statement \"{template_text(gone.template)}\"" if gone.statements == 1 else
                 f"{gone.statements} routine log statements, e.g. \"{template_text(gone.template)}\",")
+        still = ("while it still logs its other lines" if gone.from_lines else "while it is still called")
         found.setdefault(gone.service, []).append((gone.surprise, "errors", None, (
-            f"its code takes another path: {what} {gone.n_base} -> {gone.n} lines while it is still called "
-            f"({gone.expected:.1f} expected from its calls)"), 1.0))
+            f"its code takes another path: {what} {gone.n_base} -> {gone.n} lines {still} "
+            f"({gone.expected:.1f} expected from its {'other lines' if gone.from_lines else 'calls'})"), 1.0))
     # a caller's code also takes another path when what it calls fails or times out: a broken sequence counts
     # less while a service it reaches downstream has evidence of its own; and a service whose problem lines
     # surge has told it already (the failing requests are most likely the same): it is counted once

@@ -327,6 +327,32 @@ def test_a_statement_stops_with_its_operation_when_the_caller_stops_calling_it()
     assert list(signals.stopped_statements([{**empty, "operation": ""}, loaded], spans)) == ["cart"]
 
 
+def test_without_spans_a_statement_is_expected_from_the_services_other_routine_lines():
+    """billing exports no spans: its "charged" line stops while it still logs as many "started" lines, so its
+    code took another path; lines that fall with the others (less traffic) say nothing, and error lines (the
+    failure itself) or a handful of lines are no measure of its work."""
+    started = {"service": "billing", "template": "INFO [bill][started <n>]", "n": 600, "n_base": 1200}
+    charged = {"service": "billing", "template": "INFO [bill][charged <n>]", "n": 2, "n_base": 1200,
+               "example": "INFO [bill][charged 17]"}
+    volumes = [{"service": "billing", "n": 602, "n_base": 2400, "errors": 0, "errors_base": 0, "warnings": 0,
+                "warnings_base": 0}]
+    gone = signals.stopped_statements([started, charged], [], volumes)
+    assert list(gone) == ["billing"] and gone["billing"].from_lines
+    assert gone["billing"].expected == pytest.approx(600, rel=0.05) and gone["billing"].surprise > 100
+    evidence = signals.service_evidence([], [], [], volumes, [], [started, charged])
+    assert [ev.service for ev in evidence] == ["billing"]
+    assert "while it still logs its other lines (600.0 expected from its other lines)" in evidence[0].texts[0]
+    # half the traffic: both lines halve
+    assert signals.stopped_statements([started, {**charged, "n": 600}], [], volumes) == {}
+    # the only other lines are the errors of the failure: nothing to measure its work by
+    failing = [{**volumes[0], "n": 402, "errors": 400}]
+    assert signals.stopped_statements([{**started, "n": 0}, charged], [], failing) == {}
+    # fifteen other lines in the baseline: too few to measure by
+    few = [{"service": "billing", "n": 9, "n_base": 1215, "errors": 0, "errors_base": 0, "warnings": 0,
+            "warnings_base": 0}]
+    assert signals.stopped_statements([{**started, "n": 7, "n_base": 15}, charged], [], few) == {}
+
+
 def test_poisson_deficit_grows_as_fewer_lines_come_and_is_zero_at_the_mean():
     assert signals.poisson_deficit(10, 10.0) == 0.0 and signals.poisson_deficit(12, 10.0) == 0.0
     assert 0.5 < signals.poisson_deficit(5, 10.0) < signals.poisson_deficit(0, 10.0)
@@ -359,3 +385,36 @@ def test_an_evidence_query_that_failed_found_nothing_and_the_others_still_count(
     # a query not run yet is no evidence yet
     deps.results = lambda tool=None: [c for c in calls if c.call_id != "log_sequences"]
     assert known_evidence(deps) is None
+
+
+@pytest.mark.parametrize("fault", ["quote_exception", "stock_partial"])
+def test_logs_without_spans_still_name_the_service(root_store, fault):
+    """A deployment that exports logs and no traces (or whose span statistics found no spans): the evidence
+    from the logs alone names the faulty service, and the answer says there were no spans to compare."""
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, fault)
+    store.command("TRUNCATE TABLE otel_traces")
+    store.command("TRUNCATE TABLE otel_traces_1m")
+    answer = ask_sync("what's wrong?", store=store, settings=settings_for(store))
+    assert answer.root_causes, answer.answer
+    top = answer.root_causes[0]
+    assert (top.service, top.kind) == (truth["service"], "errors"), answer.answer
+    assert "no spans" in answer.answer, answer.answer
+    store.close()
+
+
+def test_when_the_span_statistics_fail_the_logs_still_name_the_service(root_store, monkeypatch):
+    """The span statistics go over an engine limit (here a row limit a hundred times too small, as on a store
+    far bigger than the limits allow): the answer says they failed, not that there are no spans, and the logs
+    still name the service."""
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, "quote_exception")
+    span_stats_sql = evidence_sql.span_stats_sql
+    monkeypatch.setattr(evidence_sql, "span_stats_sql", lambda w: span_stats_sql(w).rstrip()
+                        + "\nSETTINGS max_rows_to_read = 300, read_overflow_mode = 'throw'")
+    answer = ask_sync("what's wrong?", store=store, settings=settings_for(store))
+    failed = [e for e in answer.evidence if not e.ok]
+    assert failed and answer.root_causes, answer.answer
+    assert (answer.root_causes[0].service, answer.root_causes[0].kind) == (truth["service"], "errors"), answer.answer
+    assert "The span statistics query failed (" in answer.answer and "no spans" not in answer.answer, answer.answer
+    store.close()
