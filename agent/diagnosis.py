@@ -846,7 +846,8 @@ def _conclude_diagnosis(deps: AgentDeps) -> Finding:
     lines.extend(analysis.notes)
     lines.append(_evidence_line(deps))
     lines.append(_window_line(deps))
-    for s in analysis.signals[:4]:
+    # the cause the answer names comes first: a weaker signal the question's intent lifted above it follows
+    for s in (confident + [s for s in analysis.signals if s.strength < 0.5])[:4]:
         causes.append(RootCause(service=s.service, operation=s.operation, kind=s.kind,  # type: ignore[arg-type]
                                 confidence=round(min(max(s.strength if s.confidence is None else s.confidence,
                                                           0.0), 0.97), 2), evidence=s.evidence))

@@ -418,3 +418,27 @@ def test_when_the_span_statistics_fail_the_logs_still_name_the_service(root_stor
     assert (answer.root_causes[0].service, answer.root_causes[0].kind) == (truth["service"], "errors"), answer.answer
     assert "The span statistics query failed (" in answer.answer and "no spans" not in answer.answer, answer.answer
     store.close()
+
+
+def test_the_cause_the_answer_names_is_the_first_root_cause(monkeypatch):
+    """"Why is it slow?" lifts latency signals in the ranking: a weak one (not confident) may then rank above a
+    confident error signal. The answer names the confident one; the root causes list it first too, so a
+    reader of the answer and a program reading root_causes[0] get the same service."""
+    from types import SimpleNamespace
+
+    from agent import diagnosis
+    from agent.deps import Window
+    from agent.question import parse_question
+
+    end = datetime.now(UTC).replace(microsecond=0)
+    analysis = diagnosis.Analysis(symptom=None, symptom_text="the system")
+    analysis.signals = [diagnosis.Signal("cart", "GetCart", "latency", 0.4, "self time rose 2 ms -> 3 ms"),
+                        diagnosis.Signal("quote", None, "errors", 0.6, "problem log template 0 -> 60 lines")]
+    monkeypatch.setattr(diagnosis, "analyze", lambda deps: analysis)
+    deps = SimpleNamespace(question=parse_question("why is it slow?", []), context={}, calls=[],
+                           results=lambda tool=None: [],
+                           window=Window(end - timedelta(minutes=10), end, end - timedelta(minutes=40),
+                                         end - timedelta(minutes=10)))
+    finding = diagnosis.conclude(deps)
+    assert finding.answer.startswith("**quote** is failing"), finding.answer
+    assert [c.service for c in finding.root_causes] == ["quote", "cart"]
