@@ -734,3 +734,51 @@ def test_metrics_group_inserts_only_into_the_tables_it_has_points_for(root_store
         assert sum(counts.values()) == items
     finally:
         fast.close()
+
+
+def test_a_metric_with_its_type_twice_on_the_wire_sends_its_group_to_python(root_store: Store) -> None:
+    """A Metric carrying two `data` fields (protobuf keeps the last; ClickHouse refuses the oneof): the whole
+    group is mapped by the reference instead, each request stored once, as the reference stores it."""
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+
+    from ingest.native import NativeDecoder, _varint
+    from ingest.otlp import SIGNALS, to_rows
+    from ingest.service import _metric_points
+    from ingest.writer import BatchWriter, RawRequest
+
+    gauge, total = Metric(name="twice"), Metric(name="twice")
+    gauge.gauge.data_points.add(time_unix_nano=NOW, as_double=1.0)
+    total.sum.data_points.add(time_unix_nano=NOW, as_int=2)
+    metric = gauge.SerializeToString() + total.SerializeToString()  # the sum wins
+    scope = b"\x12" + _varint(len(metric)) + metric  # ScopeMetrics.metrics
+    resource = b"\x12" + _varint(len(scope)) + scope  # ResourceMetrics.scope_metrics
+    twice = b"\x0a" + _varint(len(resource)) + resource  # ExportMetricsServiceRequest.resource_metrics
+    assert ExportMetricsServiceRequest.FromString(twice).resource_metrics[0].scope_metrics[0].metrics[0].HasField("sum")
+    bodies = [simple_metrics(500).SerializeToString(), twice, simple_metrics(501).SerializeToString()]
+    ref, fast = new_database(root_store), new_database(root_store)
+    try:
+        remaining = [len(bodies)]
+        writer = BatchWriter(fast.clone(), max_rows=1_000_000, max_wait=30, expected=lambda: remaining[0],
+                             native=NativeDecoder())
+        futures = []
+        for body in bodies:
+            items, tables = _metric_points(ExportMetricsServiceRequest.FromString(body))
+            fallback = functools.partial(to_rows, SIGNALS["metrics"], body, "proto")
+            futures.append(writer.submit_raw(RawRequest("metrics", body, items, fallback, tables)))
+            remaining[0] -= 1
+            writer.wake()
+        results = [f.result(60) for f in futures]
+        assert (writer.native_requests, writer.fallback_requests) == (0, 3)
+        writer.close()
+        ref_writer = BatchWriter(ref.clone(), max_rows=1_000_000, max_wait=0)
+        expected = [to_rows(SIGNALS["metrics"], b, "proto") for b in bodies]
+        for rows in expected:
+            ref_writer.submit(rows).result(60)
+        ref_writer.close()
+        assert [(r.accepted, r.rejected) for r in results] == [(r.accepted, r.rejected) for r in expected]
+        assert _assert_same_tables(ref, fast, METRIC_TABLES) == sum(r.accepted for r in expected)
+        assert fast.query("SELECT Value FROM otel_metrics_sum WHERE MetricName = 'twice'").rows == [(2.0,)]
+        assert fast.query("SELECT count() FROM otel_metrics_gauge WHERE MetricName = 'twice'").rows == [(0,)]
+    finally:
+        ref.close()
+        fast.close()
