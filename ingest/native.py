@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from store import Store
@@ -245,6 +247,160 @@ LOGS_SELECT: dict[str, str] = {
 LOGS_JOIN = "ARRAY JOIN resource_logs AS rl ARRAY JOIN rl.scope_logs AS sl ARRAY JOIN sl.log_records AS lr"
 
 
+# -- metrics: one structure, one insert per metric-type table ------------------------------------
+
+_EXEMPLAR = (
+    f"exemplars Array(Tuple(filtered_attributes {_KV}, time_unix_nano UInt64, as_double Float64, as_int Int64, "
+    "span_id String, trace_id String, value Enum8('none' = 0, 'as_double' = 3, 'as_int' = 6)))"
+)
+_POINT_HEAD = f"attributes {_KV}, start_time_unix_nano UInt64, time_unix_nano UInt64"
+_NUMBER_POINTS = (
+    f"data_points Array(Tuple({_POINT_HEAD}, as_double Float64, as_int Int64, {_EXEMPLAR}, flags UInt32, "
+    "value Enum8('none' = 0, 'as_double' = 4, 'as_int' = 6)))"
+)
+_HISTOGRAM_POINTS = (
+    f"data_points Array(Tuple({_POINT_HEAD}, count UInt64, sum Float64, bucket_counts Array(UInt64), "
+    f"explicit_bounds Array(Float64), {_EXEMPLAR}, flags UInt32, min Float64, max Float64))"
+)
+_BUCKETS = "Tuple(offset Int32, bucket_counts Array(UInt64))"
+_EXP_POINTS = (
+    f"data_points Array(Tuple({_POINT_HEAD}, count UInt64, sum Float64, scale Int32, zero_count UInt64, "
+    f"positive {_BUCKETS}, negative {_BUCKETS}, flags UInt32, {_EXEMPLAR}, min Float64, max Float64))"
+)
+_SUMMARY_POINTS = (
+    f"data_points Array(Tuple({_POINT_HEAD}, count UInt64, sum Float64, "
+    "quantile_values Array(Tuple(quantile Float64, value Float64)), flags UInt32))"
+)
+# `data` is the Metric oneof: which type the metric is, as the reference's WhichOneof("data") says.
+_METRIC_KINDS = {"gauge": 5, "sum": 7, "histogram": 9, "exponential_histogram": 10, "summary": 11}
+METRICS_STRUCTURE = (
+    f"resource_metrics Array(Tuple({_RESOURCE}, schema_url String, scope_metrics Array(Tuple("
+    "scope Tuple(name String, version String, attributes " + _KV + ", dropped_attributes_count UInt32), "
+    "schema_url String, metrics Array(Tuple(name String, description String, unit String, "
+    f"gauge Tuple({_NUMBER_POINTS}), "
+    f"sum Tuple({_NUMBER_POINTS}, aggregation_temporality Int32, is_monotonic Bool), "
+    f"histogram Tuple({_HISTOGRAM_POINTS}, aggregation_temporality Int32), "
+    f"exponential_histogram Tuple({_EXP_POINTS}, aggregation_temporality Int32), "
+    f"summary Tuple({_SUMMARY_POINTS}), "
+    "data Enum8('none' = 0, " + ", ".join(f"'{k}' = {n}" for k, n in _METRIC_KINDS.items()) + ")))))))"
+)
+
+
+def _exemplars_ok(e: str) -> str:
+    """SQL: exemplars the reference keeps (ids empty or full size, time in range), attributes renderable."""
+    return (
+        f"arrayAll(ex -> ex.time_unix_nano <= {MAX_TIME} AND length(ex.trace_id) IN (0, 16) "
+        f"AND length(ex.span_id) IN (0, 8) AND {_attrs_ok('ex.filtered_attributes')}, {e})"
+    )
+
+
+def _points_ok(points: str, exemplars: bool) -> str:
+    ex = f" AND {_exemplars_ok('dp.exemplars')}" if exemplars else ""
+    return (
+        f"arrayAll(dp -> dp.time_unix_nano <= {MAX_TIME} AND dp.start_time_unix_nano <= {MAX_TIME} "
+        f"AND {_attrs_ok('dp.attributes')}{ex}, {points})"
+    )
+
+
+_METRIC_OK = (
+    f"multiIf(m.data = 'gauge', {_points_ok('m.gauge.data_points', True)}, "
+    f"m.data = 'sum', {_points_ok('m.sum.data_points', True)}, "
+    f"m.data = 'histogram', {_points_ok('m.histogram.data_points', True)}, "
+    f"m.data = 'exponential_histogram', {_points_ok('m.exponential_histogram.data_points', True)}, "
+    f"m.data = 'summary', {_points_ok('m.summary.data_points', False)}, true)"
+)
+METRICS_CHECK = (
+    f"arrayAll(rm -> {_attrs_ok('rm.resource.attributes')} AND arrayAll(sm -> {_attrs_ok('sm.scope.attributes')} "
+    f"AND arrayAll(m -> {_METRIC_OK}, sm.metrics), rm.scope_metrics), resource_metrics)"
+)
+
+
+def _number(v: str) -> str:
+    """SQL: the reference's `as_double if WhichOneof == 'as_double' else float(as_int)`."""
+    return f"if({v}.value = 'as_double', {v}.as_double, toFloat64({v}.as_int))"
+
+
+_METRIC_COMMON_SELECT: dict[str, str] = {
+    "ResourceAttributes": _map("rm.resource.attributes"),
+    "ResourceSchemaUrl": "rm.schema_url",
+    "ScopeName": "sm.scope.name",
+    "ScopeVersion": "sm.scope.version",
+    "ScopeAttributes": _map("sm.scope.attributes"),
+    "ScopeDroppedAttrCount": "sm.scope.dropped_attributes_count",
+    "ScopeSchemaUrl": "sm.schema_url",
+    "ServiceName": f"{_map('rm.resource.attributes')}['service.name']",
+    "MetricName": "m.name",
+    "MetricDescription": "m.description",
+    "MetricUnit": "m.unit",
+    "Attributes": _map("dp.attributes"),
+    "StartTimeUnix": _ns("dp.start_time_unix_nano"),
+    "TimeUnix": _ns("dp.time_unix_nano"),
+}
+_EXEMPLARS_SELECT: dict[str, str] = {
+    "Exemplars.FilteredAttributes": f"arrayMap(ex -> {_map('ex.filtered_attributes')}, dp.exemplars)",
+    "Exemplars.TimeUnix": f"arrayMap(ex -> {_ns('ex.time_unix_nano')}, dp.exemplars)",
+    "Exemplars.Value": f"arrayMap(ex -> {_number('ex')}, dp.exemplars)",
+    # the exporter hex-encodes fixed-size id arrays: a missing id is all zeros
+    "Exemplars.SpanId": f"arrayMap(ex -> if(ex.span_id = '', repeat('0', 16), {_hex('ex.span_id')}), dp.exemplars)",
+    "Exemplars.TraceId": f"arrayMap(ex -> if(ex.trace_id = '', repeat('0', 32), {_hex('ex.trace_id')}), "
+                         "dp.exemplars)",
+}
+_HISTOGRAM_TAIL: dict[str, str] = {
+    "Flags": "dp.flags", "Min": "dp.min", "Max": "dp.max", "AggregationTemporality": "{data}.aggregation_temporality",
+}
+
+
+def _metric_join(kind: str) -> str:
+    return (
+        "ARRAY JOIN resource_metrics AS rm ARRAY JOIN rm.scope_metrics AS sm "
+        f"ARRAY JOIN arrayFilter(x -> x.data = '{kind}', sm.metrics) AS m ARRAY JOIN m.{kind}.data_points AS dp"
+    )
+
+
+_METRICS_SELECTS: dict[str, tuple[str, dict[str, str]]] = {
+    "gauge": ("otel_metrics_gauge", {
+        **_METRIC_COMMON_SELECT, "Value": _number("dp"), "Flags": "dp.flags", **_EXEMPLARS_SELECT,
+    }),
+    "sum": ("otel_metrics_sum", {
+        **_METRIC_COMMON_SELECT, "Value": _number("dp"), "Flags": "dp.flags", **_EXEMPLARS_SELECT,
+        "AggregationTemporality": "{data}.aggregation_temporality", "IsMonotonic": "{data}.is_monotonic",
+    }),
+    "histogram": ("otel_metrics_histogram", {
+        **_METRIC_COMMON_SELECT, "Count": "dp.count", "Sum": "dp.sum", "BucketCounts": "dp.bucket_counts",
+        "ExplicitBounds": "dp.explicit_bounds", **_EXEMPLARS_SELECT, **_HISTOGRAM_TAIL,
+    }),
+    "exponential_histogram": ("otel_metrics_exponential_histogram", {
+        **_METRIC_COMMON_SELECT, "Count": "dp.count", "Sum": "dp.sum", "Scale": "dp.scale",
+        "ZeroCount": "dp.zero_count", "PositiveOffset": "dp.positive.offset",
+        "PositiveBucketCounts": "dp.positive.bucket_counts", "NegativeOffset": "dp.negative.offset",
+        "NegativeBucketCounts": "dp.negative.bucket_counts", **_EXEMPLARS_SELECT, **_HISTOGRAM_TAIL,
+    }),
+    "summary": ("otel_metrics_summary", {
+        **_METRIC_COMMON_SELECT, "Count": "dp.count", "Sum": "dp.sum",
+        "ValueAtQuantiles.Quantile": "arrayMap(q -> q.quantile, dp.quantile_values)",
+        "ValueAtQuantiles.Value": "arrayMap(q -> q.value, dp.quantile_values)", "Flags": "dp.flags",
+    }),
+}
+
+# `{data}` stands for the metric's type message (`m.sum`, ...), where temporality and monotonicity live.
+
+
+@dataclass(frozen=True)
+class NativeTarget:
+    """One table a signal's rows go to: its columns' SQL and the ARRAY JOIN down to its rows."""
+
+    table: str
+    select: dict[str, str]
+    join: str
+
+
+METRICS_TARGETS: tuple[NativeTarget, ...] = tuple(
+    NativeTarget(table, {c: e.replace("{data}", f"m.{kind}") for c, e in select.items()}, _metric_join(kind))
+    for kind, (table, select) in _METRICS_SELECTS.items()
+)
+METRIC_TABLES: dict[str, str] = {kind: table for kind, (table, _) in _METRICS_SELECTS.items()}
+
+
 _FALLBACK = "otel-ai: a request needs the Python mapper"
 
 
@@ -254,25 +410,43 @@ class NativeUnreadable(RuntimeError):
 
 @dataclass(frozen=True)
 class NativeSignal:
-    """How one signal's requests go through ClickHouse: its table, structure and SQL."""
+    """How one signal's requests go through ClickHouse: its structure, check and target tables.
+
+    Traces and logs have one table; metrics one per metric type, all read from the same file.
+    """
 
     name: str
-    table: str
     message: str
     structure: str
     check: str
-    select: dict[str, str]
-    join: str
+    targets: tuple[NativeTarget, ...]
+
+    @property
+    def table(self) -> str:
+        """The first (for traces and logs the only) table."""
+        return self.targets[0].table
+
+    @property
+    def select(self) -> dict[str, str]:
+        return self.targets[0].select
+
+    @property
+    def join(self) -> str:
+        return self.targets[0].join
 
 
 NATIVE_SIGNALS: dict[str, NativeSignal] = {
     "traces": NativeSignal(
-        "traces", "otel_traces", _message_name(ExportTraceServiceRequest.DESCRIPTOR), TRACES_STRUCTURE,
-        TRACES_CHECK, TRACES_SELECT, TRACES_JOIN,
+        "traces", _message_name(ExportTraceServiceRequest.DESCRIPTOR), TRACES_STRUCTURE, TRACES_CHECK,
+        (NativeTarget("otel_traces", TRACES_SELECT, TRACES_JOIN),),
     ),
     "logs": NativeSignal(
-        "logs", "otel_logs", _message_name(ExportLogsServiceRequest.DESCRIPTOR), LOGS_STRUCTURE,
-        LOGS_CHECK, LOGS_SELECT, LOGS_JOIN,
+        "logs", _message_name(ExportLogsServiceRequest.DESCRIPTOR), LOGS_STRUCTURE, LOGS_CHECK,
+        (NativeTarget("otel_logs", LOGS_SELECT, LOGS_JOIN),),
+    ),
+    "metrics": NativeSignal(
+        "metrics", _message_name(ExportMetricsServiceRequest.DESCRIPTOR), METRICS_STRUCTURE, METRICS_CHECK,
+        METRICS_TARGETS,
     ),
 }
 
@@ -304,7 +478,8 @@ class NativeDecoder:
         self.dir = Path(scratch or tempfile.mkdtemp(prefix="otel-ai-otlp-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.schema = self.dir / "otlp.proto"
-        self.schema.write_text(proto_text(ExportTraceServiceRequest.DESCRIPTOR, ExportLogsServiceRequest.DESCRIPTOR))
+        self.schema.write_text(proto_text(ExportTraceServiceRequest.DESCRIPTOR, ExportLogsServiceRequest.DESCRIPTOR,
+                                          ExportMetricsServiceRequest.DESCRIPTOR))
         self._data = self.dir / "batch.bin"
 
     def _source(self, sig: NativeSignal) -> str:
@@ -317,16 +492,20 @@ class NativeDecoder:
             "max_threads": 1,  # one file, one stream: keeps rowNumberInAllBlocks() in request order
         }
 
-    def write(self, store: Store, signal: str, bodies: list[bytes], items: list[int], columns: list[str]
+    def write(self, store: Store, signal: str, bodies: list[bytes], items: list[int],
+              columns: list[str] | Mapping[str, list[str]], tables: Collection[str] | None = None
               ) -> list[int | None]:
         """Insert the requests ClickHouse can map; per request its item count, or None for the Python path.
 
-        One query in the common case: the insert checks every request and throws (before writing
-        anything: one input block) if any needs the Python fallback; only then a check query finds which,
-        and a second insert takes the others. `items` are the requests' item counts (from upb);
-        `columns` the table's columns: those it lacks are left out, as the Python insert does.
+        One query per target table in the common case: the first insert checks every request and throws
+        (before writing anything: one input block) if any needs the Python fallback; only then a check
+        query finds which, and the inserts take the others. `items` are the requests' item counts (from
+        upb); `columns` the tables' columns (one list when the signal has one table): those a table lacks
+        are left out, as the Python insert does. `tables` limits the inserts to the tables the group's
+        items go to (metrics: a group of gauges and sums need not pay three empty queries).
         """
         sig = NATIVE_SIGNALS[signal]
+        targets = [t for t in sig.targets if tables is None or t.table in tables]
         with open(self._data, "wb") as f:
             for body in bodies:
                 f.write(_varint(len(body)))
@@ -334,24 +513,33 @@ class NativeDecoder:
         try:
             source = self._source(sig)
             settings = self._settings(sig)
-            names = [c for c in sig.select if c in columns]
-            insert = (
-                f"INSERT INTO `{sig.table}` ({', '.join(f'`{c}`' for c in names)}) "
-                f"SELECT {', '.join(sig.select[c] for c in names)} FROM "
-                f"(SELECT rowNumberInAllBlocks() AS req, * FROM {source} {{where}}) {sig.join}"
-            )
-            try:
-                store.command(insert.format(where=f"WHERE throwIf(NOT {sig.check}, '{_FALLBACK}') = 0"),
-                              settings=settings)
-                return list(items)
-            except Exception as exc:
-                if _FALLBACK not in str(exc):
-                    self._check(store, sig, len(bodies))  # NativeUnreadable if ClickHouse cannot read the file
-                    raise  # it can: the store failed
+            inserts = []
+            for target in targets:
+                cols = columns if isinstance(columns, list) else columns[target.table]
+                names = [c for c in target.select if c in cols]
+                inserts.append(
+                    f"INSERT INTO `{target.table}` ({', '.join(f'`{c}`' for c in names)}) "
+                    f"SELECT {', '.join(target.select[c] for c in names)} FROM "
+                    f"(SELECT rowNumberInAllBlocks() AS req, * FROM {source} {{where}}) {target.join}"
+                )
+            if inserts:
+                try:
+                    store.command(inserts[0].format(where=f"WHERE throwIf(NOT {sig.check}, '{_FALLBACK}') = 0"),
+                                  settings=settings)
+                except Exception as exc:
+                    if _FALLBACK not in str(exc):
+                        self._check(store, sig, len(bodies))  # NativeUnreadable if ClickHouse cannot read the file
+                        raise  # it can: the store failed
+                else:
+                    for insert in inserts[1:]:  # every request passed the check: no need to repeat it
+                        store.command(insert.format(where=""), settings=settings)
+                    return list(items)
             ok = self._check(store, sig, len(bodies))
             native = [i for i in range(len(bodies)) if ok[i]]
             if native:
-                store.command(insert.format(where=f"WHERE req IN ({','.join(map(str, native))})"), settings=settings)
+                for insert in inserts:
+                    store.command(insert.format(where=f"WHERE req IN ({','.join(map(str, native))})"),
+                                  settings=settings)
             return [count if ok[i] else None for i, count in enumerate(items)]
         finally:
             os.unlink(self._data)

@@ -38,7 +38,7 @@ from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 
 from ingest.mapping import Rows
-from ingest.native import NATIVE_SIGNALS, NativeDecoder
+from ingest.native import METRIC_TABLES, NATIVE_SIGNALS, NativeDecoder
 from ingest.otlp import SIGNALS, BadRequest, Signal, TooLarge, gunzip, parse, to_rows
 from ingest.writer import BatchWriter, RawRequest, WriterClosed
 from otel_ai.context import QuietUvicorn, ServerContext, bind_socket
@@ -466,12 +466,30 @@ def _raw_request(signal: Signal, body: bytes, content_type: str) -> RawRequest:
     protobuf rather than keeping the parsed message, so only bytes stay in memory while queued.
     """
     message = parse(signal, body, content_type)
+    tables: frozenset[str] = frozenset()
     if signal.name == "traces":
         items = sum(len(ss.spans) for rs in message.resource_spans for ss in rs.scope_spans)  # type: ignore[attr-defined]
-    else:
+    elif signal.name == "logs":
         items = sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)  # type: ignore[attr-defined]
+    else:
+        items, tables = _metric_points(message)
     proto = message.SerializeToString() if content_type == "json" else body
-    return RawRequest(signal.name, proto, items, lambda: to_rows(signal, proto, "proto"))
+    return RawRequest(signal.name, proto, items, lambda: to_rows(signal, proto, "proto"), tables)
+
+
+def _metric_points(message: Any) -> tuple[int, frozenset[str]]:  # noqa: ANN401
+    """Data points of a metrics request and the tables they go to (the writer skips the other tables)."""
+    items, kinds = 0, set()
+    for rm in message.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is not None:
+                    points = len(getattr(metric, kind).data_points)
+                    if points:
+                        items += points
+                        kinds.add(kind)
+    return items, frozenset(METRIC_TABLES[k] for k in kinds)
 
 
 async def _respond(

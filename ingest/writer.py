@@ -49,8 +49,10 @@ class RawRequest:
 
     signal: str  # a key of NATIVE_SIGNALS
     body: bytes
-    items: int  # spans / log records in it (sizes the group)
+    items: int  # spans / log records / data points in it (sizes the group)
     fallback: Callable[[], Rows]  # the reference mapping of the same body
+    # the tables its items go to, when the signal has several (metrics); empty: all of the signal's tables
+    tables: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -208,14 +210,13 @@ class BatchWriter:
             if item.raw is not None:
                 groups.setdefault(item.raw.signal, []).append(item)
         for signal, items in groups.items():
-            table = NATIVE_SIGNALS[signal].table
             counts: list[int | None]
             if sum(i.size for i in items) < self.native_min_items:
                 # ClickHouse spends ~50-80 ms of CPU analysing the mapping query itself: for a small group
                 # the Python mapper is cheaper (measured, see docs/benchmarks.md).
                 counts = [None] * len(items)
             else:
-                counts = self._native_write(signal, table, items, errors)
+                counts = self._native_write(signal, items, errors)
                 if not counts:
                     continue
             for item, count in zip(items, counts, strict=True):
@@ -232,24 +233,30 @@ class BatchWriter:
                 self.fallback_requests += 1
         return errors
 
-    def _native_write(self, signal: str, table: str, items: list[_Pending], errors: dict[int, BaseException]
-                      ) -> list[int | None]:
+    def _native_write(self, signal: str, items: list[_Pending], errors: dict[int, BaseException]) -> list[int | None]:
         """ClickHouse maps the group; per request its count or None (Python). [] when the store failed."""
         assert self.native is not None
+        raws = [i.raw for i in items if i.raw is not None]
+        sig = NATIVE_SIGNALS[signal]
+        tables = [t.table for t in sig.targets]
+        if len(tables) > 1 and all(r.tables for r in raws):
+            used = frozenset().union(*(r.tables for r in raws))
+            tables = [t for t in tables if t in used]
         try:
-            columns = self._table_info(table).columns
+            columns = {table: self._table_info(table).columns for table in tables}
             started = time.perf_counter()
-            raws = [i.raw for i in items if i.raw is not None]
-            counts = self.native.write(self.store, signal, [r.body for r in raws], [r.items for r in raws], columns)
+            counts = self.native.write(self.store, signal, [r.body for r in raws], [r.items for r in raws], columns,
+                                       tables)
             self.insert_seconds += time.perf_counter() - started
-            self.inserts += 1
+            self.inserts += max(len(tables), 1)
             self.native_requests += sum(c is not None for c in counts)
         except NativeUnreadable as exc:  # ClickHouse could not read what upb accepted: Python maps it all
             log.warning("ClickHouse could not decode %d OTLP requests, mapping them in Python: %s", len(items), exc)
             counts = [None] * len(items)
         except Exception as exc:  # noqa: BLE001 - a store failure, reported to each request as retryable
-            log.warning("native insert into %s failed (%d requests): %s", table, len(items), exc)
-            self._tables.pop(table, None)
+            log.warning("native insert into %s failed (%d requests): %s", ", ".join(tables), len(items), exc)
+            for table in tables:
+                self._tables.pop(table, None)
             for item in items:
                 errors[id(item)] = exc
             return []

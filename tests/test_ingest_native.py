@@ -65,8 +65,8 @@ def _kvl(**values: AnyValue) -> AnyValue:
     return AnyValue(kvlist_value=KeyValueList(values=[KeyValue(key=k, value=v) for k, v in values.items()]))
 
 
-def _otlp_json(req: ExportTraceServiceRequest) -> bytes:
-    """OTLP/JSON: protobuf's JSON with trace and span ids as hex instead of base64."""
+def _otlp_json(req: ExportTraceServiceRequest | ExportMetricsServiceRequest) -> bytes:
+    """OTLP/JSON: protobuf's JSON with trace and span ids (exemplars' too) as hex instead of base64."""
 
     def fix(node: Any) -> None:  # noqa: ANN401
         if isinstance(node, dict):
@@ -433,6 +433,352 @@ def test_a_group_mixing_fast_and_fallback_requests_stores_each_once(root_store: 
         assert got == [(r.accepted, r.rejected, r.error_message("spans")) for r in expected]
         assert _table_rows(ref, "otel_traces") == _table_rows(fast, "otel_traces")
         assert len(_table_rows(fast, "otel_traces")) == sum(r.accepted for r in expected)
+    finally:
+        ref.close()
+        fast.close()
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+SPECIAL_DOUBLES = [float("nan"), float("inf"), float("-inf"), -0.0, 5e-324, 1.7976931348623157e308]
+
+
+def _exemplar(target: Any, n: int, trace: bool, attrs: list[AnyValue], value: float | int | None) -> None:  # noqa: ANN401
+    ex = target.add(time_unix_nano=NOW + n)
+    if trace:
+        ex.trace_id, ex.span_id = (n + 1).to_bytes(16, "big"), (n + 2).to_bytes(8, "big")
+    if isinstance(value, float):
+        ex.as_double = value
+    elif isinstance(value, int):
+        ex.as_int = value
+    _attrs(ex.filtered_attributes, attrs, prefix="fa")
+
+
+def simple_metrics(seed: int) -> ExportMetricsServiceRequest:
+    """Every metric type, only what SQL maps itself: int and double values (NaN/inf too), exemplars
+    with and without ids and with attributes, empty attribute values, unset oneofs, empty metrics."""
+    req = ExportMetricsServiceRequest()
+    for r in range(2):
+        rm = req.resource_metrics.add(schema_url=f"https://opentelemetry.io/schemas/1.{r}")
+        rm.resource.attributes.add(key="service.name", value=_any(string_value=f"metsvc-{seed}-{r}"))
+        _attrs(rm.resource.attributes, SIMPLE_VALUES[r:], prefix="res.")
+        for s in range(2):
+            sm = rm.scope_metrics.add(schema_url=f"https://scope/{seed}/{s}" if s else "")
+            sm.scope.name, sm.scope.version = f"meter-{s}", f"{r}.{s}" if s else ""
+            sm.scope.dropped_attributes_count = s * 3
+            _attrs(sm.scope.attributes, SIMPLE_VALUES[s:s + 4], prefix="sc.")
+            base = seed * 10_000 + r * 1_000 + s * 100
+            sm.metrics.add(name="no-data")  # no oneof set: no rows
+            sm.metrics.add(name="no-points").gauge.SetInParent()
+            for kind in ("gauge", "sum"):
+                metric = sm.metrics.add(name=f"{kind}-{r}{s}", description=f"a {kind}", unit="By")
+                data = getattr(metric, kind)
+                if kind == "sum":
+                    data.aggregation_temporality = 1 + (r + s) % 2
+                    data.is_monotonic = bool(s)
+                values: list[float | int | None] = [1, -(2**63), 2**63 - 1, 2**53 + 1, 0.5, -2.25, None,
+                                                    *SPECIAL_DOUBLES]
+                for i, value in enumerate(values):
+                    n = base + i
+                    dp = data.data_points.add(start_time_unix_nano=NOW - 1000 if i % 3 else 0,
+                                              time_unix_nano=NOW + n, flags=i % 2)
+                    if isinstance(value, float):
+                        dp.as_double = value
+                    elif isinstance(value, int):
+                        dp.as_int = value
+                    _attrs(dp.attributes, SIMPLE_VALUES[i % 7:i % 7 + 5])
+                    for e in range(i % 3):
+                        _exemplar(dp.exemplars, n + e, trace=bool(e), attrs=SIMPLE_VALUES[e:e + 2 * e],
+                                  value=(None, 7, -1.5, float("nan"))[(i + e) % 4])
+            hist = sm.metrics.add(name=f"hist-{r}{s}", unit="ms").histogram
+            hist.aggregation_temporality = (2, 9)[s]  # an unknown value is stored as its number
+            for i in range(5):
+                n = base + 20 + i
+                dp = hist.data_points.add(start_time_unix_nano=NOW - 5000, time_unix_nano=NOW + n, count=i * 3,
+                                          bucket_counts=[i, 0, 2 * i] if i else [],
+                                          explicit_bounds=[0.5, SPECIAL_DOUBLES[i]] if i else [], flags=i % 2)
+                if i % 2:
+                    dp.sum, dp.min, dp.max = 1.5 * i, SPECIAL_DOUBLES[i], -0.125
+                _attrs(dp.attributes, SIMPLE_VALUES[i:i + 3])
+                for e in range(i % 3):
+                    _exemplar(dp.exemplars, n + e, trace=bool(i % 2), attrs=SIMPLE_VALUES[i:i + 2], value=2.5 * e)
+            exp = sm.metrics.add(name=f"exp-{r}{s}").exponential_histogram
+            exp.aggregation_temporality = 1
+            for i in range(4):
+                n = base + 40 + i
+                dp = exp.data_points.add(start_time_unix_nano=NOW - 5000, time_unix_nano=NOW + n, count=2**64 - 1 - i,
+                                         scale=(-10, -1, 0, 20)[i], zero_count=i * 7, zero_threshold=0.001 * i,
+                                         flags=i % 2)
+                if i:
+                    dp.positive.offset, dp.negative.offset = (-(2**31), -3, 5, 2**31 - 1)[i], -i
+                    dp.positive.bucket_counts.extend([1, 2**64 - 1, 0][:i])
+                    dp.negative.bucket_counts.extend([9] * i)
+                if i != 2:
+                    dp.sum, dp.min, dp.max = SPECIAL_DOUBLES[i], -1.0, 1e300
+                _attrs(dp.attributes, SIMPLE_VALUES[i + 3:i + 6])
+                if i % 2:
+                    _exemplar(dp.exemplars, n, trace=i == 1, attrs=SIMPLE_VALUES[:3], value=-(2**62))
+            summary = sm.metrics.add(name=f"summary-{r}{s}", description="quantiles").summary
+            for i in range(3):
+                dp = summary.data_points.add(start_time_unix_nano=NOW - 9, time_unix_nano=NOW + base + 60 + i,
+                                             count=i, sum=SPECIAL_DOUBLES[i] if i else 0.0, flags=i)
+                for q in range(i + 1):
+                    dp.quantile_values.add(quantile=q / (i + 1), value=SPECIAL_DOUBLES[q] if q else 4.5)
+                _attrs(dp.attributes, SIMPLE_VALUES[i:i + 4])
+    return req
+
+
+def complex_metrics(seed: int) -> list[ExportMetricsServiceRequest]:
+    """Metrics requests only the Python fallback renders: nested or far-double attributes in each place an
+    attribute can be, duplicate keys, and points the reference rejects (bad exemplar ids, times)."""
+    out = []
+    places = ("resource", "scope", "gauge", "sum", "histogram", "exponential_histogram", "summary", "exemplar")
+    for j, value in enumerate(COMPLEX_VALUES):
+        req = simple_metrics(seed * 100 + j)
+        place = places[j % len(places)]
+        sm = req.resource_metrics[1].scope_metrics[j % 2]
+        if place == "resource":
+            req.resource_metrics[0].resource.attributes.add(key="nested", value=value)
+        elif place == "scope":
+            sm.scope.attributes.add(key="nested", value=value)
+        elif place == "exemplar":
+            sm.metrics[2].gauge.data_points[1].exemplars[0].filtered_attributes.add(key="nested", value=value)
+        else:
+            metric = next(m for m in sm.metrics if m.WhichOneof("data") == place and getattr(m, place).data_points)
+            getattr(metric, place).data_points[-1].attributes.add(key="nested", value=value)
+        out.append(req)
+    dup = simple_metrics(seed * 100 + 50)
+    dup.resource_metrics[0].scope_metrics[0].metrics[3].sum.data_points[0].attributes.add(
+        key="k0", value=_any(string_value="later wins"))
+    out.append(dup)
+    rejected: list[Any] = [
+        lambda dp: setattr(dp, "time_unix_nano", MAX + 1),
+        lambda dp: setattr(dp, "start_time_unix_nano", MAX + 1),
+        lambda dp: dp.exemplars.add(time_unix_nano=NOW, trace_id=b"\x01" * 15),
+        lambda dp: dp.exemplars.add(time_unix_nano=NOW, span_id=b"\x01" * 3),
+        lambda dp: dp.exemplars.add(time_unix_nano=MAX + 1),
+    ]
+    for j, spoil in enumerate(rejected):
+        req = simple_metrics(seed * 100 + 60 + j)
+        metric = req.resource_metrics[0].scope_metrics[1].metrics[2 + j % 4]  # gauge, sum, histogram, exp
+        spoil(getattr(metric, metric.WhichOneof("data")).data_points[1])
+        out.append(req)
+    summary = simple_metrics(seed * 100 + 70)
+    summary.resource_metrics[0].scope_metrics[0].metrics[-1].summary.data_points[0].time_unix_nano = MAX + 1
+    out.append(summary)
+    return out
+
+
+def sdk_metrics() -> Any:  # noqa: ANN401
+    """MetricsData from the SDK: every instrument, int and double, exemplars with trace ids, simple attributes."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": "sdk-metered", "n": 3, "f": 0.5, "b": False}),
+        metric_readers=[reader],
+        views=[View(instrument_name="exp.*", aggregation=ExponentialBucketHistogramAggregation())],
+    )
+    meter = provider.get_meter("sdk.meter", "2.0")
+    tracer = TracerProvider().get_tracer("t")
+    counter, updown = meter.create_counter("requests"), meter.create_up_down_counter("inflight")
+    hist, exp, gauge = meter.create_histogram("latency", unit="ms"), meter.create_histogram("exp.size"), \
+        meter.create_gauge("temperature")
+    meter.create_observable_counter("cpu", callbacks=[lambda _o: []])
+    for i in range(20):
+        with tracer.start_as_current_span(f"op-{i}"):
+            attrs = {"route": f"/r{i % 3}", "ok": i % 2 == 0, "code": 200 + i % 2, "ratio": 0.25 * (i % 4), "e": ""}
+            counter.add(i, attrs)
+            updown.add(-1.5 * i, attrs)
+            hist.record(12.5 * i, attrs)
+            exp.record(3 * i + 0.5, attrs)
+            gauge.set(i if i % 2 else 1.25 * i, attrs)
+    return reader.get_metrics_data()
+
+
+def _assert_same_tables(py_store: Store, ch_store: Store, tables: Any) -> int:  # noqa: ANN401
+    """Every table holds the same rows in both stores, compared field by field; returns the row count."""
+    total = 0
+    for table in tables:
+        expected, actual = _table_rows(py_store, table), _table_rows(ch_store, table)
+        assert len(expected) == len(actual), table
+        columns = py_store.query(f"SELECT * FROM {table} LIMIT 0").columns
+        for e, a in zip(expected, actual, strict=True):
+            for name, ev, av in zip(columns, e, a, strict=True):
+                assert ev == av, f"{table}.{name}: python {ev!r} != clickhouse {av!r}"
+        total += len(expected)
+    return total
+
+
+METRIC_TABLES = [t for t in TABLE_COLUMNS if t.startswith("otel_metrics_")]
+
+
+def test_clickhouse_decoding_stores_the_reference_metric_rows_field_by_field(pair: tuple) -> None:
+    """Metrics of every type, hand-built and from the SDK's own exporters, over gRPC, HTTP and OTLP/JSON."""
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+    from opentelemetry.sdk.metrics.export import MetricExportResult
+
+    py, ch, py_store, ch_store = pair
+    channels = [grpc.insecure_channel(t.grpc_endpoint) for t in (py, ch)]
+    simple = [simple_metrics(seed) for seed in range(1, 5)]
+    complex_ = complex_metrics(5)
+    answers = []
+    for i, req in enumerate(simple + complex_):
+        via = ("grpc", "http", "json")[i % 3]
+        body = _otlp_json(req) if via == "json" else req.SerializeToString()
+        got = []
+        for thread, channel in zip((py, ch), channels, strict=True):
+            if via == "grpc":
+                a = grpc_export(channel, "metrics", body)
+                got.append((a.code, a.details, a.body))
+            else:
+                ctype = "application/json" if via == "json" else "application/x-protobuf"
+                r = http_export(thread.http_url, "metrics", body, content_type=ctype)
+                got.append((r.status_code, r.content))
+        assert got[0] == got[1], f"request {i} via {via}: python {got[0]!r} != clickhouse {got[1]!r}"
+        answers.append(got[0])
+        if i < len(simple):  # accepted whole
+            assert got[0][0] in (grpc.StatusCode.OK, 200) and b"rejected" not in repr(got[0]).encode(), got[0]
+    assert sum(b"rejected" in repr(a).encode() for a in answers) >= 6  # the spoilt points, same reasons
+    invalid_utf8 = simple_metrics(98).SerializeToString().replace(b"gauge-", b"g\xffuge-")
+    for channel, thread in zip(channels, (py, ch), strict=True):
+        assert grpc_export(channel, "metrics", invalid_utf8).code == grpc.StatusCode.INVALID_ARGUMENT
+        assert http_export(thread.http_url, "metrics", invalid_utf8).status_code == 400
+    data = sdk_metrics()
+    for thread in (py, ch):
+        for exporter in (GrpcMetricExporter(endpoint=thread.grpc_endpoint, insecure=True),
+                         HttpMetricExporter(endpoint=f"{thread.http_url}/v1/metrics")):
+            assert exporter.export(data) == MetricExportResult.SUCCESS
+            exporter.shutdown()
+
+    rows = _assert_same_tables(py_store, ch_store, METRIC_TABLES)
+    for table in METRIC_TABLES:  # every type stored, NaN and infinities among the values
+        assert _table_rows(ch_store, table), table
+    assert ch_store.query("SELECT countIf(isNaN(Value)), countIf(isInfinite(Value)), "
+                          "countIf(Exemplars.TraceId[1] = repeat('0', 32)), countIf(length(Exemplars.Value) > 0) "
+                          "FROM otel_metrics_gauge").rows[0] >= (1, 1, 1, 1)
+    assert rows > 1000
+    stats = ch.service.stats()
+    # the simple and the SDK's (gRPC and HTTP) requests by SQL; every other one by the Python fallback
+    assert (stats["decoded_by_clickhouse"], stats["decoded_by_python"]) == (len(simple) + 2, len(complex_))
+    assert py.service.stats()["decoded_by_clickhouse"] == 0
+    for c in channels:
+        c.close()
+
+
+def test_a_metrics_group_mixing_fast_and_fallback_requests_stores_each_once(root_store: Store) -> None:
+    """One group of metrics requests, some SQL maps and some it cannot, over all five tables: each request
+    stored once (by SQL or by Python), with the reference's counts, reasons and rows."""
+    from ingest.native import NativeDecoder
+    from ingest.otlp import SIGNALS, to_rows
+    from ingest.service import _metric_points
+    from ingest.writer import BatchWriter, RawRequest
+
+    complex_ = complex_metrics(31)
+    requests = [simple_metrics(300), complex_[0], complex_[3], simple_metrics(301), complex_[-2], simple_metrics(302)]
+    bodies = [r.SerializeToString() for r in requests]
+    ref, fast = new_database(root_store), new_database(root_store)
+    try:
+        remaining = [len(bodies)]
+        writer = BatchWriter(fast.clone(), max_rows=1_000_000, max_wait=30, expected=lambda: remaining[0],
+                             native=NativeDecoder())
+        futures = []
+        for body, req in zip(bodies, requests, strict=True):
+            items, tables = _metric_points(req)
+            assert len(tables) == 5
+            fallback = functools.partial(to_rows, SIGNALS["metrics"], body, "proto")
+            futures.append(writer.submit_raw(RawRequest("metrics", body, items, fallback, tables)))
+            remaining[0] -= 1
+            writer.wake()
+        results = [f.result(60) for f in futures]
+        assert writer.native_requests == 3 and writer.fallback_requests == 3
+        writer.close()
+        ref_writer = BatchWriter(ref.clone(), max_rows=1_000_000, max_wait=0)
+        expected = [to_rows(SIGNALS["metrics"], b, "proto") for b in bodies]
+        for rows in expected:
+            ref_writer.submit(rows).result(60)
+        ref_writer.close()
+        got = [(r.accepted, r.rejected, r.error_message("data points")) for r in results]
+        assert got == [(r.accepted, r.rejected, r.error_message("data points")) for r in expected]
+        assert any(r.rejected for r in expected)
+        assert _assert_same_tables(ref, fast, METRIC_TABLES) == sum(r.accepted for r in expected)
+    finally:
+        ref.close()
+        fast.close()
+
+
+def test_metrics_group_inserts_only_into_the_tables_it_has_points_for(root_store: Store) -> None:
+    """A group of gauges and sums costs two inserts, not five; the other tables stay empty."""
+    from ingest.native import NativeDecoder
+    from ingest.otlp import SIGNALS, to_rows
+    from ingest.service import _metric_points
+    from ingest.writer import BatchWriter, RawRequest
+
+    req = simple_metrics(400)
+    for rm in req.resource_metrics:
+        for sm in rm.scope_metrics:
+            keep = [m for m in sm.metrics if m.WhichOneof("data") in ("gauge", "sum", None)]
+            del sm.metrics[:]
+            sm.metrics.extend(keep)
+    body = req.SerializeToString()
+    items, tables = _metric_points(req)
+    assert tables == {"otel_metrics_gauge", "otel_metrics_sum"}
+    fast = new_database(root_store)
+    try:
+        writer = BatchWriter(fast.clone(), max_wait=0, native=NativeDecoder())
+        fallback = functools.partial(to_rows, SIGNALS["metrics"], body, "proto")
+        rows = writer.submit_raw(RawRequest("metrics", body, items, fallback, tables)).result(60)
+        writer.close()
+        assert (rows.accepted, writer.native_requests, writer.inserts) == (items, 1, 2)
+        counts = {t: fast.query(f"SELECT count() FROM {t}").rows[0][0] for t in METRIC_TABLES}
+        assert counts["otel_metrics_gauge"] + counts["otel_metrics_sum"] == items
+        assert sum(counts.values()) == items
+    finally:
+        fast.close()
+
+
+def test_a_metric_with_its_type_twice_on_the_wire_sends_its_group_to_python(root_store: Store) -> None:
+    """A Metric carrying two `data` fields (protobuf keeps the last; ClickHouse refuses the oneof): the whole
+    group is mapped by the reference instead, each request stored once, as the reference stores it."""
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+
+    from ingest.native import NativeDecoder, _varint
+    from ingest.otlp import SIGNALS, to_rows
+    from ingest.service import _metric_points
+    from ingest.writer import BatchWriter, RawRequest
+
+    gauge, total = Metric(name="twice"), Metric(name="twice")
+    gauge.gauge.data_points.add(time_unix_nano=NOW, as_double=1.0)
+    total.sum.data_points.add(time_unix_nano=NOW, as_int=2)
+    metric = gauge.SerializeToString() + total.SerializeToString()  # the sum wins
+    scope = b"\x12" + _varint(len(metric)) + metric  # ScopeMetrics.metrics
+    resource = b"\x12" + _varint(len(scope)) + scope  # ResourceMetrics.scope_metrics
+    twice = b"\x0a" + _varint(len(resource)) + resource  # ExportMetricsServiceRequest.resource_metrics
+    assert ExportMetricsServiceRequest.FromString(twice).resource_metrics[0].scope_metrics[0].metrics[0].HasField("sum")
+    bodies = [simple_metrics(500).SerializeToString(), twice, simple_metrics(501).SerializeToString()]
+    ref, fast = new_database(root_store), new_database(root_store)
+    try:
+        remaining = [len(bodies)]
+        writer = BatchWriter(fast.clone(), max_rows=1_000_000, max_wait=30, expected=lambda: remaining[0],
+                             native=NativeDecoder())
+        futures = []
+        for body in bodies:
+            items, tables = _metric_points(ExportMetricsServiceRequest.FromString(body))
+            fallback = functools.partial(to_rows, SIGNALS["metrics"], body, "proto")
+            futures.append(writer.submit_raw(RawRequest("metrics", body, items, fallback, tables)))
+            remaining[0] -= 1
+            writer.wake()
+        results = [f.result(60) for f in futures]
+        assert (writer.native_requests, writer.fallback_requests) == (0, 3)
+        writer.close()
+        ref_writer = BatchWriter(ref.clone(), max_rows=1_000_000, max_wait=0)
+        expected = [to_rows(SIGNALS["metrics"], b, "proto") for b in bodies]
+        for rows in expected:
+            ref_writer.submit(rows).result(60)
+        ref_writer.close()
+        assert [(r.accepted, r.rejected) for r in results] == [(r.accepted, r.rejected) for r in expected]
+        assert _assert_same_tables(ref, fast, METRIC_TABLES) == sum(r.accepted for r in expected)
+        assert fast.query("SELECT Value FROM otel_metrics_sum WHERE MetricName = 'twice'").rows == [(2.0,)]
+        assert fast.query("SELECT count() FROM otel_metrics_gauge WHERE MetricName = 'twice'").rows == [(0,)]
     finally:
         ref.close()
         fast.close()
