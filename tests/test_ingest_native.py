@@ -10,13 +10,15 @@ every table must hold the same rows, compared field by field.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import math
 import random
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -399,43 +401,53 @@ def test_random_doubles_render_like_go(pair: tuple) -> None:
     assert ch.service.stats()["decoded_by_clickhouse"] >= 1
 
 
-def test_a_group_mixing_fast_and_fallback_requests_stores_each_once(root_store: Store) -> None:
-    """One insert group with requests SQL maps and requests it cannot: the insert refuses the whole group
-    before writing, the others go in by SQL, the rest by Python; same rows and answers as the reference."""
+@contextlib.contextmanager
+def _one_group_both_ways(root_store: Store, signal: str, requests: list[Any],
+                         counts: Callable[[Any], tuple[int, frozenset[str]]]) -> Iterator[SimpleNamespace]:
+    """`requests` as one group of raw requests through a writer with the ClickHouse decoder (`fast`), and as
+    the reference's rows through a plain writer (`ref`): both writers closed, their answers and the stores."""
     from ingest.native import NativeDecoder
     from ingest.otlp import SIGNALS, to_rows
     from ingest.writer import BatchWriter, RawRequest
 
-    requests = [simple_traces(200), *complex_traces(21)[:3], simple_traces(201), complex_traces(22)[-1]]
     bodies = [r.SerializeToString() for r in requests]
     ref, fast = new_database(root_store), new_database(root_store)
     try:
         remaining = [len(bodies)]
-        writer = BatchWriter(fast.clone(), max_rows=100_000, max_wait=30, expected=lambda: remaining[0],
+        writer = BatchWriter(fast.clone(), max_rows=1_000_000, max_wait=30, expected=lambda: remaining[0],
                              native=NativeDecoder())
         futures = []
         for body, req in zip(bodies, requests, strict=True):
-            items = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
-            fallback = functools.partial(to_rows, SIGNALS["traces"], body, "proto")
-            futures.append(writer.submit_raw(RawRequest("traces", body, items, fallback)))
+            items, tables = counts(req)
+            fallback = functools.partial(to_rows, SIGNALS[signal], body, "proto")
+            futures.append(writer.submit_raw(RawRequest(signal, body, items, fallback, tables)))
             remaining[0] -= 1
             writer.wake()
         results = [f.result(60) for f in futures]
-        # one group: its SQL insert (after the refused attempt) and one columnar insert of the fallback rows
-        assert writer.inserts == 2 and writer.native_requests == 2 and writer.fallback_requests == 4
         writer.close()
-        ref_writer = BatchWriter(ref.clone(), max_rows=100_000, max_wait=0)
-        expected = [to_rows(SIGNALS["traces"], b, "proto") for b in bodies]
+        ref_writer = BatchWriter(ref.clone(), max_rows=1_000_000, max_wait=0)
+        expected = [to_rows(SIGNALS[signal], b, "proto") for b in bodies]
         for rows in expected:
             ref_writer.submit(rows).result(60)
         ref_writer.close()
-        got = [(r.accepted, r.rejected, r.error_message("spans")) for r in results]
-        assert got == [(r.accepted, r.rejected, r.error_message("spans")) for r in expected]
-        assert _table_rows(ref, "otel_traces") == _table_rows(fast, "otel_traces")
-        assert len(_table_rows(fast, "otel_traces")) == sum(r.accepted for r in expected)
+        yield SimpleNamespace(writer=writer, results=results, expected=expected, ref=ref, fast=fast)
     finally:
         ref.close()
         fast.close()
+
+
+def test_a_group_mixing_fast_and_fallback_requests_stores_each_once(root_store: Store) -> None:
+    """One insert group with requests SQL maps and requests it cannot: the insert refuses the whole group
+    before writing, the others go in by SQL, the rest by Python; same rows and answers as the reference."""
+    requests = [simple_traces(200), *complex_traces(21)[:3], simple_traces(201), complex_traces(22)[-1]]
+    spans = lambda req: (sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans), frozenset())  # noqa: E731
+    with _one_group_both_ways(root_store, "traces", requests, spans) as run:
+        # one group: its SQL insert (after the refused attempt) and one columnar insert of the fallback rows
+        assert run.writer.inserts == 2 and run.writer.native_requests == 2 and run.writer.fallback_requests == 4
+        got = [(r.accepted, r.rejected, r.error_message("spans")) for r in run.results]
+        assert got == [(r.accepted, r.rejected, r.error_message("spans")) for r in run.expected]
+        assert _table_rows(run.ref, "otel_traces") == _table_rows(run.fast, "otel_traces")
+        assert len(_table_rows(run.fast, "otel_traces")) == sum(r.accepted for r in run.expected)
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -668,42 +680,17 @@ def test_clickhouse_decoding_stores_the_reference_metric_rows_field_by_field(pai
 def test_a_metrics_group_mixing_fast_and_fallback_requests_stores_each_once(root_store: Store) -> None:
     """One group of metrics requests, some SQL maps and some it cannot, over all five tables: each request
     stored once (by SQL or by Python), with the reference's counts, reasons and rows."""
-    from ingest.native import NativeDecoder
-    from ingest.otlp import SIGNALS, to_rows
     from ingest.service import _metric_points
-    from ingest.writer import BatchWriter, RawRequest
 
     complex_ = complex_metrics(31)
     requests = [simple_metrics(300), complex_[0], complex_[3], simple_metrics(301), complex_[-2], simple_metrics(302)]
-    bodies = [r.SerializeToString() for r in requests]
-    ref, fast = new_database(root_store), new_database(root_store)
-    try:
-        remaining = [len(bodies)]
-        writer = BatchWriter(fast.clone(), max_rows=1_000_000, max_wait=30, expected=lambda: remaining[0],
-                             native=NativeDecoder())
-        futures = []
-        for body, req in zip(bodies, requests, strict=True):
-            items, tables = _metric_points(req)
-            assert len(tables) == 5
-            fallback = functools.partial(to_rows, SIGNALS["metrics"], body, "proto")
-            futures.append(writer.submit_raw(RawRequest("metrics", body, items, fallback, tables)))
-            remaining[0] -= 1
-            writer.wake()
-        results = [f.result(60) for f in futures]
-        assert writer.native_requests == 3 and writer.fallback_requests == 3
-        writer.close()
-        ref_writer = BatchWriter(ref.clone(), max_rows=1_000_000, max_wait=0)
-        expected = [to_rows(SIGNALS["metrics"], b, "proto") for b in bodies]
-        for rows in expected:
-            ref_writer.submit(rows).result(60)
-        ref_writer.close()
-        got = [(r.accepted, r.rejected, r.error_message("data points")) for r in results]
-        assert got == [(r.accepted, r.rejected, r.error_message("data points")) for r in expected]
-        assert any(r.rejected for r in expected)
-        assert _assert_same_tables(ref, fast, METRIC_TABLES) == sum(r.accepted for r in expected)
-    finally:
-        ref.close()
-        fast.close()
+    assert all(len(_metric_points(req)[1]) == 5 for req in requests)
+    with _one_group_both_ways(root_store, "metrics", requests, _metric_points) as run:
+        assert run.writer.native_requests == 3 and run.writer.fallback_requests == 3
+        got = [(r.accepted, r.rejected, r.error_message("data points")) for r in run.results]
+        assert got == [(r.accepted, r.rejected, r.error_message("data points")) for r in run.expected]
+        assert any(r.rejected for r in run.expected)
+        assert _assert_same_tables(run.ref, run.fast, METRIC_TABLES) == sum(r.accepted for r in run.expected)
 
 
 def test_metrics_group_inserts_only_into_the_tables_it_has_points_for(root_store: Store) -> None:
