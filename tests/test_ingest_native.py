@@ -326,6 +326,20 @@ def _table_rows(store: Store, table: str) -> list[tuple]:
     return sorted((tuple(_normal(v) for v in row) for row in result.rows), key=repr)
 
 
+def _assert_same_tables(py_store: Store, ch_store: Store, tables: Any) -> int:  # noqa: ANN401
+    """Every table holds the same rows in both stores, compared field by field; returns the row count."""
+    total = 0
+    for table in tables:
+        expected, actual = _table_rows(py_store, table), _table_rows(ch_store, table)
+        assert len(expected) == len(actual), table
+        columns = py_store.query(f"SELECT * FROM {table} LIMIT 0").columns
+        for e, a in zip(expected, actual, strict=True):
+            for name, ev, av in zip(columns, e, a, strict=True):
+                assert ev == av, f"{table}.{name}: python {ev!r} != clickhouse {av!r}"
+        total += len(expected)
+    return total
+
+
 def test_clickhouse_decoding_stores_the_reference_rows_field_by_field(pair: tuple) -> None:
     py, ch, py_store, ch_store = pair
     assert py.service.decoder == "python" and ch.service.decoder == "clickhouse"
@@ -362,13 +376,7 @@ def test_clickhouse_decoding_stores_the_reference_rows_field_by_field(pair: tupl
 
     # some requests were rejected in part, with the same reasons (compared above, byte for byte)
     assert any(b"rejected" in str(got[0]).encode() for _, _, got in answers)
-    for table in TABLE_COLUMNS:
-        expected, actual = _table_rows(py_store, table), _table_rows(ch_store, table)
-        assert len(expected) == len(actual), table
-        columns = py_store.query(f"SELECT * FROM {table} LIMIT 0").columns
-        for e, a in zip(expected, actual, strict=True):
-            for name, ev, av in zip(columns, e, a, strict=True):
-                assert ev == av, f"{table}.{name}: python {ev!r} != clickhouse {av!r}"
+    _assert_same_tables(py_store, ch_store, TABLE_COLUMNS)
     assert len(_table_rows(py_store, "otel_traces")) > 300
     # the fast path really ran, and the fallback too
     stats = ch.service.stats()
@@ -604,20 +612,6 @@ def sdk_metrics() -> Any:  # noqa: ANN401
             exp.record(3 * i + 0.5, attrs)
             gauge.set(i if i % 2 else 1.25 * i, attrs)
     return reader.get_metrics_data()
-
-
-def _assert_same_tables(py_store: Store, ch_store: Store, tables: Any) -> int:  # noqa: ANN401
-    """Every table holds the same rows in both stores, compared field by field; returns the row count."""
-    total = 0
-    for table in tables:
-        expected, actual = _table_rows(py_store, table), _table_rows(ch_store, table)
-        assert len(expected) == len(actual), table
-        columns = py_store.query(f"SELECT * FROM {table} LIMIT 0").columns
-        for e, a in zip(expected, actual, strict=True):
-            for name, ev, av in zip(columns, e, a, strict=True):
-                assert ev == av, f"{table}.{name}: python {ev!r} != clickhouse {av!r}"
-        total += len(expected)
-    return total
 
 
 METRIC_TABLES = [t for t in TABLE_COLUMNS if t.startswith("otel_metrics_")]
