@@ -45,24 +45,25 @@ def _cpu() -> float:
 def _staging(store: Store, dec: NativeDecoder, signal: str) -> Callable[[list[bytes]], None]:
     """A Null table of decoded requests with the writer's check and mapping as a materialized view."""
     sig = NATIVE_SIGNALS[signal]
+    target = sig.targets[0]  # traces and logs: one table
     columns = [r[0] for r in store.query(f"SELECT name FROM system.columns WHERE database = currentDatabase() "
-                                         f"AND table = '{sig.table}'").rows]
-    names = [c for c in sig.select if c in columns]
+                                         f"AND table = '{target.table}'").rows]
+    names = [c for c in target.select if c in columns]
     store.command(f"CREATE TABLE stage_{signal} ({sig.structure}) ENGINE = Null")
     requests = f"(SELECT * FROM stage_{signal} WHERE throwIf(NOT {sig.check}, '{_FALLBACK}') = 0)"
     store.command(
-        f"CREATE MATERIALIZED VIEW stage_{signal}_mv TO `{sig.table}` AS SELECT "
-        + ", ".join(f"{sig.select[c]} AS `{c}`" for c in names)
-        + f" FROM {requests} {sig.join}"
+        f"CREATE MATERIALIZED VIEW stage_{signal}_mv TO `{target.table}` AS SELECT "
+        + ", ".join(f"{target.select[c]} AS `{c}`" for c in names)
+        + f" FROM {requests} {target.join}"
     )
     data = dec.dir / f"stage-{signal}.bin"
 
     def insert(bodies: list[bytes]) -> None:
         data.write_bytes(b"".join(_varint(len(b)) + b for b in bodies))
         source = f"file({_sql_string(str(data))}, 'Protobuf', {_sql_string(sig.structure)})"
-        before = store.query(f"SELECT count() FROM `{sig.table}`").rows[0][0]
+        before = store.query(f"SELECT count() FROM `{target.table}`").rows[0][0]
         store.command(f"INSERT INTO stage_{signal} SELECT * FROM {source}", settings=dec._settings(sig))
-        assert store.query(f"SELECT count() FROM `{sig.table}`").rows[0][0] > before, "the view wrote nothing"
+        assert store.query(f"SELECT count() FROM `{target.table}`").rows[0][0] > before, "the view wrote nothing"
 
     return insert
 
@@ -94,13 +95,13 @@ def main() -> int:
     start = time.time_ns() - 600 * 10**9
     dec = NativeDecoder(workdir / "scratch")
     for signal, build in (("traces", build_request), ("logs", build_logs)):
-        sig = NATIVE_SIGNALS[signal]
-        columns = [r[0] for r in store.query(f"SELECT name FROM system.columns WHERE database = currentDatabase() "
-                                             f"AND table = '{sig.table}'").rows]
+        table = NATIVE_SIGNALS[signal].targets[0].table
+        columns = {table: [r[0] for r in store.query(f"SELECT name FROM system.columns WHERE database = "
+                                                     f"currentDatabase() AND table = '{table}'").rows]}
         small = [build(99, 8, start).SerializeToString()]
         big = [build(k, 1000, start).SerializeToString() for k in range(20)]
 
-        def direct(bodies: list[bytes], signal: str = signal, columns: list[str] = columns) -> None:
+        def direct(bodies: list[bytes], signal: str = signal, columns: dict[str, list[str]] = columns) -> None:
             assert None not in dec.write(store, signal, bodies, [0] * len(bodies), columns)
 
         variants = {"insert": direct, "staging + MV": _staging(store, dec, signal),

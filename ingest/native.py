@@ -357,6 +357,7 @@ def _metric_join(kind: str) -> str:
     )
 
 
+# `{data}` stands for the metric's type message (`m.sum`, ...), where temporality and monotonicity live.
 _METRICS_SELECTS: dict[str, tuple[str, dict[str, str]]] = {
     "gauge": ("otel_metrics_gauge", {
         **_METRIC_COMMON_SELECT, "Value": _number("dp"), "Flags": "dp.flags", **_EXEMPLARS_SELECT,
@@ -381,8 +382,6 @@ _METRICS_SELECTS: dict[str, tuple[str, dict[str, str]]] = {
         "ValueAtQuantiles.Value": "arrayMap(q -> q.value, dp.quantile_values)", "Flags": "dp.flags",
     }),
 }
-
-# `{data}` stands for the metric's type message (`m.sum`, ...), where temporality and monotonicity live.
 
 
 @dataclass(frozen=True)
@@ -420,19 +419,6 @@ class NativeSignal:
     structure: str
     check: str
     targets: tuple[NativeTarget, ...]
-
-    @property
-    def table(self) -> str:
-        """The first (for traces and logs the only) table."""
-        return self.targets[0].table
-
-    @property
-    def select(self) -> dict[str, str]:
-        return self.targets[0].select
-
-    @property
-    def join(self) -> str:
-        return self.targets[0].join
 
 
 NATIVE_SIGNALS: dict[str, NativeSignal] = {
@@ -493,14 +479,14 @@ class NativeDecoder:
         }
 
     def write(self, store: Store, signal: str, bodies: list[bytes], items: list[int],
-              columns: list[str] | Mapping[str, list[str]], tables: Collection[str] | None = None
+              columns: Mapping[str, list[str]], tables: Collection[str] | None = None
               ) -> list[int | None]:
         """Insert the requests ClickHouse can map; per request its item count, or None for the Python path.
 
         One query per target table in the common case: the first insert checks every request and throws
         (before writing anything: one input block) if any needs the Python fallback; only then a check
         query finds which, and the inserts take the others. `items` are the requests' item counts (from
-        upb); `columns` the tables' columns (one list when the signal has one table): those a table lacks
+        upb); `columns` each table's columns: those a table lacks
         are left out, as the Python insert does. `tables` limits the inserts to the tables the group's
         items go to (metrics: a group of gauges and sums need not pay three empty queries).
         """
@@ -515,8 +501,7 @@ class NativeDecoder:
             settings = self._settings(sig)
             inserts = []
             for target in targets:
-                cols = columns if isinstance(columns, list) else columns[target.table]
-                names = [c for c in target.select if c in cols]
+                names = [c for c in target.select if c in columns[target.table]]
                 inserts.append(
                     f"INSERT INTO `{target.table}` ({', '.join(f'`{c}`' for c in names)}) "
                     f"SELECT {', '.join(target.select[c] for c in names)} FROM "
