@@ -25,13 +25,12 @@ from pydantic_ai.messages import (
     ModelMessagesTypeAdapter,
     ModelRequest,
     ModelResponse,
-    ToolCallPart,
     UserPromptPart,
 )
 from pydantic_ai.usage import UsageLimits
 
 from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
-from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
+from agent.deps import CURRENT, AgentDeps, DataNames, Handles, ToolCall, Window
 from agent.diagnosis import mode as diagnosis_mode
 from agent.incident import follow_incident
 from agent.kinds import classify
@@ -40,7 +39,7 @@ from agent.question import match_services, parse_question
 from agent.streaming import EventRelay, OnEvent, tools_only
 from agent.summary import summarize, summary_spec
 from otel_ai.settings import Settings, load_settings
-from store import Store
+from store import Store, StorePool
 from tools.rollup import ROLLUP_TABLE
 
 if TYPE_CHECKING:
@@ -100,34 +99,36 @@ def resolve_service(deps: AgentDeps, service: str | None) -> str | None:
     return found[0] if found else service
 
 
-def record(ctx: RunContext[AgentDeps], tool: str, args: dict[str, Any], fn: Callable[[], Any]) -> str:
-    """Run a tool, record it as evidence and hand the model its summary as untrusted data."""
+def record(ctx: RunContext[AgentDeps], tool: str, args: dict[str, Any], fn: Callable[[Store], Any]) -> str:
+    """Run a tool on a handle of its own (tools of one step run side by side), record it as evidence and
+    hand the model its summary as untrusted data."""
     from tools.result import ToolResult
 
-    t0 = time.perf_counter()
-    try:
-        result = fn()
-    except Exception as exc:  # a tool bug becomes a failed call the model can see, not a crash
-        log.exception("tool %s failed", tool)
-        result = ToolResult.failure(tool, args, f"{type(exc).__name__}: {exc}")
+    with ctx.deps.handles.borrow() as store:  # type: ignore[union-attr]  # set by AgentDeps
+        t0 = time.perf_counter()  # the tool's own time, not the wait for a handle
+        try:
+            result = fn(store)
+        except Exception as exc:  # a tool bug becomes a failed call the model can see, not a crash
+            log.exception("tool %s failed", tool)
+            result = ToolResult.failure(tool, args, f"{type(exc).__name__}: {exc}")
+        seconds = time.perf_counter() - t0
     ctx.deps.calls.append(
-        ToolCall(call_id=ctx.tool_call_id or uuid.uuid4().hex, tool=tool, args=args, result=result,
-                 seconds=time.perf_counter() - t0)
+        ToolCall(call_id=ctx.tool_call_id or uuid.uuid4().hex, tool=tool, args=args, result=result, seconds=seconds)
     )
     # telemetry in the summary sits inside a <telemetry-data> fence (markers in values are escaped)
     return result.summary
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def service_overview(ctx: RunContext[AgentDeps]) -> str:
     """Per service: request rate, error rate and latency percentiles in the window versus the baseline."""
     from tools.traces import service_overview as fn
 
     window, baseline = _windows(ctx.deps)
-    return record(ctx, "service_overview", {}, lambda: fn(ctx.deps.store, window, baseline=baseline))
+    return record(ctx, "service_overview", {}, lambda store: fn(store, window, baseline=baseline))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def service_stats(ctx: RunContext[AgentDeps], service: str, operation: str | None = None) -> str:
     """Exact statistics of one service (entry spans) or operation in the window and the baseline: requests,
     failed requests, error %, rate, avg/p50/p90/p95/p99/max latency. Use it for "how many", "what was the p95"."""
@@ -137,19 +138,19 @@ def service_stats(ctx: RunContext[AgentDeps], service: str, operation: str | Non
     window, baseline = _windows(ctx.deps)
     args = {"service": svc, "operation": operation}
     return record(ctx, "service_stats", args,
-                  lambda: fn(ctx.deps.store, window, svc, operation=operation, baseline=baseline))
+                  lambda store: fn(store, window, svc, operation=operation, baseline=baseline))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def service_map(ctx: RunContext[AgentDeps]) -> str:
     """The call graph (caller -> callee service edges) with call counts, latency and errors."""
     from tools.traces import service_map as fn
 
     window, _ = _windows(ctx.deps)
-    return record(ctx, "service_map", {}, lambda: fn(ctx.deps.store, window))
+    return record(ctx, "service_map", {}, lambda store: fn(store, window))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def latency_breakdown(ctx: RunContext[AgentDeps], service: str, operation: str | None = None) -> str:
     """Where a service's time goes: per operation and downstream call, self time, versus the baseline."""
     from tools.traces import latency_breakdown as fn
@@ -158,10 +159,10 @@ def latency_breakdown(ctx: RunContext[AgentDeps], service: str, operation: str |
     window, baseline = _windows(ctx.deps)
     args = {"service": svc, "operation": operation}
     return record(ctx, "latency_breakdown", args,
-                  lambda: fn(ctx.deps.store, window, svc, operation=operation, baseline=baseline))
+                  lambda store: fn(store, window, svc, operation=operation, baseline=baseline))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def attribute_comparison(
     ctx: RunContext[AgentDeps],
     service: str | None = None,
@@ -175,10 +176,10 @@ def attribute_comparison(
     window, _ = _windows(ctx.deps)
     args = {"service": svc, "operation": operation, "target": target}
     return record(ctx, "attribute_comparison", args,
-                  lambda: fn(ctx.deps.store, window, service=svc, operation=operation, target=target))
+                  lambda store: fn(store, window, service=svc, operation=operation, target=target))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def exemplar_traces(
     ctx: RunContext[AgentDeps],
     service: str | None = None,
@@ -194,18 +195,18 @@ def exemplar_traces(
     limit = max(1, min(limit, 20))
     args = {"service": svc, "operation": operation, "kind": kind, "limit": limit}
     return record(ctx, "exemplar_traces", args,
-                  lambda: fn(ctx.deps.store, window, service=svc, operation=operation, kind=kind, limit=limit))
+                  lambda store: fn(store, window, service=svc, operation=operation, kind=kind, limit=limit))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def trace_waterfall(ctx: RunContext[AgentDeps], trace_id: str) -> str:
     """All spans of one trace as a waterfall (service, operation, start offset, duration, status)."""
     from tools.traces import trace_waterfall as fn
 
-    return record(ctx, "trace_waterfall", {"trace_id": trace_id}, lambda: fn(ctx.deps.store, trace_id))
+    return record(ctx, "trace_waterfall", {"trace_id": trace_id}, lambda store: fn(store, trace_id))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def log_patterns(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
     """Log message patterns (templated) by service and severity, new or growing versus the baseline."""
     from tools.logs import log_patterns as fn
@@ -213,10 +214,10 @@ def log_patterns(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
     svc = resolve_service(ctx.deps, service)
     window, baseline = _windows(ctx.deps)
     return record(ctx, "log_patterns", {"service": svc},
-                  lambda: fn(ctx.deps.store, window, baseline=baseline, service=svc))
+                  lambda store: fn(store, window, baseline=baseline, service=svc))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def resource_metrics(ctx: RunContext[AgentDeps], service: str | None = None) -> str:
     """Resource metrics (CPU, memory, pools, queues) per service and pod versus the baseline."""
     from tools.metrics import resource_metrics as fn
@@ -224,10 +225,10 @@ def resource_metrics(ctx: RunContext[AgentDeps], service: str | None = None) -> 
     svc = resolve_service(ctx.deps, service)
     window, baseline = _windows(ctx.deps)
     return record(ctx, "resource_metrics", {"service": svc},
-                  lambda: fn(ctx.deps.store, window, baseline=baseline, service=svc))
+                  lambda store: fn(store, window, baseline=baseline, service=svc))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def find_anomalies(ctx: RunContext[AgentDeps], service: str | None = None, operation: str | None = None) -> str:
     """Anomalies the scorer found in the window (service, operation, score, severity, explanation)."""
     from tools.anomalies import find_anomalies as fn
@@ -236,10 +237,10 @@ def find_anomalies(ctx: RunContext[AgentDeps], service: str | None = None, opera
     window, _ = _windows(ctx.deps)
     args = {"service": svc, "operation": operation}
     return record(ctx, "find_anomalies", args,
-                  lambda: fn(ctx.deps.store, window, service=svc, operation=operation))
+                  lambda store: fn(store, window, service=svc, operation=operation))
 
 
-@agent.tool(sequential=True)
+@agent.tool(sequential=True)  # it weighs the evidence the calls before it gathered: they finish first
 def root_cause_candidates(ctx: RunContext[AgentDeps]) -> str:
     """Ranked root-cause candidates from the anomaly scorer and the call graph."""
     from agent.diagnosis import known_evidence
@@ -247,10 +248,10 @@ def root_cause_candidates(ctx: RunContext[AgentDeps]) -> str:
 
     window, _ = _windows(ctx.deps)
     evidence = known_evidence(ctx.deps)
-    return record(ctx, "root_cause_candidates", {}, lambda: fn(ctx.deps.store, window, evidence=evidence))
+    return record(ctx, "root_cause_candidates", {}, lambda store: fn(store, window, evidence=evidence))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def measure_by(
     ctx: RunContext[AgentDeps],
     measure: Literal["p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms", "error_pct", "errors", "requests",
@@ -266,10 +267,10 @@ def measure_by(
     svc = resolve_service(ctx.deps, service)
     window, _ = _windows(ctx.deps)
     args = {"measure": measure, "by": by, "service": svc, "limit": limit}
-    return record(ctx, "measure_by", args, lambda: fn(ctx.deps.store, window, measure, by, svc, limit))
+    return record(ctx, "measure_by", args, lambda store: fn(store, window, measure, by, svc, limit))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def measure_series(
     ctx: RunContext[AgentDeps],
     measure: Literal["p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms", "error_pct", "errors", "requests",
@@ -294,12 +295,12 @@ def measure_series(
             from tools.result import ToolResult
 
             bad = ToolResult.failure("measure_series", args, f"bad time range: {exc}")
-            return record(ctx, "measure_series", args, lambda: bad)
+            return record(ctx, "measure_series", args, lambda _store: bad)
         args.update(start=window.start.isoformat(), end=window.end.isoformat())
-    return record(ctx, "measure_series", args, lambda: fn(ctx.deps.store, window, measure, svc, operation))
+    return record(ctx, "measure_series", args, lambda store: fn(store, window, measure, svc, operation))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def compare_periods(
     ctx: RunContext[AgentDeps],
     reference_start: str,
@@ -325,23 +326,23 @@ def compare_periods(
         from tools.result import ToolResult
 
         bad = ToolResult.failure("compare_periods", {}, f"bad time range: {exc}")
-        return record(ctx, "compare_periods", {}, lambda: bad)
+        return record(ctx, "compare_periods", {}, lambda _store: bad)
     args = {"measure": measure, "service": svc, "start": window.start.isoformat(), "end": window.end.isoformat(),
             "reference_start": reference.start.isoformat(), "reference_end": reference.end.isoformat()}
-    return record(ctx, "compare_periods", args, lambda: fn(ctx.deps.store, window, reference, measure, svc))
+    return record(ctx, "compare_periods", args, lambda store: fn(store, window, reference, measure, svc))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def versions_seen(ctx: RunContext[AgentDeps]) -> str:
     """Versions each service reported (service.version and deployment attributes) in the window and before it:
     deployments and rollbacks ("what changed?")."""
     from tools.aggregates import versions_seen as fn
 
     window, baseline = _windows(ctx.deps)
-    return record(ctx, "versions_seen", {}, lambda: fn(ctx.deps.store, window, baseline))
+    return record(ctx, "versions_seen", {}, lambda store: fn(store, window, baseline))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def logs_matching(
     ctx: RunContext[AgentDeps],
     service: str | None = None,
@@ -356,23 +357,23 @@ def logs_matching(
     svc = resolve_service(ctx.deps, service)
     window, _ = _windows(ctx.deps)
     args = {"service": svc, "min_severity": min_severity, "text": text, "limit": limit}
-    return record(ctx, "logs_matching", args, lambda: fn(ctx.deps.store, window, svc, min_severity, text, limit))
+    return record(ctx, "logs_matching", args, lambda store: fn(store, window, svc, min_severity, text, limit))
 
 
-@agent.tool(sequential=True)
+@agent.tool
 def run_sql(ctx: RunContext[AgentDeps], sql: str) -> str:
     """Run one read-only ClickHouse SELECT through the SQL guard (refused queries return the reason)."""
-    return record(ctx, "run_sql", {"sql": sql}, lambda: guarded_sql(ctx.deps, sql))
+    return record(ctx, "run_sql", {"sql": sql}, lambda store: guarded_sql(ctx.deps, store, sql))
 
 
-def guarded_sql(deps: AgentDeps, sql: str) -> ToolResult:
+def guarded_sql(deps: AgentDeps, store: Store, sql: str) -> ToolResult:
     """`sql` through the guard, under the ad-hoc limits unless it is, byte for byte, one of the analyst's own
     evidence queries for this window (then every core may serve it; it is still guarded and read-only)."""
     from agent.diagnosis import analyst_sql
     from tools.sql import SqlLimits, run_sql
 
     own = sql in analyst_sql(deps).values()
-    return run_sql(deps.store, sql, limits=SqlLimits.for_product_sql() if own else None)
+    return run_sql(store, sql, limits=SqlLimits.for_product_sql() if own else None)
 
 
 # ---- conversations -------------------------------------------------------------------------
@@ -578,10 +579,13 @@ async def ask(
     model: str | None = None,
     role: str = "sre",
     on_event: OnEvent | None = None,
+    spare: StorePool | None = None,
 ) -> Answer:
     """Answer a question about the telemetry with evidence. Raises AgentError with a user-fit message
     for a bad model configuration or when no configured model answers. `on_event` (agent.streaming)
-    receives each tool call as it starts and ends and the answer text as the model produces it."""
+    receives each tool call as it starts and ends and the answer text as the model produces it. The tools
+    query on `store`, and on an idle handle of `spare` while a call runs beside another (agent.deps.Handles);
+    without `store`, the configured store is opened, with a spare handle of its own."""
     question = (question or "").strip()
     if not question:
         raise AgentError("empty question: ask e.g. 'why is checkout slow?'")
@@ -589,6 +593,8 @@ async def ask(
     settings = settings or load_settings()
     own_store = store is None
     store = store or Store.from_settings(settings)
+    own_spare = spare is None and own_store
+    spare = StorePool(store, 1) if own_spare else spare
     timings: dict[str, float] = {}
     try:
         resolved = resolve_model(settings, "planner", override=model)
@@ -605,7 +611,7 @@ async def ask(
         history = trim_history(conversation.messages) if conversation else []
         deps = AgentDeps(
             store=store, settings=settings, window=window, question=parsed, names=names, role=role,
-            context={**(previous or {}), "builtin_only": resolved.label == "builtin",
+            handles=Handles(store, spare), context={**(previous or {}), "builtin_only": resolved.label == "builtin",
                      "history_responses": sum(isinstance(m, ModelResponse) for m in history)},
         )
         deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)
@@ -641,7 +647,7 @@ async def ask(
         finally:
             CURRENT.reset(token)
         timings["model_and_tools"] = time.perf_counter() - t
-        order_calls(deps, result.new_messages())
+        deps.order_calls(result.new_messages())
         timings["tools"] = sum(c.seconds for c in deps.calls)
         for c in deps.calls:  # where the tool time goes
             timings[f"tool:{c.tool}"] = timings.get(f"tool:{c.tool}", 0.0) + c.seconds
@@ -695,16 +701,10 @@ async def ask(
         answer.timings = {k: round(v, 4) for k, v in timings.items()}
         return answer
     finally:
+        if own_spare and spare is not None:
+            spare.close()
         if own_store:
             store.close()
-
-
-def order_calls(deps: AgentDeps, messages: list[ModelMessage]) -> None:
-    """Evidence in the order the model asked for it (parallel calls finish in any order)."""
-    ids = [p.tool_call_id for m in messages if isinstance(m, ModelResponse) for p in m.parts
-           if isinstance(p, ToolCallPart)]
-    rank = {call_id: i for i, call_id in enumerate(ids)}
-    deps.calls.sort(key=lambda c: rank.get(c.call_id, -1))
 
 
 def trim_history(messages: list[ModelMessage], turns: int = MAX_HISTORY_TURNS) -> list[ModelMessage]:

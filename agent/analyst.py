@@ -40,6 +40,8 @@ async def analyst_step(messages: list[ModelMessage], info: AgentInfo) -> ModelRe
         return ModelResponse(parts=[TextPart("The built-in analyst runs inside otel-ai's `ask`. " + CAPABILITIES)])
     from agent import diagnosis, kinds, measures
 
+    deps.order_calls(messages)  # the last step's calls finished in any order; the answer cites them by position
+
     # top-N, breakdowns, time series, comparisons, logs, dependencies, changes and conversation have their
     # own answers (agent.kinds); a number of one service gets the number first; the rest is a diagnosis
     if kinds.classify(deps) is not None:

@@ -3,14 +3,19 @@ the parsed question and the ledger of every tool call (the evidence)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
+
 from agent.question import Question
 from otel_ai.settings import Settings
-from store import Store
+from store import Store, StoreError, StorePool
 
 if TYPE_CHECKING:
     from tools.result import ToolResult
@@ -60,6 +65,46 @@ class DataNames:
         return sorted({op for ops in self.operations.values() for op in ops})
 
 
+class Handles:
+    """The store handles one answer's tools query on, so that the tools of one step run side by side.
+
+    A handle runs one query at a time. A call takes the answer's own handle when it is free, else an idle
+    handle of `spare` for as long as that one call takes, else waits for its own. A spare is never held
+    for the whole answer: another request waiting on the same pool waits for one query, not one answer,
+    and the pool still bounds how many queries run at once."""
+
+    def __init__(self, store: Store, spare: StorePool | None = None) -> None:
+        self.store = store
+        self.spare = spare
+        self._own = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Store]:
+        if self._own.acquire(blocking=False):
+            try:
+                yield self.store
+            finally:
+                self._own.release()
+            return
+        other = self._idle_spare()
+        if other is None:
+            with self._own:
+                yield self.store
+            return
+        try:
+            yield other
+        finally:
+            self.spare.release(other)  # type: ignore[union-attr]  # `other` came from it
+
+    def _idle_spare(self) -> Store | None:
+        if self.spare is None:
+            return None
+        try:
+            return self.spare.acquire(timeout=0)
+        except StoreError:  # every spare is busy (StoreBusy), or a new one could not be opened
+            return None
+
+
 @dataclass
 class AgentDeps:
     """Everything a tool or the built-in analyst needs during one `ask`."""
@@ -72,6 +117,19 @@ class AgentDeps:
     role: str = "sre"
     context: dict[str, Any] = field(default_factory=dict)  # previous turn (follow-ups)
     calls: list[ToolCall] = field(default_factory=list)
+    handles: Handles | None = None  # what the tools query on: `store`, and spares if the caller has them
+
+    def __post_init__(self) -> None:
+        if self.handles is None:
+            self.handles = Handles(self.store)
+
+    def order_calls(self, messages: Sequence[ModelMessage]) -> None:
+        """Evidence in the order the model asked for it: the calls of one step run side by side and finish
+        in any order, and an answer cites its evidence by position."""
+        ids = [p.tool_call_id for m in messages if isinstance(m, ModelResponse) for p in m.parts
+               if isinstance(p, ToolCallPart)]
+        rank = {call_id: i for i, call_id in enumerate(ids)}
+        self.calls.sort(key=lambda c: rank.get(c.call_id, -1))
 
     def results(self, tool: str | None = None) -> list[ToolCall]:
         return [c for c in self.calls if tool is None or c.tool == tool]

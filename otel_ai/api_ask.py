@@ -66,7 +66,7 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
         try:
             answer = await ask(
                 request.question, store=store, settings=ctx.settings, conversation=conversation,
-                since=request.since, model=request.model, role=request.role,
+                since=request.since, model=request.model, role=request.role, spare=ctx.queries,
             )
         except ModelConfigError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

@@ -213,10 +213,32 @@ def test_the_analysts_own_queries_may_use_every_core_model_written_sql_keeps_hal
                      question=parse_question("why is edge-gateway slow?", end, [], []))
     cores = os.cpu_count() or 2
     own = analyst_sql(deps)["span_stats"]
-    result = guarded_sql(deps, own)
+    result = guarded_sql(deps, store, own)
     assert result.ok and any(r["service"] == "billing" for r in result.rows)
     assert result.details["max_threads"] == cores
     for other in (own + " ", "SELECT ServiceName, count() AS n FROM otel_traces GROUP BY ServiceName"):
-        result = guarded_sql(deps, other)
+        result = guarded_sql(deps, store, other)
         assert result.ok and result.rows
         assert result.details["max_threads"] == max(1, cores // 2)
+
+
+def test_the_tools_of_one_step_run_side_by_side_and_the_answer_cites_them_in_the_order_asked(incident):
+    """With a spare handle, an answer's evidence queries run two at a time (chDB runs queries of two handles of
+    one process at once); they finish in any order, and every "[N] tool" the answer cites is the Nth piece
+    of evidence it returns."""
+    from store import StorePool
+
+    store, _ = incident
+    spare = StorePool(store, 1)
+    try:
+        answer = ask_sync("why is edge-gateway slow?", store=store, settings=settings_for(store), spare=spare)
+        assert len(spare._all) == 1, "no tool call ran on the spare handle"
+        assert spare.acquire(timeout=0) is spare._all[0], "the spare went back to its pool after each call"
+    finally:
+        spare.close()
+    assert answer.root_causes[0].service == "billing"
+    cited = re.findall(r"\[(\d+)\] ([a-z_]+)\(", answer.answer) + re.findall(r"\[(\d+)\] ([a-z_]+)(?=[,.])",
+                                                                                answer.answer)
+    assert len(cited) >= 8, answer.answer
+    for number, tool in cited:
+        assert answer.evidence[int(number) - 1].tool == tool, (number, tool, [e.tool for e in answer.evidence])

@@ -271,7 +271,7 @@ async def investigate(question: str, conversation: Conversation, p: dict[str, An
             answer: Answer = await ask(
                 question, store=store, settings=SETTINGS, conversation=conversation,
                 since=None if p.get("since") in (None, "auto") else p["since"], model=p.get("model"),
-                role=p.get("role") or "sre", on_event=live,
+                role=p.get("role") or "sre", on_event=live, spare=RT.ctx.queries,
             )
         except AgentError as exc:
             run.output = safe(f"failed: {exc}")

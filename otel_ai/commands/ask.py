@@ -40,14 +40,17 @@ def ask_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 def ask_local(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from agent import ask_sync
     from agent.models import AgentError
+    from store import StorePool
 
     store = open_store(settings, "`otel-ai ask`", "pass --server URL of the otel-ai serve that holds it")
+    spare = StorePool(store, 1)  # a second handle, so the tools of one step run side by side
     try:
         answer = ask_sync(args.question, store=store, settings=settings, since=args.since, model=args.model,
-                          role=args.role)
+                          role=args.role, spare=spare)
     except (AgentError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     finally:
+        spare.close()
         store.close()
     return answer.model_dump(mode="json")
 
