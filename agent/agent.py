@@ -30,7 +30,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.usage import UsageLimits
 
 from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
-from agent.deps import CURRENT, AgentDeps, DataNames, Handles, ToolCall, Window
+from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
 from agent.diagnosis import mode as diagnosis_mode
 from agent.incident import follow_incident
 from agent.kinds import classify
@@ -104,7 +104,7 @@ def record(ctx: RunContext[AgentDeps], tool: str, args: dict[str, Any], fn: Call
     hand the model its summary as untrusted data."""
     from tools.result import ToolResult
 
-    with ctx.deps.handles.borrow() as store:  # type: ignore[union-attr]  # set by AgentDeps
+    with ctx.deps.handles.borrow() as store:
         t0 = time.perf_counter()  # the tool's own time, not the wait for a handle
         try:
             result = fn(store)
@@ -611,7 +611,7 @@ async def ask(
         history = trim_history(conversation.messages) if conversation else []
         deps = AgentDeps(
             store=store, settings=settings, window=window, question=parsed, names=names, role=role,
-            handles=Handles(store, spare), context={**(previous or {}), "builtin_only": resolved.label == "builtin",
+            spare=spare, context={**(previous or {}), "builtin_only": resolved.label == "builtin",
                      "history_responses": sum(isinstance(m, ModelResponse) for m in history)},
         )
         deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)

@@ -15,7 +15,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 
 from agent.question import Question
 from otel_ai.settings import Settings
-from store import Store, StoreError, StorePool
+from store import Store, StorePool
 
 if TYPE_CHECKING:
     from tools.result import ToolResult
@@ -80,28 +80,27 @@ class Handles:
 
     @contextlib.contextmanager
     def borrow(self) -> Iterator[Store]:
-        if self._own.acquire(blocking=False):
-            try:
-                yield self.store
-            finally:
-                self._own.release()
-            return
-        other = self._idle_spare()
-        if other is None:
-            with self._own:
-                yield self.store
-            return
+        if not self._own.acquire(blocking=False):
+            spare = self._idle_spare()
+            if spare is not None:
+                pool, store = spare
+                try:
+                    yield store
+                finally:
+                    pool.release(store)
+                return
+            self._own.acquire()
         try:
-            yield other
+            yield self.store
         finally:
-            self.spare.release(other)  # type: ignore[union-attr]  # `other` came from it
+            self._own.release()
 
-    def _idle_spare(self) -> Store | None:
+    def _idle_spare(self) -> tuple[StorePool, Store] | None:
         if self.spare is None:
             return None
         try:
-            return self.spare.acquire(timeout=0)
-        except StoreError:  # every spare is busy (StoreBusy), or a new one could not be opened
+            return self.spare, self.spare.acquire(timeout=0)
+        except Exception:  # every spare is busy (StoreBusy) or a new one could not be opened: wait for our own
             return None
 
 
@@ -117,11 +116,11 @@ class AgentDeps:
     role: str = "sre"
     context: dict[str, Any] = field(default_factory=dict)  # previous turn (follow-ups)
     calls: list[ToolCall] = field(default_factory=list)
-    handles: Handles | None = None  # what the tools query on: `store`, and spares if the caller has them
+    spare: StorePool | None = None  # idle handles a tool call may take besides `store` (agent.deps.Handles)
+    handles: Handles = field(init=False, repr=False)  # what the tools query on
 
     def __post_init__(self) -> None:
-        if self.handles is None:
-            self.handles = Handles(self.store)
+        self.handles = Handles(self.store, self.spare)
 
     def order_calls(self, messages: Sequence[ModelMessage]) -> None:
         """Evidence in the order the model asked for it: the calls of one step run side by side and finish
