@@ -13,7 +13,15 @@ logs, interleaved rounds of:
 Each is timed with one small request (8 items: the fixed cost) and with 20 requests of 1,000 items;
 medians of the rounds. CPU is the process's (all threads), so only ratios within one run compare.
 
+`--crossover` instead times the writer's two ways of committing one group of raw requests (what
+`OTEL_AI_INGEST_NATIVE_MIN_ITEMS` chooses between: ClickHouse's `INSERT ... SELECT` per target table,
+or the Python reference mapping plus its columnar insert), alternating, per signal and group size; for
+metrics per mix of metric types, since a metrics group pays one insert query per table it has points
+for. It prints CPU per item of both, their ratio and the group size where they cost the same.
+
     .venv/bin/python benchmarks/ingest_native.py [--rounds 5]
+    .venv/bin/python benchmarks/ingest_native.py --crossover [--rounds 3] [--sizes 500,1000,...]
+        [--mixes traces,logs,gauge,gauge+sum,gauge+sum+histogram,all]
 """
 
 from __future__ import annotations
@@ -30,8 +38,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ingest import build_logs, build_request, machine  # noqa: E402
-from ingest.native import _FALLBACK, NATIVE_SIGNALS, NativeDecoder, _sql_string, _varint  # noqa: E402
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue  # noqa: E402
+
+from benchmarks.ingest import ROUTES, SERVICES, _resource, build_logs, build_request, machine  # noqa: E402
+from ingest.mapping import Rows  # noqa: E402
+from ingest.native import _FALLBACK, METRIC_TABLES, NATIVE_SIGNALS, NativeDecoder, _sql_string, _varint  # noqa: E402
+from ingest.otlp import SIGNALS  # noqa: E402
+from ingest.service import _raw_request  # noqa: E402
+from ingest.writer import BatchWriter, _Pending  # noqa: E402
 from otel_ai.settings import Settings  # noqa: E402
 from store import Store  # noqa: E402
 from store.migrations import migrate  # noqa: E402
@@ -81,10 +96,142 @@ def _decode_only(store: Store, dec: NativeDecoder, signal: str) -> Callable[[lis
     return insert
 
 
+_BOUNDS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)  # the SDKs' default
+MIXES = {  # metric types per request, in turn
+    "gauge": ("gauge",),
+    "gauge+sum": ("gauge", "sum"),  # benchmarks/ingest.py's metrics requests
+    "gauge+sum+histogram": ("gauge", "sum", "histogram"),  # what an instrumented service's SDK sends
+    "all": ("gauge", "sum", "histogram", "exponential_histogram", "summary"),
+}
+
+
+def build_metric_mix(seed: int, points: int, start_ns: int, kinds: tuple[str, ...]) -> ExportMetricsServiceRequest:
+    """4 resources of metrics of 25 points each (5 attributes), the metric types taking turns."""
+    req = ExportMetricsServiceRequest()
+    per_metric = 25
+    for r, service in enumerate(SERVICES):
+        rm = req.resource_metrics.add()
+        _resource(rm.resource, r, service)
+        sm = rm.scope_metrics.add()
+        sm.scope.name = "app.meter"
+        for m in range(points // len(SERVICES) // per_metric):
+            kind = kinds[m % len(kinds)]
+            metric = sm.metrics.add(name=f"app.{kind}.{m}", unit="ms", description="benchmark metric")
+            data = getattr(metric, kind)
+            if kind in ("sum", "histogram", "exponential_histogram"):
+                data.aggregation_temporality = 2
+            if kind == "sum":
+                data.is_monotonic = True
+            for i in range(per_metric):
+                at = start_ns + (seed * 1000 + i) * 10**6
+                dp = data.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=at)
+                v = (i * 7 + m) * 0.5
+                if kind in ("gauge", "sum"):
+                    dp.as_double = v
+                elif kind == "histogram":
+                    dp.count, dp.sum, dp.min, dp.max = 100 + i, v * 100, 0.5, v + 1
+                    dp.explicit_bounds.extend(_BOUNDS)
+                    dp.bucket_counts.extend([(i + b) % 13 for b in range(len(_BOUNDS) + 1)])
+                elif kind == "exponential_histogram":
+                    dp.count, dp.sum, dp.scale, dp.zero_count, dp.min, dp.max = 100 + i, v * 100, 3, 1, 0.5, v + 1
+                    dp.positive.offset = 10
+                    dp.positive.bucket_counts.extend([(i + b) % 7 for b in range(20)])
+                else:  # summary
+                    dp.count, dp.sum = 100 + i, v * 100
+                    for q in (0.5, 0.9, 0.99):
+                        dp.quantile_values.add(quantile=q, value=v * q)
+                for key, value in (("http.route", ROUTES[i % len(ROUTES)]), ("host", f"node-{r}"),
+                                   ("region", "eu-west-1"), ("status", "ok" if i % 9 else "error")):
+                    dp.attributes.add(key=key, value=AnyValue(string_value=value))
+                dp.attributes.add(key="shard", value=AnyValue(int_value=i % 4))
+    return req
+
+
+def _fit(sizes: list[int], cpu: list[float]) -> tuple[float, float]:
+    """Least squares cpu = fixed + per_item * size (seconds)."""
+    n = len(sizes)
+    mx, my = sum(sizes) / n, sum(cpu) / n
+    slope = sum((x - mx) * (y - my) for x, y in zip(sizes, cpu, strict=True)) / sum((x - mx) ** 2 for x in sizes)
+    return my - slope * mx, slope
+
+
+def crossover(args: argparse.Namespace) -> int:
+    """Per signal (metrics: per mix of types) and group size, CPU per item of the writer's two paths."""
+    print(f"machine: {machine()}")
+    workdir = Path(tempfile.mkdtemp(prefix="otel-ai-crossover-"))
+    settings = Settings(clickhouse_url=f"chdb://{workdir / 'data'}", database="otel")
+    store = Store.from_settings(settings)
+    migrate(store, settings)
+    tables = ["otel_traces", "otel_logs", "otel_traces_trace_id_ts", "otel_traces_1m", *METRIC_TABLES.values()]
+    for table in tables:  # their CPU would land on whichever insert runs next
+        store.command(f"SYSTEM STOP MERGES `{table}`")
+    writer = BatchWriter(store.clone(), native=NativeDecoder(workdir / "scratch"))
+    sizes = [int(x) for x in args.sizes.split(",")]
+    start = time.time_ns() - 600 * 10**9
+    for mix in args.mixes.split(","):
+        signal = mix if mix in ("traces", "logs") else "metrics"
+        per_request = min(1000, min(sizes))
+        n_requests = max(sizes) // per_request
+        if signal == "traces":
+            bodies = [build_request(k, per_request, start).SerializeToString() for k in range(n_requests)]
+        elif signal == "logs":
+            bodies = [build_logs(k, per_request, start).SerializeToString() for k in range(n_requests)]
+        else:
+            bodies = [build_metric_mix(k, per_request, start, MIXES[mix]).SerializeToString()
+                      for k in range(n_requests)]
+        raws = [_raw_request(SIGNALS[signal], b, "proto") for b in bodies]  # upb parse: the receiver's, not timed
+        n_tables = len(frozenset().union(*(r.tables for r in raws))) if signal == "metrics" else 1
+        cpu: dict[tuple[str, int], list[float]] = {}
+        for rnd in range(args.rounds + 1):
+            for size in sizes:
+                group = raws[: size // per_request]
+                for way in ("python", "clickhouse") if rnd % 2 else ("clickhouse", "python"):
+                    writer.native_min_items = 0 if way == "clickhouse" else 1 << 62
+                    batch = [_Pending(Rows(signal=signal), raw=r) for r in group]
+                    before = _cpu()
+                    writer._write(batch)
+                    spent = _cpu() - before
+                    assert all(p.future.result(0).accepted == p.raw.items for p in batch), "items missing"
+                    if rnd:  # the first round warms up (schema cache, first parts)
+                        cpu.setdefault((way, size), []).append(spent)
+                for table in tables:  # no pile of unmerged parts
+                    store.command(f"TRUNCATE TABLE `{table}`")
+        print(f"{mix} ({signal}, {n_tables} table{'s' if n_tables > 1 else ''}), {per_request} items per request; "
+              f"CPU per item, median of {args.rounds} rounds [min-max]; load {os.getloadavg()[0]:.2f}")
+        ratios = []
+        for size in sizes:
+            py, ch = sorted(cpu[("python", size)]), sorted(cpu[("clickhouse", size)])
+            ratio = statistics.median(p / c for p, c in zip(cpu[("python", size)], cpu[("clickhouse", size)],
+                                                             strict=True))
+            ratios.append(ratio)
+            print(f"  {size:6} items: python {statistics.median(py) / size * 1e6:6.1f} us "
+                  f"[{py[0] / size * 1e6:.1f}-{py[-1] / size * 1e6:.1f}], clickhouse "
+                  f"{statistics.median(ch) / size * 1e6:6.1f} us [{ch[0] / size * 1e6:.1f}-{ch[-1] / size * 1e6:.1f}],"
+                  f" python/clickhouse {ratio:4.2f} [{py[0] / ch[-1]:.2f}-{py[-1] / ch[0]:.2f}]")
+        med = {w: [statistics.median(cpu[(w, n)]) for n in sizes] for w in ("python", "clickhouse")}
+        py_fixed, py_item = _fit(sizes, med["python"])
+        ch_fixed, ch_item = _fit(sizes, med["clickhouse"])
+        fit = (ch_fixed - py_fixed) / (py_item - ch_item) if py_item > ch_item else float("inf")
+        cross = "never" if all(r < 1 for r in ratios) else "below the smallest size" if ratios[0] >= 1 else next(
+            f"{a:,}-{b:,} items" for a, b, ra, rb in zip(sizes, sizes[1:], ratios, ratios[1:], strict=False)
+            if ra < 1 <= rb)
+        print(f"  fit: python {py_fixed * 1e3:.1f} ms + {py_item * 1e6:.1f} us/item, clickhouse {ch_fixed * 1e3:.1f} ms"
+              f" + {ch_item * 1e6:.1f} us/item: equal at {fit:,.0f} items; measured crossover {cross}")
+    print(f"machine after: load average {os.getloadavg()[0]:.2f}")
+    writer.close()
+    store.close()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--crossover", action="store_true", help="time the writer's two paths per group size")
+    parser.add_argument("--sizes", default="500,1000,2000,5000,10000,20000,50000")
+    parser.add_argument("--mixes", default="traces,logs,gauge,gauge+sum,gauge+sum+histogram,all")
     args = parser.parse_args()
+    if args.crossover:
+        return crossover(args)
     print(f"machine: {machine()}")
     workdir = Path(tempfile.mkdtemp(prefix="otel-ai-native-"))
     settings = Settings(clickhouse_url=f"chdb://{workdir / 'data'}", database="otel")

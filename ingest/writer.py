@@ -88,7 +88,7 @@ class BatchWriter:
     ) -> None:
         self.store = store
         self.native = native
-        self.native_min_items = native_min_items  # smaller groups of raw requests are mapped in Python
+        self.native_min_items = native_min_items  # per insert query: smaller groups of raw requests go to Python
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._expected = expected or (lambda: 0)
@@ -211,12 +211,14 @@ class BatchWriter:
                 groups.setdefault(item.raw.signal, []).append(item)
         for signal, items in groups.items():
             counts: list[int | None]
-            if sum(i.size for i in items) < self.native_min_items:
-                # ClickHouse spends ~50-80 ms of CPU analysing the mapping query itself: for a small group
-                # the Python mapper is cheaper (measured, see docs/benchmarks.md).
+            tables = self._native_tables(signal, items)
+            if sum(i.size for i in items) < self.native_min_items * len(tables):
+                # ClickHouse spends ~50-250 ms of CPU analysing each insert query itself (one per table the
+                # group's items go to): for a small group the Python mapper is cheaper (measured, see
+                # docs/benchmarks.md).
                 counts = [None] * len(items)
             else:
-                counts = self._native_write(signal, items, errors)
+                counts = self._native_write(signal, items, tables, errors)
                 if not counts:
                     continue
             for item, count in zip(items, counts, strict=True):
@@ -233,15 +235,22 @@ class BatchWriter:
                 self.fallback_requests += 1
         return errors
 
-    def _native_write(self, signal: str, items: list[_Pending], errors: dict[int, BaseException]) -> list[int | None]:
-        """ClickHouse maps the group; per request its count or None (Python). [] when the store failed."""
-        assert self.native is not None
+    @staticmethod
+    def _native_tables(signal: str, items: list[_Pending]) -> list[str]:
+        """The tables a group's insert queries go to: the signal's, or (metrics) those its items need."""
+        tables = [t.table for t in NATIVE_SIGNALS[signal].targets]
         raws = [i.raw for i in items if i.raw is not None]
-        sig = NATIVE_SIGNALS[signal]
-        tables = [t.table for t in sig.targets]
         if len(tables) > 1 and all(r.tables for r in raws):
             used = frozenset().union(*(r.tables for r in raws))
             tables = [t for t in tables if t in used]
+        return tables
+
+    def _native_write(self, signal: str, items: list[_Pending], tables: list[str],
+                      errors: dict[int, BaseException]) -> list[int | None]:
+        """ClickHouse maps the group into `tables`; per request its count or None (Python). [] when the
+        store failed."""
+        assert self.native is not None
+        raws = [i.raw for i in items if i.raw is not None]
         try:
             columns = {table: self._table_info(table).columns for table in tables}
             started = time.perf_counter()

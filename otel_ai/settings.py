@@ -59,7 +59,8 @@ class Settings(BaseSettings):
         "clickhouse", description="clickhouse: ClickHouse decodes OTLP (embedded store, groups of "
         "ingest_native_min_items or more); python: the reference mapper, always")
     ingest_native_min_items: int = Field(
-        5_000, ge=0, description="smaller groups use the python mapper (ClickHouse's ~50-80 ms per insert query)")
+        5_000, ge=0, description="per insert query a group needs (metrics: one per metric-type table it has "
+        "points for): smaller groups use the python mapper (ClickHouse's fixed CPU cost per insert query)")
 
     # memory: freed memory is handed back to the OS when the process grew by this much since the last time
     memory_release_interval_seconds: float = Field(10.0, ge=0, description="how often to check; 0 turns it off")

@@ -717,6 +717,48 @@ def test_metrics_group_inserts_only_into_the_tables_it_has_points_for(root_store
         fast.close()
 
 
+def test_the_native_threshold_counts_per_insert_query(root_store: Store) -> None:
+    """`native_min_items` applies per table a group needs: with the same number of points, gauges alone
+    (one insert query) go to ClickHouse, gauges and sums (two) to Python until they reach twice as many."""
+    from ingest.native import NativeDecoder
+    from ingest.otlp import SIGNALS, to_rows
+    from ingest.service import _metric_points
+    from ingest.writer import BatchWriter, RawRequest
+
+    def only(kinds: tuple[str, ...], copies: int) -> ExportMetricsServiceRequest:
+        req = simple_metrics(410)
+        for rm in req.resource_metrics:
+            for sm in rm.scope_metrics:
+                keep = [m for m in sm.metrics if m.WhichOneof("data") in kinds]
+                del sm.metrics[:]
+                sm.metrics.extend(keep)
+        req.resource_metrics.extend(list(req.resource_metrics) * (copies - 1))
+        return req
+
+    gauges, mixed, mixed_twice = only(("gauge",), 2), only(("gauge", "sum"), 1), only(("gauge", "sum"), 2)
+    (n_gauges, t_gauges), (n_mixed, t_mixed) = _metric_points(gauges), _metric_points(mixed)
+    assert n_gauges == n_mixed and (len(t_gauges), len(t_mixed)) == (1, 2)
+    fast = new_database(root_store)
+    try:
+        writer = BatchWriter(fast.clone(), max_wait=0, native=NativeDecoder(), native_min_items=n_mixed // 2 + 1)
+        paths = []
+        for req in (gauges, mixed, mixed_twice):
+            body = req.SerializeToString()
+            items, tables = _metric_points(req)
+            fallback = functools.partial(to_rows, SIGNALS["metrics"], body, "proto")
+            before = writer.native_requests, writer.fallback_requests
+            rows = writer.submit_raw(RawRequest("metrics", body, items, fallback, tables)).result(60)
+            assert rows.accepted == items
+            paths.append("clickhouse" if writer.native_requests > before[0] else
+                         "python" if writer.fallback_requests > before[1] else "?")
+        writer.close()
+        assert paths == ["clickhouse", "python", "clickhouse"]
+        stored = sum(fast.query(f"SELECT count() FROM {t}").rows[0][0] for t in METRIC_TABLES)
+        assert stored == n_gauges + n_mixed + 2 * n_mixed
+    finally:
+        fast.close()
+
+
 def test_a_metric_with_its_type_twice_on_the_wire_sends_its_group_to_python(root_store: Store) -> None:
     """A Metric carrying two `data` fields (protobuf keeps the last; ClickHouse refuses the oneof): the whole
     group is mapped by the reference instead, each request stored once, as the reference stores it."""
