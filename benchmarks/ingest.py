@@ -133,8 +133,13 @@ def build_logs(seed: int, records: int, start_ns: int) -> ExportLogsServiceReque
     return req
 
 
-def build_metrics(seed: int, points: int, start_ns: int) -> ExportMetricsServiceRequest:
-    """4 resources of gauge and monotonic sum points, ~5 attributes each."""
+_BOUNDS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)  # the SDKs' default
+
+
+def build_metrics(seed: int, points: int, start_ns: int, kinds: tuple[str, ...] = ("sum", "gauge"),
+                  ) -> ExportMetricsServiceRequest:
+    """4 resources of metrics of 25 points each (~5 attributes), the metric types `kinds` taking turns (by
+    default monotonic sums and gauges)."""
     req = ExportMetricsServiceRequest()
     per_metric = 25
     for r, service in enumerate(SERVICES):
@@ -143,14 +148,31 @@ def build_metrics(seed: int, points: int, start_ns: int) -> ExportMetricsService
         sm = rm.scope_metrics.add()
         sm.scope.name = "app.meter"
         for m in range(points // len(SERVICES) // per_metric):
-            metric = sm.metrics.add(name=f"app.metric.{m}", unit="ms", description="benchmark metric")
-            data = metric.gauge if m % 2 else metric.sum
-            if not m % 2:
-                metric.sum.aggregation_temporality, metric.sum.is_monotonic = 2, True
+            kind = kinds[m % len(kinds)]
+            metric = sm.metrics.add(name=f"app.{kind}.{m}", unit="ms", description="benchmark metric")
+            data = getattr(metric, kind)
+            if kind in ("sum", "histogram", "exponential_histogram"):
+                data.aggregation_temporality = 2
+            if kind == "sum":
+                data.is_monotonic = True
             for i in range(per_metric):
                 at = start_ns + (seed * 1000 + i) * 10**6
                 dp = data.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=at)
-                dp.as_double = (i * 7 + m) * 0.5
+                v = (i * 7 + m) * 0.5
+                if kind in ("gauge", "sum"):
+                    dp.as_double = v
+                elif kind == "histogram":
+                    dp.count, dp.sum, dp.min, dp.max = 100 + i, v * 100, 0.5, v + 1
+                    dp.explicit_bounds.extend(_BOUNDS)
+                    dp.bucket_counts.extend([(i + b) % 13 for b in range(len(_BOUNDS) + 1)])
+                elif kind == "exponential_histogram":
+                    dp.count, dp.sum, dp.scale, dp.zero_count, dp.min, dp.max = 100 + i, v * 100, 3, 1, 0.5, v + 1
+                    dp.positive.offset = 10
+                    dp.positive.bucket_counts.extend([(i + b) % 7 for b in range(20)])
+                else:  # summary
+                    dp.count, dp.sum = 100 + i, v * 100
+                    for q in (0.5, 0.9, 0.99):
+                        dp.quantile_values.add(quantile=q, value=v * q)
                 for key, value in (("http.route", ROUTES[i % len(ROUTES)]), ("host", f"node-{r}"),
                                    ("region", "eu-west-1"), ("status", "ok" if i % 9 else "error")):
                     dp.attributes.add(key=key, value=AnyValue(string_value=value))

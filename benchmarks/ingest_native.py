@@ -38,10 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue  # noqa: E402
 
-from benchmarks.ingest import ROUTES, SERVICES, _resource, build_logs, build_request, machine  # noqa: E402
+from benchmarks.ingest import build_logs, build_metrics, build_request, machine  # noqa: E402
 from ingest.mapping import Rows  # noqa: E402
 from ingest.native import _FALLBACK, METRIC_TABLES, NATIVE_SIGNALS, NativeDecoder, _sql_string, _varint  # noqa: E402
 from ingest.otlp import SIGNALS  # noqa: E402
@@ -96,55 +94,12 @@ def _decode_only(store: Store, dec: NativeDecoder, signal: str) -> Callable[[lis
     return insert
 
 
-_BOUNDS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)  # the SDKs' default
 MIXES = {  # metric types per request, in turn
     "gauge": ("gauge",),
     "gauge+sum": ("gauge", "sum"),  # benchmarks/ingest.py's metrics requests
     "gauge+sum+histogram": ("gauge", "sum", "histogram"),  # what an instrumented service's SDK sends
     "all": ("gauge", "sum", "histogram", "exponential_histogram", "summary"),
 }
-
-
-def build_metric_mix(seed: int, points: int, start_ns: int, kinds: tuple[str, ...]) -> ExportMetricsServiceRequest:
-    """4 resources of metrics of 25 points each (5 attributes), the metric types taking turns."""
-    req = ExportMetricsServiceRequest()
-    per_metric = 25
-    for r, service in enumerate(SERVICES):
-        rm = req.resource_metrics.add()
-        _resource(rm.resource, r, service)
-        sm = rm.scope_metrics.add()
-        sm.scope.name = "app.meter"
-        for m in range(points // len(SERVICES) // per_metric):
-            kind = kinds[m % len(kinds)]
-            metric = sm.metrics.add(name=f"app.{kind}.{m}", unit="ms", description="benchmark metric")
-            data = getattr(metric, kind)
-            if kind in ("sum", "histogram", "exponential_histogram"):
-                data.aggregation_temporality = 2
-            if kind == "sum":
-                data.is_monotonic = True
-            for i in range(per_metric):
-                at = start_ns + (seed * 1000 + i) * 10**6
-                dp = data.data_points.add(start_time_unix_nano=start_ns, time_unix_nano=at)
-                v = (i * 7 + m) * 0.5
-                if kind in ("gauge", "sum"):
-                    dp.as_double = v
-                elif kind == "histogram":
-                    dp.count, dp.sum, dp.min, dp.max = 100 + i, v * 100, 0.5, v + 1
-                    dp.explicit_bounds.extend(_BOUNDS)
-                    dp.bucket_counts.extend([(i + b) % 13 for b in range(len(_BOUNDS) + 1)])
-                elif kind == "exponential_histogram":
-                    dp.count, dp.sum, dp.scale, dp.zero_count, dp.min, dp.max = 100 + i, v * 100, 3, 1, 0.5, v + 1
-                    dp.positive.offset = 10
-                    dp.positive.bucket_counts.extend([(i + b) % 7 for b in range(20)])
-                else:  # summary
-                    dp.count, dp.sum = 100 + i, v * 100
-                    for q in (0.5, 0.9, 0.99):
-                        dp.quantile_values.add(quantile=q, value=v * q)
-                for key, value in (("http.route", ROUTES[i % len(ROUTES)]), ("host", f"node-{r}"),
-                                   ("region", "eu-west-1"), ("status", "ok" if i % 9 else "error")):
-                    dp.attributes.add(key=key, value=AnyValue(string_value=value))
-                dp.attributes.add(key="shard", value=AnyValue(int_value=i % 4))
-    return req
 
 
 def _fit(sizes: list[int], cpu: list[float]) -> tuple[float, float]:
@@ -177,7 +132,7 @@ def crossover(args: argparse.Namespace) -> int:
         elif signal == "logs":
             bodies = [build_logs(k, per_request, start).SerializeToString() for k in range(n_requests)]
         else:
-            bodies = [build_metric_mix(k, per_request, start, MIXES[mix]).SerializeToString()
+            bodies = [build_metrics(k, per_request, start, MIXES[mix]).SerializeToString()
                       for k in range(n_requests)]
         raws = [_raw_request(SIGNALS[signal], b, "proto") for b in bodies]  # upb parse: the receiver's, not timed
         n_tables = len(frozenset().union(*(r.tables for r in raws))) if signal == "metrics" else 1
