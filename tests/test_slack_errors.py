@@ -17,7 +17,7 @@ from chat.slack import blocks
 from chat.slack.answerers import LocalAgent, RemoteAgent
 from chat.slack.bolt_app import SlackBot, web_client
 from otel_ai.settings import Settings
-from store import Store
+from store import Store, StorePool
 from tests.fakes.llm import closed_port_url
 from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
 from tests.fixtures.slack import BOT_TOKEN, message_text, new_ts
@@ -96,3 +96,33 @@ def test_refused_blocks_fall_back_to_the_answer_as_text(fake_slack: FakeSlack) -
     assert refused.result["error"] == "invalid_blocks" and "51 blocks" in str(refused.result)
     assert sent.result["ok"] and sent.args["text"] == "*payment* is slow: p95 20 ms -> 2.5 s"
     assert not sent.args.get("blocks")
+
+
+def test_answers_run_on_the_servers_query_pool(store: Store, fake_slack: FakeSlack) -> None:
+    """As for /api/ask and the chat: a question takes a handle of the bounded pool (and may borrow its other
+    idle one per tool call), never the handle serve keeps for the scorer, and gives it back."""
+    settings = settings_for(store, fake_slack)
+    pool = StorePool(store, 2)
+    try:
+        bot = SlackBot(settings, LocalAgent(settings, store, queries=pool))
+        asyncio.run(bot.on_message(mention_event("C0POOL", new_ts()), web_client(settings), "Ev-pool"))
+        assert pool._all, "the answer ran on no handle of the pool"
+        assert all(pool.acquire(timeout=0) for _ in range(2)), "a handle was not given back"
+    finally:
+        pool.close()
+    assert not answer_update(fake_slack, "C0POOL").startswith("Sorry")
+
+
+def test_a_busy_server_is_a_short_message(store: Store, fake_slack: FakeSlack) -> None:
+    settings = settings_for(store, fake_slack)
+    pool = StorePool(store, 1)
+    held = pool.acquire(timeout=0)  # another question holds the only handle
+    try:
+        bot = SlackBot(settings, LocalAgent(settings, store, queries=pool, wait=0.1))
+        asyncio.run(bot.on_message(mention_event("C0BUSY", new_ts()), web_client(settings), "Ev-busy"))
+    finally:
+        pool.release(held)
+        pool.close()
+    text = answer_update(fake_slack, "C0BUSY")
+    assert text.startswith("Sorry, I could not answer that: the server is busy") and "try again" in text
+    assert "Traceback" not in text and "ref " not in text

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import httpx
@@ -17,8 +18,9 @@ from agent import AgentError
 from agent.answer import Answer
 from chat.slack.threads import SlackThreads, thread_key
 from otel_ai.auth import client_headers
+from otel_ai.context import QUERY_WAIT_SECONDS
 from otel_ai.settings import Settings
-from store import Store
+from store import Store, StoreBusy, StorePool
 
 
 class Answerer(Protocol):
@@ -27,16 +29,34 @@ class Answerer(Protocol):
 
 
 class LocalAgent:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    """`queries`: the bounded pool the answers run on (serve's, as for /api/ask and the chat), so that a
+    question never holds up the handle `store` keeps for the scorer and the threads' memory; all busy for
+    `wait` seconds is a "busy" answer. Without it, answers run on `store`."""
+
+    def __init__(self, settings: Settings, store: Store, queries: StorePool | None = None,
+                 wait: float = QUERY_WAIT_SECONDS) -> None:
         self.settings = settings
         self.store = store
+        self.queries = queries
+        self.wait = wait
         self.threads = SlackThreads(store)
 
     async def answer(self, question: str, channel: str, thread_ts: str) -> Answer:
         from agent import ask  # lazy: pydantic-ai's import costs ~1 s
 
         conversation = await self.threads.get(channel, thread_ts)
-        answer = await ask(question, store=self.store, settings=self.settings, conversation=conversation)
+        if self.queries is None:
+            answer = await ask(question, store=self.store, settings=self.settings, conversation=conversation)
+        else:
+            try:
+                handle = await asyncio.to_thread(self.queries.acquire, self.wait)
+            except StoreBusy as exc:
+                raise AgentError(f"the server is busy ({exc})") from None
+            try:
+                answer = await ask(question, store=handle, settings=self.settings, conversation=conversation,
+                                   spare=self.queries)
+            finally:
+                self.queries.release(handle)
         await self.threads.save(channel, thread_ts, conversation)
         return answer
 

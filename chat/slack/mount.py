@@ -32,7 +32,7 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
     from chat.slack.bolt_app import create_app
 
     secret = settings.slack_signing_secret.get_secret_value()
-    bolt, bot = create_app(settings, LocalAgent(settings, ctx.store), signing_secret=secret)
+    bolt, bot = create_app(settings, LocalAgent(settings, ctx.store, queries=ctx.queries), signing_secret=secret)
     ctx.state["slack"] = bot
     handler = AsyncSlackRequestHandler(bolt)
 

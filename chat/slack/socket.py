@@ -13,7 +13,7 @@ import logging
 import signal
 
 from otel_ai.settings import Settings
-from store import Store
+from store import Store, StorePool
 
 log = logging.getLogger("chat.slack")
 
@@ -49,6 +49,7 @@ async def run_socket_mode(settings: Settings, server_url: str | None = None) -> 
 
     app_token, _ = check_tokens(settings)
     store = None if server_url else Store.from_settings(settings)
+    queries: StorePool | None = None
     try:
         answerer: Answerer
         if store is None:
@@ -57,7 +58,8 @@ async def run_socket_mode(settings: Settings, server_url: str | None = None) -> 
             log.info("Slack questions go to %s/api/ask", server_url)
         else:
             migrate(store, settings)
-            answerer = LocalAgent(settings, store)
+            queries = StorePool(store, settings.sql_concurrency)
+            answerer = LocalAgent(settings, store, queries=queries)
         app, _bot = create_app(settings, answerer, chat_base=server_url)
         handler = AsyncSocketModeHandler(app, app_token)
         stop = asyncio.Event()
@@ -79,5 +81,7 @@ async def run_socket_mode(settings: Settings, server_url: str | None = None) -> 
         finally:
             await handler.close_async()
     finally:
+        if queries is not None:
+            queries.close()
         if store is not None:
             store.close()
