@@ -95,15 +95,26 @@ def name_parts(name: str) -> list[str]:
 
 def match_services(text: str, services: Iterable[str]) -> list[str]:
     """Services named in the text, best match first; fuzzy on meaningful name parts."""
-    tokens = [_singular(w) for w in words(text)]
+    services = list(services)
     flat = normalize(text)
+    # names written in full, longest first; the words of each belong to it ("ts-order-service" does not also
+    # mean the "order" of "ts-order-other-service", nor "frontend-proxy" the "frontend")
+    named: dict[str, int] = {}  # -> where in `flat` it is first written
+    rest = text.lower()
+    for service in sorted(services, key=len, reverse=True):
+        pattern = rf"(?<![a-z0-9]){re.escape(service.lower())}(?![a-z0-9])"
+        found = re.search(pattern, rest) if len(normalize(service)) >= 3 else None
+        if found:
+            named[service] = len(normalize(rest[:found.start()]))
+            rest = re.sub(pattern, lambda m: " " * len(m.group()), rest)  # blanked, so offsets stay
+    tokens = [_singular(w) for w in words(rest)]
     scored: list[tuple[float, int, str]] = []
     for service in services:
         full = normalize(service)
         if not full:
             continue
         best = 0.0
-        if len(full) >= 3 and full in flat and re.search(rf"(?<![a-z0-9]){re.escape(service.lower())}", text.lower()):
+        if service in named:
             best = 1.0
         elif len(full) == 2 and full in tokens:  # a two-letter name ("ad") only as a word of its own
             best = 0.95
@@ -120,12 +131,11 @@ def match_services(text: str, services: Iterable[str]) -> list[str]:
                     if ratio >= 0.84:
                         best = max(best, ratio * 0.9)
         if best > 0:
-            pos = flat.find(normalize(name_parts(service)[0])) if name_parts(service) else -1
+            pos = named[service] if service in named else \
+                flat.find(normalize(name_parts(service)[0])) if name_parts(service) else -1
             scored.append((best, pos if pos >= 0 else 10_000, service))
-    # a name quoted in full hides the shorter names inside it ("frontend-proxy" is not "frontend")
-    exact = [normalize(s) for score, _, s in scored if score >= 1.0]
-    scored = [x for x in scored if not any(normalize(x[2]) in e and normalize(x[2]) != e for e in exact)]
-    # ... and a name matched only through a part that is another service's full name is not meant
+    exact = [normalize(s) for s in named]
+    # a name matched only through a part that is another service's full name is not meant
     scored = [x for x in scored if x[0] >= 1.0 or not any(e in name_parts(x[2]) for e in exact)]
     # the best score per service; ties broken by position in the text, so "a calls b" keeps order
     scored.sort(key=lambda s: (-s[0], s[1]))
