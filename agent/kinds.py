@@ -8,6 +8,7 @@ answer each, and the answer and chart each gets.
 - comparisons: now against N minutes/hours ago, yesterday, before a clock time or a version change;
 - logs by service, severity and text, as patterns with counts ("noisiest log patterns");
 - dependencies: who calls whom, drawn as a graph;
+- the services there are: each with its traffic, latency and errors in the window, and those seen only earlier;
 - what changed: versions seen in resource attributes (deployments);
 - conversation: greetings, help, thanks; a clarifying question when a name fits several services;
 - anything else: what it cannot answer, and the closest questions it can, with real service names.
@@ -46,6 +47,9 @@ STATEMENT = re.compile(r"\b(?:drop|alter|truncate|insert|delete|update|grant|cre
                        r"into|where|user)\b|\bselect\b.+\bfrom\b", re.IGNORECASE)
 TOP = re.compile(r"\b(?:top|slowest|longest|worst|biggest|most|failing|failed|erroring|errored|fail(?:ed|ing)?|"
                  r"error(?:s|ed)?|list|show)\b", re.IGNORECASE)
+# "which services are there?", "list all services", "how many services do you see?"
+SERVICE_LIST = re.compile(r"\b(?:which|what|list|show|all|how many|name|names of|enumerate)\b(?:\s+\w+){0,3}?\s+"
+                          r"services\b|\bservices\s+(?:are there|exist|do you (?:see|know|have))\b", re.IGNORECASE)
 OPERATIONS = re.compile(r"\b(?:operations?|endpoints?|routes?|spans? names?|methods?|apis?|calls|rpcs?)\b",
                         re.IGNORECASE)
 RANKED = re.compile(r"\b(?:slowest|fastest|top|worst|most|highest|lowest|least|biggest|rank\w*|which)\b",
@@ -66,7 +70,9 @@ COMPARE = re.compile(r"\bcompar\w*\b|\bvs\.?\b|\bversus\b|\bago\b|\byesterday\b|
 LOGS = re.compile(r"\blogs?\b|\blog (?:lines?|messages?|patterns?|entries)\b|\blogged\b", re.IGNORECASE)
 DEPENDENCIES = re.compile(r"\bwho calls\b|\bcalls whom\b|\bwhat calls\b|\bcallers?\b|\bcallees?\b|"
                           r"\bdepend\w*\b|\bservice (?:map|graph)\b|\bcall graph\b|\btopology\b|\bupstream\b|"
-                          r"\bdownstream\b|\btalks? to\b|\barchitecture\b|\bwhat does \S+ call\b", re.IGNORECASE)
+                          r"\bdownstream\b|\btalks? to\b|\barchitecture\b|\bwhat does \S+ call\b|"
+                          r"\b(?:which|what|who)(?:\s+services?)?\s+(?:does|do|did)\s+\S+\s+(?:call|use)\b|"
+                          r"\b(?:which|what) services? (?:call|use)\b", re.IGNORECASE)
 CHANGES = re.compile(r"\bwhat(?:'s| has| have)? changed\b|\bchanges?\b.*\b(?:deploy|version|release)|"
                      r"\bdeploy\w*\b|\bversions?\b|\breleases?\b|\brolled? ?out\b|\brollouts?\b|\bupgraded?\b",
                      re.IGNORECASE)
@@ -86,6 +92,7 @@ TOP_N = re.compile(r"\b(?:top|first)\s+(\d{1,2})\b(?!\s*(?:s|secs?|seconds?|m|mi
 FOLLOWED = {"top_traces", "breakdown", "series", "compare", "logs", "dependencies", "changes"}
 DEFAULT_N = 5
 MAX_N = 20
+LIST_N = 50  # services listed with their numbers (the aggregates tool's most rows)
 
 
 @dataclass
@@ -189,6 +196,8 @@ def _classify(deps: AgentDeps) -> Kind | None:
                     else 10)
     if CHANGES.search(low) and not _about_a_measure(low):
         return Kind("changes")
+    if SERVICE_LIST.search(low) and not _about_a_measure(low) and not q.services:
+        return Kind("services", measure="rate_per_s", by="service", n=LIST_N)
     if OPERATIONS.search(low) and (RANKED.search(low) or BY_OPERATION.search(low)) and not q.operations:
         return Kind("breakdown", measure=_measure(low, "breakdown"), by="operation", n=_n(low) if
                     TOP_N.search(low) else 10)
@@ -293,7 +302,7 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
                                       "limit": kind.n})]
         first = _top_trace_ids(deps)[:1]
         calls += [("trace_waterfall", {"trace_id": t}) for t in first]
-    elif kind.name == "breakdown":
+    elif kind.name in ("breakdown", "services"):
         calls = [("measure_by", {"measure": kind.measure, "by": kind.by,
                                  "service": service if kind.by == "operation" else None, "limit": kind.n})]
     elif kind.name == "series":
@@ -400,7 +409,7 @@ def conclude(deps: AgentDeps) -> Finding:
     answer = {
         "greeting": _greeting, "thanks": _thanks, "help": _help, "clarify": _clarify, "unknown": _unknown,
         "top_traces": _top_traces, "breakdown": _breakdown, "series": _series, "compare": _compare,
-        "logs": _logs, "dependencies": _dependencies, "changes": _changes,
+        "logs": _logs, "dependencies": _dependencies, "changes": _changes, "services": _services,
     }[kind.name]
     finding = answer(deps, kind)
     deps.context["kind"] = kind.name
@@ -524,6 +533,24 @@ def _breakdown(deps: AgentDeps, kind: Kind) -> Finding:
     follow = [f"Why is {top['service']} slow?" if m.endswith("_ms") else f"Why is {top['service']} failing?",
               f"{label(m).capitalize()} of {top['service']} over time"]
     return Finding(answer="\n".join(lines), follow_ups=follow)
+
+
+def _services(deps: AgentDeps, kind: Kind) -> Finding:
+    """How many services sent spans in the window and which, busiest first, with the breakdown's table; then
+    those the data holds from earlier only (discovery reads the last six hours)."""
+    calls = [c for c in deps.results("measure_by") if c.result.ok]
+    active = [r["service"] for r in (calls[0].result.rows if calls else [])]
+    earlier = [s for s in deps.names.services if s not in active]
+    if not active and not earlier:
+        return Finding(answer=f"This store holds no spans yet. {CAN_DO}", follow_ups=suggestions(deps)[:3])
+    shown = f" (the {len(active)} busiest)" if len(active) == kind.n else ""
+    lines = [f"**{len(active)} services** sent spans {_window(deps)}{shown}: "
+             + ", ".join(code(s) for s in active) + "." if active else f"No service sent spans {_window(deps)}."]
+    if earlier:
+        lines.append(f"Seen earlier but not in this window: {', '.join(code(s) for s in earlier)}.")
+    table = _breakdown(deps, kind) if active else Finding(answer=_foot(deps))
+    follow = ["Who calls whom?", "Show p95 latency by service", "Show the error rate by service"]
+    return Finding(answer="\n".join(lines) + "\n\n" + table.answer, follow_ups=follow)
 
 
 def _unit(measure: str) -> str:

@@ -53,6 +53,13 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("show error logs of billing", "logs"),
     ("what are the noisiest log patterns?", "logs"),
     ("who calls whom?", "dependencies"),
+    ("what services does orders call?", "dependencies"),
+    ("which services call billing?", "dependencies"),
+    ("which services are there?", "services"),
+    ("list all services", "services"),
+    ("how many services do you see?", "services"),
+    ("which services are slow?", "breakdown"),
+    ("show logs of all services", "logs"),
     ("what changed in the last hour?", "changes"),
     ("hello", "greeting"),
     ("thanks!", "thanks"),
@@ -226,6 +233,21 @@ def test_dependencies_are_drawn_as_a_graph(incident) -> None:
     assert chart_kinds(answer) == ["graph"] and titled_in_words(answer)
     around = ask(store, "what calls billing?")
     assert "`billing` is called by `orders`" in around.answer
+
+
+def test_the_services_there_are_each_with_its_numbers(incident) -> None:
+    """"Which services are there?" lists every service with spans in the window (its count checked against
+    SQL), busiest first, with the throughput table."""
+    store, truth = incident
+    answer = ask(store, f"which services are there {between(truth)}?")
+    active = [r[0] for r in store.query(
+        f"SELECT ServiceName, count() AS n FROM otel_traces WHERE {window_sql(truth)} GROUP BY ServiceName").rows]
+    assert answer.answer.startswith(f"**{len(active)} services** sent spans")
+    first_line = answer.answer.splitlines()[0]
+    assert all(f"`{s}`" in first_line for s in active), (active, first_line)
+    assert "| service | throughput |" in answer.answer
+    assert [e.tool for e in answer.evidence if e.tool != "run_sql"] == ["measure_by"]
+    assert chart_kinds(answer) == ["bar"] and titled_in_words(answer)
 
 
 def test_what_changed_names_the_new_version(incident) -> None:
