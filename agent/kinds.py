@@ -47,9 +47,11 @@ STATEMENT = re.compile(r"\b(?:drop|alter|truncate|insert|delete|update|grant|cre
                        r"into|where|user)\b|\bselect\b.+\bfrom\b", re.IGNORECASE)
 TOP = re.compile(r"\b(?:top|slowest|longest|worst|biggest|most|failing|failed|erroring|errored|fail(?:ed|ing)?|"
                  r"error(?:s|ed)?|list|show)\b", re.IGNORECASE)
-# "which services are there?", "list all services", "how many services do you see?"
-SERVICE_LIST = re.compile(r"\b(?:which|what|list|show|all|how many|name|names of|enumerate)\b(?:\s+\w+){0,3}?\s+"
-                          r"services\b|\bservices\s+(?:are there|exist|do you (?:see|know|have))\b", re.IGNORECASE)
+# "which services are there?", "list all services", "what operations does cart have?": what there is
+LISTING = re.compile(r"\b(?:which|what|list|show|all|how many|name|names of|enumerate)\b(?:\s+\w+){0,3}?\s+"
+                     r"(services|operations|endpoints|routes|methods|apis)\b|"
+                     r"\b(services|operations|endpoints|routes)\s+(?:are there|exist|do you (?:see|know|have))\b",
+                     re.IGNORECASE)
 OPERATIONS = re.compile(r"\b(?:operations?|endpoints?|routes?|spans? names?|methods?|apis?|calls|rpcs?)\b",
                         re.IGNORECASE)
 RANKED = re.compile(r"\b(?:slowest|fastest|top|worst|most|highest|lowest|least|biggest|rank\w*|which)\b",
@@ -92,7 +94,7 @@ TOP_N = re.compile(r"\b(?:top|first)\s+(\d{1,2})\b(?!\s*(?:s|secs?|seconds?|m|mi
 FOLLOWED = {"top_traces", "breakdown", "series", "compare", "logs", "dependencies", "changes"}
 DEFAULT_N = 5
 MAX_N = 20
-LIST_N = 50  # services listed with their numbers (the aggregates tool's most rows)
+LIST_N = 50  # services or operations listed with their numbers (the aggregates tool's most rows)
 
 
 @dataclass
@@ -196,8 +198,11 @@ def _classify(deps: AgentDeps) -> Kind | None:
                     else 10)
     if CHANGES.search(low) and not _about_a_measure(low):
         return Kind("changes")
-    if SERVICE_LIST.search(low) and not _about_a_measure(low) and not q.services:
-        return Kind("services", measure="rate_per_s", by="service", n=LIST_N)
+    if (listed := LISTING.search(low)) and not _about_a_measure(low):
+        if (listed.group(1) or listed.group(2)) == "services" and not q.services:
+            return Kind("services", measure="rate_per_s", by="service", n=LIST_N)
+        if (listed.group(1) or listed.group(2)) != "services" and not q.operations:
+            return Kind("breakdown", measure="rate_per_s", by="operation", n=LIST_N)
     if OPERATIONS.search(low) and (RANKED.search(low) or BY_OPERATION.search(low)) and not q.operations:
         return Kind("breakdown", measure=_measure(low, "breakdown"), by="operation", n=_n(low) if
                     TOP_N.search(low) else 10)
@@ -477,13 +482,18 @@ def _top_traces(deps: AgentDeps, kind: Kind) -> Finding:
     if not rows:
         return Finding(answer=f"No {what} traces{scope} {_window(deps)}. {_foot(deps)}")
     waterfalls = calls[0].result.details.get("waterfalls") or {}
-    lines = [f"The {what} traces{scope} {_window(deps)}, {what} first:", "",
-             "| # | trace id | duration | status | services | waterfall |", "|---|---|---|---|---|---|"]
+    # scoped to a service or operation, the traces are ranked by its span: that duration comes first
+    own = calls[0].result.args.get("service") or calls[0].result.args.get("operation")
+    head = ["#", "trace id", *([f"{cell(own)} span"] if own else []), "trace duration", "status", "services",
+            "waterfall"]
+    lines = [f"The {what} traces{scope} {_window(deps)}, {what} first" + (f" by their {cell(own)} span" if own else "")
+             + ":", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(rows, 1):
         spans = waterfalls.get(r["trace_id"], [])
         services = list(dict.fromkeys(s["service"] for s in spans))
         dur = r["trace_duration_ms"] if r.get("trace_duration_ms") is not None else r["span_duration_ms"]
-        lines.append(f"| {i} | `{r['trace_id']}` | {_fmt_ms(dur)} | {cell(r['status'])} | "
+        span = f"{_fmt_ms(r.get('span_duration_ms'))} | " if own else ""
+        lines.append(f"| {i} | `{r['trace_id']}` | {span}{_fmt_ms(dur)} | {cell(r['status'])} | "
                      f"{cell(', '.join(services[:6]) + (' …' if len(services) > 6 else ''))} | "
                      f"ask \"show trace {r['trace_id']}\" |")
     top = rows[0]

@@ -59,6 +59,8 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("list all services", "services"),
     ("how many services do you see?", "services"),
     ("which services are slow?", "breakdown"),
+    ("what operations does billing have?", "breakdown"),
+    ("list the endpoints", "breakdown"),
     ("show logs of all services", "logs"),
     ("what changed in the last hour?", "changes"),
     ("hello", "greeting"),
@@ -248,6 +250,30 @@ def test_the_services_there_are_each_with_its_numbers(incident) -> None:
     assert "| service | throughput |" in answer.answer
     assert [e.tool for e in answer.evidence if e.tool != "run_sql"] == ["measure_by"]
     assert chart_kinds(answer) == ["bar"] and titled_in_words(answer)
+
+
+def test_the_operations_a_service_has_busiest_first(incident) -> None:
+    store, truth = incident
+    answer = ask(store, f"what operations does orders have {between(truth)}?")
+    ops = store.query(f"SELECT SpanName, count() AS n FROM otel_traces WHERE ServiceName = 'orders' AND "
+                      f"{window_sql(truth)} GROUP BY SpanName HAVING n >= 5 ORDER BY n DESC").rows
+    assert ops and answer.answer.startswith("Throughput by operation of orders")
+    rows = [[c.strip(" `*") for c in line.split("|")[1:-1]] for line in answer.answer.split("\n\n")[1].splitlines()[2:]]
+    assert {r[0] for r in rows} == {"orders"}  # only the named service's operations ...
+    assert {r[1] for r in rows} == {op for op, _ in ops}  # ... every one with 5 calls or more
+    requests = [int(r[3]) for r in rows]
+    assert requests == sorted(requests, reverse=True)  # busiest first
+
+
+def test_slowest_traces_of_a_service_are_ranked_and_shown_by_its_span(incident) -> None:
+    store, truth = incident
+    answer = ask(store, f"show the 3 slowest traces of billing {between(truth)}")
+    expected = store.query(f"SELECT TraceId, max(Duration) / 1e6 AS ms FROM otel_traces WHERE ServiceName = 'billing' "
+                           f"AND {window_sql(truth)} GROUP BY TraceId ORDER BY ms DESC LIMIT 3").rows
+    assert "| # | trace id | `billing` span | trace duration |" in answer.answer
+    for tid, ms in expected:
+        row = next(line for line in answer.answer.splitlines() if tid in line)
+        assert states_number(row.split("|")[3], ms, "ms", 0.005), (row, ms)
 
 
 def test_what_changed_names_the_new_version(incident) -> None:
