@@ -54,10 +54,11 @@ LISTING = re.compile(r"\b(?:which|what|list|show|all|how many|name|names of|enum
                      re.IGNORECASE)
 OPERATIONS = re.compile(r"\b(?:operations?|endpoints?|routes?|spans? names?|methods?|apis?|calls|rpcs?)\b",
                         re.IGNORECASE)
-RANKED = re.compile(r"\b(?:slowest|fastest|top|worst|most|highest|lowest|least|biggest|rank\w*|which)\b",
+RANKED = re.compile(r"\b(?:slowest|fastest|busiest|top|worst|most|highest|lowest|least|biggest|rank\w*|which)\b",
                     re.IGNORECASE)
 BY_SERVICE = re.compile(r"\b(?:by|per|for each|for every|each|every|all|across|of all)\s+(?:the\s+)?services?\b|"
-                        r"\bwhich services?\b|\bservices? (?:by|ranked|sorted|ordered)\b|\bservices? with\b",
+                        r"\bwhich services?\b|\bservices? (?:by|ranked|sorted|ordered)\b|\bservices? with\b|"
+                        r"\b(?:slowest|fastest|busiest|worst|least|most|highest|lowest)\s+(?:\w+\s+)?services?\b",
                         re.IGNORECASE)
 BY_OPERATION = re.compile(r"\b(?:by|per|for each|each|every|all|across)\s+(?:the\s+)?"
                           r"(?:operations?|endpoints?|routes?|methods?)\b|\bwhich (?:operations?|endpoints?)\b",
@@ -129,7 +130,8 @@ def _measure(text: str, kind: str) -> str:
         return "error_pct"
     if re.search(r"\berrors?\b|\bfail\w*\b|\bexceptions?\b", low):
         return "errors" if kind == "series" else "error_pct"
-    if re.search(r"\btraffic\b|\bthroughput\b|\brequests?\b|\bcalls\b|\bvolume\b|\bload\b|\brps\b|\bqps\b", low):
+    if re.search(r"\btraffic\b|\bthroughput\b|\brequests?\b|\bcalls\b|\bvolume\b|\bload\b|\brps\b|\bqps\b|"
+                 r"\bbusi(?:est|er)\b|\bbusy\b", low):
         return "requests" if kind == "series" else "rate_per_s"
     return "p95_ms"
 
@@ -143,7 +145,7 @@ def _n(text: str) -> int:
 def _about_a_measure(text: str) -> bool:
     return bool(requested_stats(text)) or bool(re.search(
         r"\blatenc|\bslow|\bfast|\bduration|\bresponse time|\berror|\bfail|\btraffic|\bthroughput|\brequests?\b|"
-        r"\brps\b|\bqps\b|\bcalls\b|\bvolume\b|\bload\b|\bp\d\d\b", text, re.IGNORECASE))
+        r"\brps\b|\bqps\b|\bcalls\b|\bvolume\b|\bload\b|\bbusi(?:est|er)\b|\bbusy\b|\bp\d\d\b", text, re.IGNORECASE))
 
 
 def ambiguous(text: str, services: list[str]) -> list[str]:

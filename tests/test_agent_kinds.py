@@ -61,6 +61,10 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("which services are slow?", "breakdown"),
     ("what operations does billing have?", "breakdown"),
     ("list the endpoints", "breakdown"),
+    ("what's the slowest service right now?", "breakdown"),
+    ("busiest endpoints", "breakdown"),
+    ("which is the busiest service?", None),  # rates now and before (agent.diagnosis, traffic)
+    ("how is the system doing?", None),  # what is unusual (agent.diagnosis)
     ("show logs of all services", "logs"),
     ("what changed in the last hour?", "changes"),
     ("hello", "greeting"),
