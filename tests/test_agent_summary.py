@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent import ask, ask_sync
-from agent.streaming import AnswerDelta, ToolFinished
+from agent.streaming import AnswerDelta, ToolFinished, ToolStarted
 from tests.conftest import new_database
 from tests.fakes.llm import FakeLLMServer, ScriptedBrain, closed_port_url
 from tests.fixtures.agent_data import synth_incident
@@ -93,7 +93,12 @@ def test_streamed_text_is_the_writers_not_the_draft(incident):
     assert text == WRITTEN == answer.answer
     finished = [e for e in events if isinstance(e, ToolFinished)]
     assert finished, "tool progress still streams while the writer is configured"
-    # every tool call the analyst made after discovery was announced, in the answer's order
-    assert [(e.tool, e.evidence.sql) for e in finished] == [(e.tool, e.sql) for e in answer.evidence[-len(finished):]]
+    # every tool call the analyst made after discovery was announced in the answer's order, and finished (the
+    # calls of one step run side by side and finish in any order)
+    started = [e for e in events if isinstance(e, ToolStarted)]
+    done = {e.call_id: e for e in finished}
+    assert sorted(done) == sorted(s.call_id for s in started)
+    assert [(done[s.call_id].tool, done[s.call_id].evidence.sql) for s in started] == \
+        [(e.tool, e.sql) for e in answer.evidence[-len(started):]]
     first_text = next(i for i, e in enumerate(events) if isinstance(e, AnswerDelta))
     assert all(not isinstance(e, ToolFinished) for e in events[first_text:])
