@@ -98,8 +98,8 @@ def match_services(text: str, services: Iterable[str]) -> list[str]:
     """Services named in the text, best match first; fuzzy on meaningful name parts."""
     services = list(services)
     flat = normalize(text)
-    # names written in full, longest first; the words of each belong to it ("ts-order-service" does not also
-    # mean the "order" of "ts-order-other-service", nor "frontend-proxy" the "frontend")
+    # names written in full, longest first; the words of each belong to it ("cart-service" does not also mean
+    # the "cart" of "cart-cache-service", nor "frontend-proxy" the "frontend")
     named: dict[str, int] = {}  # -> where in `flat` it is first written
     rest = text.lower()
     for service in sorted(services, key=len, reverse=True):
