@@ -201,9 +201,10 @@ def _classify(deps: AgentDeps) -> Kind | None:
     if CHANGES.search(low) and not _about_a_measure(low):
         return Kind("changes")
     if (listed := LISTING.search(low)) and not _about_a_measure(low):
-        if (listed.group(1) or listed.group(2)) == "services" and not q.services:
-            return Kind("services", measure="rate_per_s", by="service", n=LIST_N)
-        if (listed.group(1) or listed.group(2)) != "services" and not q.operations:
+        if (listed.group(1) or listed.group(2)) == "services":
+            if not q.services:
+                return Kind("services", measure="rate_per_s", by="service", n=LIST_N)
+        elif not q.operations:
             return Kind("breakdown", measure="rate_per_s", by="operation", n=LIST_N)
     if OPERATIONS.search(low) and (RANKED.search(low) or BY_OPERATION.search(low)) and not q.operations:
         return Kind("breakdown", measure=_measure(low, "breakdown"), by="operation", n=_n(low) if
