@@ -38,7 +38,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
 from benchmarks.ingest import build_logs, build_metrics, build_request, machine  # noqa: E402
 from ingest.mapping import Rows  # noqa: E402
 from ingest.native import _FALLBACK, METRIC_TABLES, NATIVE_SIGNALS, NativeDecoder, _sql_string, _varint  # noqa: E402
@@ -135,7 +134,7 @@ def crossover(args: argparse.Namespace) -> int:
             bodies = [build_metrics(k, per_request, start, MIXES[mix]).SerializeToString()
                       for k in range(n_requests)]
         raws = [_raw_request(SIGNALS[signal], b, "proto") for b in bodies]  # upb parse: the receiver's, not timed
-        n_tables = len(frozenset().union(*(r.tables for r in raws))) if signal == "metrics" else 1
+        n_tables = len(BatchWriter._native_tables(signal, [_Pending(Rows(signal=signal), raw=r) for r in raws]))
         cpu: dict[tuple[str, int], list[float]] = {}
         for rnd in range(args.rounds + 1):
             for size in sizes:
