@@ -660,7 +660,9 @@ async def ask(
         usage = result.usage
         answer = Answer(
             answer=finding.answer,
-            root_causes=sorted(finding.root_causes, key=lambda r: -r.confidence),
+            # in the finding's own order: the one its text names first leads (a failure question ranks an error
+            # above a stronger slowdown), so the list a program reads agrees with the words a person reads
+            root_causes=finding.root_causes,
             evidence=[
                 Evidence(tool=c.tool, args=c.args, sql=c.result.sql, summary=c.result.summary, ok=c.result.ok,
                          error=c.result.error, rows=c.result.rows[:EVIDENCE_ROWS])

@@ -326,7 +326,10 @@ def _analyze(deps: AgentDeps, ops: list[Op], symptom: str | None) -> Analysis:
     _weigh_new_services(analysis, ops, edges)
     _follow_propagation(analysis, edges)
 
-    want = "errors" if "errors" in intents and "slow" not in intents else "slow" if "slow" in intents else None
+    # a question about one symptom ranks its kind of evidence first; one about both ("slow or failing")
+    # prefers neither: the evidence decides
+    want = ("errors" if "errors" in intents and "slow" not in intents
+            else "slow" if "slow" in intents and "errors" not in intents else None)
     analysis.signals.sort(key=lambda s: -_rank(s, want))
     # the same service reached by two routes keeps its strongest signal
     seen: set[tuple[str, str]] = set()

@@ -81,6 +81,20 @@ def test_ollama_model_through_its_openai_compatible_api(incident):
     assert fake.requests[0]["model"] == "llama3.2"
 
 
+def test_the_models_ranking_is_kept(incident):
+    """The answer's root causes stay in the order the model ranked them, even where a later one carries the
+    higher confidence: the list must lead with the cause the answer's text names."""
+    def ranked(body: dict) -> dict:
+        return {"answer": "orders is the root cause; billing is slower too.",
+                "root_causes": [{"service": "orders", "kind": "errors", "confidence": 0.5, "evidence": "a"},
+                                {"service": "billing", "kind": "latency", "confidence": 0.8, "evidence": "b"}]}
+
+    with FakeLLMServer(ScriptedBrain(calls=[], final=ranked), api_key="k") as fake:
+        settings = llm_settings(incident, openai_api_key="k", openai_base_url=fake.v1_url)
+        answer = ask_sync("why are orders failing?", store=incident, settings=settings, model="openai:gpt-fake")
+    assert [(r.service, r.confidence) for r in answer.root_causes] == [("orders", 0.5), ("billing", 0.8)]
+
+
 def test_failing_model_falls_back_to_the_next_in_the_chain(incident):
     with FakeLLMServer(fail_status=500) as fake:
         settings = llm_settings(incident, openai_api_key="k", openai_base_url=fake.v1_url,
