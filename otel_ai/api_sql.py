@@ -42,7 +42,7 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
             return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
             body = json.loads(raw or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder recurses
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
             return JSONResponse({"error": 'send JSON {"sql": "SELECT ..."}'}, status_code=400)

@@ -86,3 +86,13 @@ def test_otlp_on_the_main_port_keeps_ingests_limit(secured: ServerProcess) -> No
     r = httpx.post(f"{secured.http_url}/v1/traces", content=request.SerializeToString(),
                    headers={"content-type": "application/x-protobuf"}, timeout=60)
     assert r.status_code == 200, r.text
+
+
+def test_deeply_nested_json_is_a_bad_request(secured: ServerProcess) -> None:
+    """90,000 nested arrays (180 kB, under every size cap) overflow Python's JSON decoder: a 400 that
+    says what to send, not a 500 with a traceback in the log."""
+    nested = b'{"sql": ' + b"[" * 90_000 + b"]" * 90_000 + b"}"
+    r = httpx.post(f"{secured.http_url}/api/sql", content=nested, headers={**AUTH, "content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json() == {"error": 'send JSON {"sql": "SELECT ..."}'}
