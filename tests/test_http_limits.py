@@ -96,3 +96,43 @@ def test_deeply_nested_json_is_a_bad_request(secured: ServerProcess) -> None:
                    timeout=60)
     assert r.status_code == 400, r.text[:300]
     assert r.json() == {"error": 'send JSON {"sql": "SELECT ..."}'}
+
+
+def test_many_waiting_queries_do_not_hold_up_health(secured: ServerProcess) -> None:
+    """60 concurrent queries of about 3 s each on a pool of 2: the ones waiting for a handle (503 after
+    10 s) used to wait inside the 40 worker threads sync routes share, and /healthz waited 9 s for one.
+    Now they wait on the event loop, and every health check meanwhile answers in under 2 s."""
+    import asyncio
+    import time
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add()
+    for i in range(1, 41):
+        spans.spans.add(trace_id=(1000 + i).to_bytes(16, "big"), span_id=i.to_bytes(8, "big"), name="slow",
+                        start_time_unix_nano=time.time_ns(), end_time_unix_nano=time.time_ns() + 1)
+    r = httpx.post(f"{secured.http_url}/v1/traces", content=request.SerializeToString(),
+                   headers={"content-type": "application/x-protobuf"}, timeout=60)
+    assert r.status_code == 200, r.text
+    count = {"sql": "SELECT count() AS n FROM otel_traces WHERE SpanName = 'slow'"}
+    deadline = time.monotonic() + 60
+    while httpx.post(f"{secured.http_url}/api/sql", json=count, headers=AUTH, timeout=30).json()["rows"] != [{"n": 40}]:
+        assert time.monotonic() < deadline, "the spans were not stored within 60 s"
+    slow = {"sql": "SELECT sum(cityHash64(toString(x))) AS s FROM otel_traces ARRAY JOIN range(2000000) AS x "
+                   "WHERE SpanName = 'slow'"}
+
+    async def load() -> tuple[list[int], list[float]]:
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=100)) as client:
+            queries = [asyncio.create_task(client.post(f"{secured.http_url}/api/sql", json=slow, headers=AUTH))
+                       for _ in range(60)]
+            health: list[float] = []
+            while not all(q.done() for q in queries):
+                started = time.monotonic()
+                assert (await client.get(f"{secured.http_url}/healthz")).status_code == 200
+                health.append(time.monotonic() - started)
+            return [(await q).status_code for q in queries], health
+
+    statuses, health = asyncio.run(load())
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    assert max(health) < 2.0, sorted(health)[-5:]
