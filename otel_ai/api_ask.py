@@ -1,18 +1,17 @@
 """`POST /api/ask`: the agent over HTTP for the CLI, evals and other clients (same JSON as `ask --json`).
 
 Only the configured models may be asked for (Settings.model_choices), and each answer's queries run
-on a pooled handle of their own (ctx.queries), so they never hold up health checks or ingest."""
+on a pooled handle of their own (ctx.query_handle), so they never hold up health checks or ingest."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from otel_ai.context import QUERY_WAIT_SECONDS, ServerContext
+from otel_ai.context import ServerContext
 from store import StoreBusy
 
 MAX_CONVERSATIONS = 500
@@ -60,18 +59,15 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
             while len(conversations) > MAX_CONVERSATIONS:
                 conversations.popitem(last=False)
         try:
-            store = await run_in_threadpool(ctx.queries.acquire, QUERY_WAIT_SECONDS)
+            async with ctx.query_handle() as store:
+                answer = await ask(
+                    request.question, store=store, settings=ctx.settings, conversation=conversation,
+                    since=request.since, model=request.model, role=request.role, spare=ctx.queries,
+                )
         except StoreBusy as exc:
             return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
-        try:
-            answer = await ask(
-                request.question, store=store, settings=ctx.settings, conversation=conversation,
-                since=request.since, model=request.model, role=request.role, spare=ctx.queries,
-            )
         except ModelConfigError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         except AgentError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
-        finally:
-            ctx.queries.release(store)
         return JSONResponse(answer.model_dump(mode="json"))

@@ -3,7 +3,7 @@
 200 {columns, rows, sql} with the SQL actually run; 400 {error} when the body is not `{"sql": "..."}`,
 the guard refuses the query, ClickHouse rejects it (unknown column, timeout, memory, result bytes), or
 the JSON answer would exceed `api_max_response_bytes`; 503 when `sql_concurrency` queries are already
-running. Each query runs on a handle of its own (ctx.queries), never on the server's.
+running. Each query runs on a handle of its own (ctx.query_handle), never on the server's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from otel_ai.context import QUERY_WAIT_SECONDS, ServerContext
+from otel_ai.context import ServerContext
 from store import StoreBusy
 from tools.result import ToolResult
 from tools.sql import SqlLimits, run_sql
@@ -31,10 +31,6 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
     limits = SqlLimits.from_settings(ctx.settings)
     max_response = ctx.settings.api_max_response_bytes
 
-    def run(sql: str) -> ToolResult:
-        with ctx.queries.handle(QUERY_WAIT_SECONDS) as store:
-            return run_sql(store, sql, limits=limits)
-
     @app.post("/api/sql")
     async def api_sql(request: Request) -> Response:
         raw = await request.body()
@@ -42,12 +38,13 @@ def mount(app: FastAPI, ctx: ServerContext) -> None:
             return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
             body = json.loads(raw or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder recurses
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("sql"), str):
             return JSONResponse({"error": 'send JSON {"sql": "SELECT ..."}'}, status_code=400)
         try:
-            result = await run_in_threadpool(run, body["sql"])
+            async with ctx.query_handle() as store:
+                result: ToolResult = await run_in_threadpool(run_sql, store, body["sql"], limits=limits)
         except StoreBusy as exc:
             return busy_response(exc)
         if not result.ok:

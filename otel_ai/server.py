@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from otel_ai.auth import RequireAuth, auth_required, is_authorized
 from otel_ai.context import QuietUvicorn, ServerContext, Service, bind_socket
+from otel_ai.http_limits import LimitRequestBody
 from otel_ai.settings import Settings
 from store import Store
 from store.migrations import migrate
@@ -68,6 +69,8 @@ def build_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="otel-ai", version="0.1.0")
     app.state.ctx = ctx
     auth_on = auth_required(ctx.settings)  # also refuses malformed tokens before anything listens
+    # added first, so it runs after the auth check: an anonymous /api/* caller gets 401, not 413
+    app.add_middleware(LimitRequestBody, max_bytes=ctx.settings.http_max_request_bytes)
     app.add_middleware(RequireAuth, settings=ctx.settings)
     health_store = ctx.health  # opened now: the first health check must not open connections
 

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     sql_max_rows_to_read: int = Field(500_000_000, ge=1000)
     api_max_response_bytes: int = Field(16 * 1024**2, ge=1024, description="largest JSON body /api/sql returns")
     sql_concurrency: int = Field(2, ge=1, le=16, description="ad-hoc queries running at once (own connections)")
+    http_max_request_bytes: int = Field(
+        1024**2, ge=64 * 1024, description="largest request body of the chat, /api/* and Slack (413 above; "
+        "OTLP has ingest_max_body_bytes)")
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))

@@ -96,11 +96,11 @@ def _line(result: ToolResult, x: str, ys: list[str], series: str | None) -> go.F
         for name in _distinct(result, series)[:MAX_SERIES]:
             pts = [r for r in rows if r.get(series) == name]
             fig.add_trace(go.Scatter(x=[r[x] for r in pts], y=[r.get(ys[0]) for r in pts], mode="lines+markers",
-                                     name=str(name)))
+                                     name=plain(name)))
     else:
         for y in ys[:4]:
             fig.add_trace(go.Scatter(x=[r[x] for r in rows], y=[r.get(y) for r in rows], mode="lines+markers",
-                                     name=axis_label(y, result.units)))
+                                     name=plain(axis_label(y, result.units))))
     return fig
 
 
@@ -113,7 +113,7 @@ def _bar(result: ToolResult, x: str, y: str) -> go.Figure:
     for r in rows:
         key = str(r.get(x))
         best[key] = max(best.get(key, r[y]), r[y])
-    return go.Figure(go.Bar(x=list(best), y=list(best.values())))
+    return go.Figure(go.Bar(x=[plain(k) for k in best], y=list(best.values())))
 
 
 def _heatmap(result: ToolResult, x: str, y: str, z: str) -> go.Figure:
@@ -124,7 +124,8 @@ def _heatmap(result: ToolResult, x: str, y: str, z: str) -> go.Figure:
         sx, sy = str(r.get(x)), str(r.get(y))
         if sx in xs and sy in ys and r.get(z) is not None:
             grid[ys.index(sy)][xs.index(sx)] = r[z]
-    return go.Figure(go.Heatmap(x=xs, y=ys, z=grid, colorbar={"title": {"text": axis_label(z, result.units)}}))
+    return go.Figure(go.Heatmap(x=[plain(v) for v in xs], y=[plain(v) for v in ys], z=grid,
+                                colorbar={"title": {"text": plain(axis_label(z, result.units))}}))
 
 
 def _gantt(result: ToolResult, title: str | None) -> go.Figure | None:
@@ -133,13 +134,14 @@ def _gantt(result: ToolResult, title: str | None) -> go.Figure | None:
     if not needed <= set(result.columns):
         return None
     rows = result.rows[:MAX_GANTT_SPANS]
-    labels = [f"{'  ' * int(r.get('depth') or 0)}{r['service']} {r['operation']}  #{i}" for i, r in enumerate(rows)]
+    labels = [plain(f"{'  ' * int(r.get('depth') or 0)}{r['service']} {r['operation']}  #{i}")
+              for i, r in enumerate(rows)]
     colors = ["#c0392b" if r.get("status") in ("Error", "STATUS_CODE_ERROR") else
               "#1f4e79" if r.get("critical") else "#7fa7d1" for r in rows]
     fig = go.Figure(go.Bar(y=labels, x=[r["duration_ms"] for r in rows], base=[r["offset_ms"] for r in rows],
                            orientation="h", marker={"color": colors}))
     fig.update_layout(
-        title={"text": title or f"Trace waterfall: {len(result.rows)} spans (ms since the trace began)"},
+        title={"text": plain(title or f"Trace waterfall: {len(result.rows)} spans (ms since the trace began)")},
         xaxis_title={"text": axis_label("offset_ms", result.units).replace("offset", "time since trace start")},
         yaxis_title={"text": "span"},
         yaxis={"autorange": "reversed"},
@@ -187,10 +189,10 @@ def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
     if kind == "line" and len(nums) > 1 and not any(len(_distinct(result, c)) <= MAX_SERIES for c in cats):
         default_title = ", ".join(axis_label(n, result.units) for n in nums[:4]) + " over time"
     fig.update_layout(
-        title={"text": title or default_title},
-        xaxis_title={"text": axis_label(x, result.units)},
-        yaxis_title={"text": axis_label(y, result.units) if kind != "line" or len(nums) == 1 or cats
-                     else unit_of(y, result.units) or "value"},
+        title={"text": plain(title or default_title)},
+        xaxis_title={"text": plain(axis_label(x, result.units))},
+        yaxis_title={"text": plain(axis_label(y, result.units) if kind != "line" or len(nums) == 1 or cats
+                                   else unit_of(y, result.units) or "value")},
         template="plotly_white",
         margin={"l": 60, "r": 20, "t": 60, "b": 60},
     )
@@ -205,7 +207,8 @@ def plain(text: object) -> str:
 
 
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, kind: str, **extra: Any) -> go.Figure:  # noqa: ANN401
-    fig.update_layout(title={"text": title}, xaxis_title={"text": x_title}, yaxis_title={"text": y_title},
+    fig.update_layout(title={"text": plain(title)}, xaxis_title={"text": plain(x_title)},
+                      yaxis_title={"text": plain(y_title)},
                       template="plotly_white", margin={"l": 60, "r": 20, "t": 60, "b": 60}, **extra)
     fig.layout.meta = {"chart_kind": kind}
     return fig

@@ -16,6 +16,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from tools.charts import plain
 from tools.result import CLOSE_MARK, OPEN_MARK
 
 MAX_TABLE_ROWS = 50
@@ -204,7 +205,7 @@ def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | 
         depth = int(_pick(span, "depth", 0) or 0)
         service, name = _pick(span, "service", ""), _pick(span, "name", "")
         label = f"{service} {name}".strip()
-        labels.append(f"{i:02d} " + "· " * min(depth, 4) + (label if len(label) <= 44 else label[:43] + "…"))
+        labels.append(plain(f"{i:02d} " + "· " * min(depth, 4) + (label if len(label) <= 44 else label[:43] + "…")))
         starts.append(float(_pick(span, "start", 0) or 0))
         durations.append(max(float(_pick(span, "duration", 0) or 0), 0.01))
         error = str(_pick(span, "status", "")).lower() in ("error", "2", "status_code_error")
@@ -217,7 +218,7 @@ def waterfall_figure(trace: dict[str, Any], max_spans: int = 40) -> go.Figure | 
     ))
     trace_id = str(trace.get("trace_id") or trace.get("TraceId") or "")
     fig.update_layout(
-        title=f"Trace {trace_id[:16]}" if trace_id else "Exemplar trace",
+        title=plain(f"Trace {trace_id[:16]}") if trace_id else "Exemplar trace",
         height=min(120 + 22 * len(spans), 900), margin=dict(l=10, r=30, t=40, b=30),
         xaxis_title="ms since trace start", showlegend=False,
     )

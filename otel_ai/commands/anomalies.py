@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.common import add_data_option, settings_from_args, terminal_text
 from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 
 
@@ -126,6 +126,6 @@ def _print_list(rows: list[dict], as_json: bool) -> int:
         return 0
     for r in rows:
         entity = r["service"] + (f" {r['operation']}" if r["operation"] else "")
-        print(f"{r['window_start'][:19]}  {r['score']:6.2f}  {r['severity']:<8} {r['detector']:<11} {entity}: "
-              f"{r['explanation']}")
+        print(terminal_text(f"{r['window_start'][:19]}  {r['score']:6.2f}  {r['severity']:<8} {r['detector']:<11} "
+                            f"{entity}: {r['explanation']}"))
     return 0

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.common import add_data_option, settings_from_args, terminal_text
 from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 from otel_ai.settings import Settings
 
@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         answer = ask_server(server, args) if server else ask_local(settings, args)
     except SystemExit as exc:
-        print(exc.code, file=sys.stderr)
+        print(terminal_text(str(exc.code)), file=sys.stderr)
         return 1
-    print(json.dumps(answer, indent=2) if args.json else render(answer))
+    # JSON escapes control characters itself; the text names telemetry verbatim
+    print(json.dumps(answer, indent=2) if args.json else terminal_text(render(answer)))
     return 0

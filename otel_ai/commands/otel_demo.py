@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.common import add_data_option, settings_from_args, terminal_text
 from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 
 DEMO_REPO = "https://github.com/open-telemetry/opentelemetry-demo.git"
@@ -171,7 +171,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if missing:
         problems.append(f"no traces from: {', '.join(missing)}")
     print(f"last {minutes} min: traces={counts['traces']} logs={counts['logs']} metric points={counts['metrics']}")
-    print(f"services with traces ({len(services)}): {', '.join(services) or '-'}")
+    print(terminal_text(f"services with traces ({len(services)}): {', '.join(services) or '-'}"))
     if problems:
         for p in problems:
             print(f"FAIL: {p}", file=sys.stderr)

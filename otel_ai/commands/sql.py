@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from otel_ai.commands.common import add_data_option, settings_from_args
+from otel_ai.commands.common import add_data_option, settings_from_args, terminal_text
 from otel_ai.commands.remote import Server, ServerError, find_server, open_store
 from otel_ai.settings import Settings
 from store import StoreError
@@ -54,8 +54,10 @@ def locally(settings: Settings, sql: str) -> dict[str, Any]:
 
 
 def table(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    """Aligned plain text; cells are shortened like the model's view of the same result."""
-    cells = [[format_cell(r.get(c), 60) for c in columns] for r in rows]
+    """Aligned plain text; cells are shortened like the model's view of the same result, and their
+    control characters shown as escapes (telemetry must not drive the terminal)."""
+    cells = [[terminal_text(format_cell(r.get(c), 60)) for c in columns] for r in rows]
+    columns = [terminal_text(c) for c in columns]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
              "  ".join("-" * w for w in widths)]
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         body = via_server(server, args.query) if server else locally(settings, args.query)
     except Refused as exc:
-        print(f"refused: {exc}" if not str(exc).startswith(("refused", "query failed")) else str(exc),
+        print(terminal_text(f"refused: {exc}" if not str(exc).startswith(("refused", "query failed")) else str(exc)),
               file=sys.stderr)
         return 1
     if args.json:

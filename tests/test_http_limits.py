@@ -1,0 +1,138 @@
+"""One request cannot make serve buffer an unbounded body: every body to the chat, `/api/*` and Chainlit's
+own routes is capped (413 with the setting's name), declared or chunked, logged in or not, while OTLP on
+the main port keeps ingest's larger limit. A real serve with API tokens and chat users."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.fixtures.server import ServerProcess, make_server
+
+TOKEN = "tok-limits-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CAP = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    d = tmp_path_factory.mktemp("limits")
+    (d / "data").mkdir()
+    srv = make_server(d / "data", d / "serve.log", env={
+        "OTEL_AI_API_TOKEN": TOKEN, "OTEL_AI_AUTH_USERS": "ann:pw-ann", "OTEL_AI_AUTH_SECRET": "s" * 32,
+        "OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_HTTP_MAX_REQUEST_BYTES": str(CAP)})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def assert_too_large(r: httpx.Response) -> None:
+    assert r.status_code == 413, r.text[:300]
+    assert r.json()["error"] == (f"request body over {CAP:,} bytes (OTEL_AI_HTTP_MAX_REQUEST_BYTES): "
+                                 "send a smaller request")
+
+
+def test_declared_huge_body_is_refused_before_it_is_sent(secured: ServerProcess) -> None:
+    """Chainlit's /set-session-cookie needs no login and reads the whole JSON body: a declared 1 GB gets
+    413 at once, without the server waiting for (or buffering) any of it."""
+    with socket.create_connection(("127.0.0.1", secured.port), timeout=30) as sock:
+        sock.sendall(b"POST /set-session-cookie HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000000\r\n\r\n")
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head
+
+
+def test_anonymous_routes_refuse_large_bodies(secured: ServerProcess) -> None:
+    body = json.dumps({"session_id": "a" * (CAP + 1)})
+    assert_too_large(httpx.post(f"{secured.http_url}/set-session-cookie", content=body,
+                                headers={"content-type": "application/json"}, timeout=60))
+    small = httpx.post(f"{secured.http_url}/set-session-cookie", json={"session_id": "abc"}, timeout=60)
+    assert small.status_code == 200, small.text
+
+
+def test_api_refuses_large_and_chunked_bodies(secured: ServerProcess) -> None:
+    url = f"{secured.http_url}/api/ask"
+    declared = json.dumps({"question": "why is it slow?", "role": "r" * (CAP + 1)})
+    assert_too_large(httpx.post(url, content=declared, headers={**AUTH, "content-type": "application/json"},
+                                timeout=60))
+    chunks = [b'{"question": "why?", "role": "'] + [b"r" * 65536] * 5 + [b'"}']
+    assert_too_large(httpx.post(url, content=iter(chunks), headers={**AUTH, "content-type": "application/json"},
+                                timeout=60))
+    # an anonymous caller learns nothing about sizes: the auth check comes first
+    assert httpx.post(url, content=declared, headers={"content-type": "application/json"},
+                      timeout=60).status_code == 401
+    ok = httpx.post(url, json={"question": "which services are failing?", "model": "builtin"}, headers=AUTH,
+                    timeout=120)
+    assert ok.status_code == 200, ok.text
+
+
+def test_login_still_works(secured: ServerProcess) -> None:
+    r = httpx.post(f"{secured.http_url}/login", data={"username": "ann", "password": "pw-ann"}, timeout=30)
+    assert r.status_code == 200 and r.cookies.get("access_token")
+
+
+def test_otlp_on_the_main_port_keeps_ingests_limit(secured: ServerProcess) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add()
+    span = spans.spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, name="big", start_time_unix_nano=1,
+                           end_time_unix_nano=2)
+    span.attributes.add(key="payload").value.string_value = "x" * (CAP * 2)
+    r = httpx.post(f"{secured.http_url}/v1/traces", content=request.SerializeToString(),
+                   headers={"content-type": "application/x-protobuf"}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def test_deeply_nested_json_is_a_bad_request(secured: ServerProcess) -> None:
+    """90,000 nested arrays (180 kB, under every size cap) overflow Python's JSON decoder: a 400 that
+    says what to send, not a 500 with a traceback in the log."""
+    nested = b'{"sql": ' + b"[" * 90_000 + b"]" * 90_000 + b"}"
+    r = httpx.post(f"{secured.http_url}/api/sql", content=nested, headers={**AUTH, "content-type": "application/json"},
+                   timeout=60)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json() == {"error": 'send JSON {"sql": "SELECT ..."}'}
+
+
+def test_many_waiting_queries_do_not_hold_up_health(secured: ServerProcess) -> None:
+    """60 concurrent queries of about 3 s each on a pool of 2: the ones waiting for a handle (503 after
+    10 s) used to wait inside the 40 worker threads sync routes share, and /healthz waited 9 s for one.
+    Now they wait on the event loop, and every health check meanwhile answers in under 2 s."""
+    import asyncio
+    import time
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add()
+    for i in range(1, 41):
+        spans.spans.add(trace_id=(1000 + i).to_bytes(16, "big"), span_id=i.to_bytes(8, "big"), name="slow",
+                        start_time_unix_nano=time.time_ns(), end_time_unix_nano=time.time_ns() + 1)
+    r = httpx.post(f"{secured.http_url}/v1/traces", content=request.SerializeToString(),
+                   headers={"content-type": "application/x-protobuf"}, timeout=60)
+    assert r.status_code == 200, r.text
+    count = {"sql": "SELECT count() AS n FROM otel_traces WHERE SpanName = 'slow'"}
+    deadline = time.monotonic() + 60
+    while httpx.post(f"{secured.http_url}/api/sql", json=count, headers=AUTH, timeout=30).json()["rows"] != [{"n": 40}]:
+        assert time.monotonic() < deadline, "the spans were not stored within 60 s"
+    slow = {"sql": "SELECT sum(cityHash64(toString(x))) AS s FROM otel_traces ARRAY JOIN range(2000000) AS x "
+                   "WHERE SpanName = 'slow'"}
+
+    async def load() -> tuple[list[int], list[float]]:
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=100)) as client:
+            queries = [asyncio.create_task(client.post(f"{secured.http_url}/api/sql", json=slow, headers=AUTH))
+                       for _ in range(60)]
+            health: list[float] = []
+            while not all(q.done() for q in queries):
+                started = time.monotonic()
+                assert (await client.get(f"{secured.http_url}/healthz")).status_code == 200
+                health.append(time.monotonic() - started)
+            return [(await q).status_code for q in queries], health
+
+    statuses, health = asyncio.run(load())
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    assert max(health) < 2.0, sorted(health)[-5:]
