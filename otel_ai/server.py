@@ -66,7 +66,9 @@ def tune_gc() -> None:
 
 
 def build_app(ctx: ServerContext) -> FastAPI:
-    app = FastAPI(title="otel-ai", version="0.1.0")
+    # no generated API pages: /openapi.json could not describe the routes' responses (a 500), and /docs
+    # listed them to anyone; docs/interfaces.md documents the API
+    app = FastAPI(title="otel-ai", version="0.1.0", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     auth_on = auth_required(ctx.settings)  # also refuses malformed tokens before anything listens
     # added first, so it runs after the auth check: an anonymous /api/* caller gets 401, not 413
