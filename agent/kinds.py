@@ -54,6 +54,14 @@ LISTING = re.compile(r"\b(?:which|what|list|show|all|how many|name|names of|enum
                      re.IGNORECASE)
 OPERATIONS = re.compile(r"\b(?:operations?|endpoints?|routes?|spans? names?|methods?|apis?|calls|rpcs?)\b",
                         re.IGNORECASE)
+# "which pods use the most CPU?", "memory by service", "CPU usage of cart": a resource gauge, ranked. The word
+# names a category of tools.metrics (gauges are found by name in the data, never by a fixed metric name).
+RESOURCE = re.compile(r"\b(cpu|processor|memory|mem|ram|heap|network|bandwidth|disk|filesystem|gc|garbage)\b",
+                      re.IGNORECASE)
+RESOURCE_VIEW = re.compile(r"\b(?:usage|uses?|used|using|utili[sz]ation|consum\w*|per|by|each|every|most|top|"
+                           r"highest|lowest|least|which|show|list|how much|what(?:'s| is| are)?)\b", re.IGNORECASE)
+RESOURCE_CATEGORY = {"processor": "cpu", "mem": "memory", "ram": "memory", "heap": "memory", "bandwidth": "network",
+                     "filesystem": "disk", "garbage": "gc"}
 RANKED = re.compile(r"\b(?:slowest|fastest|busiest|top|worst|most|highest|lowest|least|biggest|rank\w*|which)\b",
                     re.IGNORECASE)
 BY_SERVICE = re.compile(r"\b(?:by|per|for each|for every|each|every|all|across|of all)\s+(?:the\s+)?services?\b|"
@@ -200,6 +208,9 @@ def _classify(deps: AgentDeps) -> Kind | None:
                     else 10)
     if CHANGES.search(low) and not _about_a_measure(low):
         return Kind("changes")
+    if (res := RESOURCE.search(low)) and RESOURCE_VIEW.search(low) and not {"slow", "errors"} & set(q.intents):
+        word = res.group(1).lower()
+        return Kind("resources", measure=RESOURCE_CATEGORY.get(word, word), n=_n(low) if TOP_N.search(low) else 10)
     if (listed := LISTING.search(low)) and not _about_a_measure(low):
         if (listed.group(1) or listed.group(2)) == "services":
             if not q.services:
@@ -330,6 +341,8 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
         calls = [("service_map", {})]
     elif kind.name == "changes":
         calls = [("versions_seen", {}), ("service_overview", {})]
+    elif kind.name == "resources":
+        calls = [("resource_metrics", {"service": service})]
     return [(t, a) for t, a in calls if t in offered and not _done(deps, t, **a)]
 
 
@@ -418,6 +431,7 @@ def conclude(deps: AgentDeps) -> Finding:
         "greeting": _greeting, "thanks": _thanks, "help": _help, "clarify": _clarify, "unknown": _unknown,
         "top_traces": _top_traces, "breakdown": _breakdown, "series": _series, "compare": _compare,
         "logs": _logs, "dependencies": _dependencies, "changes": _changes, "services": _services,
+        "resources": _resources,
     }[kind.name]
     finding = answer(deps, kind)
     deps.context["kind"] = kind.name
@@ -564,6 +578,55 @@ def _services(deps: AgentDeps, kind: Kind) -> Finding:
     table = _breakdown(deps, kind) if active else Finding(answer=_foot(deps))
     follow = ["Who calls whom?", "Show p95 latency by service", "Show the error rate by service"]
     return Finding(answer="\n".join(lines) + "\n\n" + table.answer, follow_ups=follow)
+
+
+def _resources(deps: AgentDeps, kind: Kind) -> Finding:
+    """The gauges of one category (CPU, memory, network ...) per service and pod, highest first, against the
+    baseline; each metric ranked on its own, since their units differ."""
+    from tools.charts import bar_chart
+
+    calls = [c for c in deps.results("resource_metrics") if c.result.ok]
+    every = calls[0].result.rows if calls else []
+    rows = [r for r in every if r["category"] == kind.measure and r["value"] is not None]
+    service = _service(deps)
+    scope = f" of {code(service)}" if service else ""
+
+    def g(v: float | None) -> str:  # four significant digits; large values whole, with thousands separated
+        return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 10_000 else f"{v:.4g}"
+
+    if not rows:
+        names = sorted({r["metric"] for r in every})
+        have = (f" The metrics here are: {', '.join(code(n) for n in names[:12])}." if names else
+                " There are no gauge or sum metrics in this time range.")
+        return Finding(answer=f"No {kind.measure} metric{scope} {_window(deps)}.{have}\n\n{_foot(deps)}",
+                       follow_ups=["What is unusual in the last 15 minutes?"])
+    by_metric: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_metric.setdefault(r["metric"], []).append(r)
+    groups = sorted(by_metric.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:3]
+    lines: list[str] = []
+    for metric, group in groups:
+        group.sort(key=lambda r: -(r["value"] or 0))
+        unit = f" ({group[0]['unit']})" if group[0]["unit"] else ""
+        lines += [f"{code(metric)}{unit}{scope} by pod {_window(deps)}, highest first (the window's average, "
+                  "and the baseline's before it):", "",
+                  "| service | pod / instance | now | before | max in window | |", "|---|---|---|---|---|---|"]
+        lines += [f"| {cell(r['service'] or '-')} | {cell(r['instance'] or '-')} | **{g(r['value'])}** | "
+                  f"{g(r['base_value'])} | {g(r['max'])} | {r['flag']} |" for r in group[:kind.n]]
+        lines += ["", f"{len(group) - kind.n} more not shown."] if len(group) > kind.n else []
+        lines.append("")
+    metric, group = groups[0]
+    top = group[0]
+    lines += [f"Highest: {code(top['instance'] or top['service'])}"
+              + (f" ({code(top['service'])})" if top["service"] and top["instance"] else "")
+              + f" at {g(top['value'])} {top['unit']}.".replace(" .", "."), "", _foot(deps)]
+    title = f"{metric} by pod" + (f" ({group[0]['unit']})" if group[0]["unit"] else "")
+    shown = group[:kind.n]
+    _chart(deps, bar_chart([str(r["instance"] or r["service"]) for r in shown], [r["value"] for r in shown], title,
+                           metric, "pod"), title)
+    owner = top["service"] or (deps.question.services[0] if deps.question.services else "")
+    follow = [f"Is {owner} healthy?", f"Why is {owner} slow?"] if owner else []
+    return Finding(answer="\n".join(lines), follow_ups=[*follow, "What is unusual in the last 15 minutes?"])
 
 
 def _unit(measure: str) -> str:

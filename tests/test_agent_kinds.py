@@ -67,6 +67,11 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("how is the system doing?", None),  # what is unusual (agent.diagnosis)
     ("show logs of all services", "logs"),
     ("what changed in the last hour?", "changes"),
+    ("which pods use the most cpu?", "resources"),
+    ("memory usage by service", "resources"),
+    ("show the network usage of billing", "resources"),
+    ("why is billing's cpu so high?", None),  # a why: the diagnosis
+    ("is the memory of orders growing?", None),
     ("hello", "greeting"),
     ("thanks!", "thanks"),
     ("great, thank you so much!", "thanks"),
@@ -267,6 +272,28 @@ def test_the_operations_a_service_has_busiest_first(incident) -> None:
     assert {r[1] for r in rows} == {op for op, _ in ops}  # ... every one with 5 calls or more
     requests = [int(r[3]) for r in rows]
     assert requests == sorted(requests, reverse=True)  # busiest first
+
+
+def test_which_pods_use_the_most_cpu_is_a_ranking_of_the_gauge(incident) -> None:
+    """A resource question ranks the pods' gauge of that category (found by name in the data), highest first,
+    every value the window's average as SQL computes it; a category the data lacks says what it has."""
+    store, truth = incident
+    answer = ask(store, f"which pods use the most cpu {between(truth)}?")
+    assert [e.tool for e in answer.evidence if e.tool != "run_sql"] == ["resource_metrics"]
+    avg = store.query(
+        "SELECT ResourceAttributes['k8s.pod.name'] AS pod, avg(Value) AS v FROM otel_metrics_gauge WHERE "
+        f"MetricName = 'k8s.pod.cpu.utilization' AND {window_sql(truth).replace('Timestamp', 'TimeUnix')} "
+        "GROUP BY pod ORDER BY v DESC").rows
+    assert avg and answer.answer.startswith("`k8s.pod.cpu.utilization` (1) by pod")
+    table = [[c.strip(" `*") for c in line.split("|")[1:-1]] for line in answer.answer.splitlines()
+             if line.startswith("| `")]
+    assert [r[1] for r in table] == [pod for pod, _ in avg]  # every pod, highest first
+    assert all(float(r[2]) == pytest.approx(v, rel=1e-3) for r, (_, v) in zip(table, avg, strict=True))
+    assert chart_kinds(answer) == ["bar"] and titled_in_words(answer)
+    memory = ask(store, f"memory usage by service {between(truth)}")
+    assert memory.answer.startswith("`k8s.pod.memory.working_set` (By) by pod")
+    disk = ask(store, f"disk usage per pod {between(truth)}")
+    assert disk.answer.startswith("No disk metric") and "`k8s.pod.cpu.utilization`" in disk.answer
 
 
 def test_slowest_traces_of_a_service_are_ranked_and_shown_by_its_span(incident) -> None:
