@@ -54,6 +54,11 @@ LISTING = re.compile(r"\b(?:which|what|list|show|all|how many|name|names of|enum
                      re.IGNORECASE)
 OPERATIONS = re.compile(r"\b(?:operations?|endpoints?|routes?|spans? names?|methods?|apis?|calls|rpcs?)\b",
                         re.IGNORECASE)
+# "what errors happened?", "any errors?", "show me the exceptions": the failures themselves (not a rate, not a
+# diagnosis): failed spans by operation and error logs by pattern
+ERRORS_LIST = re.compile(r"\b(?:what|which|list|show(?: me)?|any|all|were there|are there|have there been)"
+                         r"(?:\s+(?:the|all|recent|new|kinds? of|sorts? of))*\s+(?:errors?|exceptions?|failures?)\b"
+                         r"(?!\s+(?:rates?|%|percent|per|by|over|ratio)\b)", re.IGNORECASE)
 # "which pods use the most CPU?", "memory by service", "CPU usage of cart": a resource gauge, ranked. The word
 # names a category of tools.metrics (gauges are found by name in the data, never by a fixed metric name).
 RESOURCE = re.compile(r"\b(cpu|processor|memory|mem|ram|heap|network|bandwidth|disk|filesystem|gc|garbage)\b",
@@ -208,6 +213,8 @@ def _classify(deps: AgentDeps) -> Kind | None:
                     else 10)
     if CHANGES.search(low) and not _about_a_measure(low):
         return Kind("changes")
+    if ERRORS_LIST.search(low) and not requested_stats(low) and not SERIES.search(low):
+        return Kind("errors", severity="error", n=_n(low) if TOP_N.search(low) else 10)
     if (res := RESOURCE.search(low)) and RESOURCE_VIEW.search(low) and not {"slow", "errors"} & set(q.intents):
         word = res.group(1).lower()
         return Kind("resources", measure=RESOURCE_CATEGORY.get(word, word), n=_n(low) if TOP_N.search(low) else 10)
@@ -341,6 +348,9 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
         calls = [("service_map", {})]
     elif kind.name == "changes":
         calls = [("versions_seen", {}), ("service_overview", {})]
+    elif kind.name == "errors":
+        calls = [("measure_by", {"measure": "errors", "by": "operation", "service": service, "limit": 20}),
+                 ("logs_matching", {"service": service, "min_severity": "error", "text": None, "limit": kind.n})]
     elif kind.name == "resources":
         calls = [("resource_metrics", {"service": service})]
     return [(t, a) for t, a in calls if t in offered and not _done(deps, t, **a)]
@@ -431,7 +441,7 @@ def conclude(deps: AgentDeps) -> Finding:
         "greeting": _greeting, "thanks": _thanks, "help": _help, "clarify": _clarify, "unknown": _unknown,
         "top_traces": _top_traces, "breakdown": _breakdown, "series": _series, "compare": _compare,
         "logs": _logs, "dependencies": _dependencies, "changes": _changes, "services": _services,
-        "resources": _resources,
+        "resources": _resources, "errors": _errors,
     }[kind.name]
     finding = answer(deps, kind)
     deps.context["kind"] = kind.name
@@ -578,6 +588,30 @@ def _services(deps: AgentDeps, kind: Kind) -> Finding:
     table = _breakdown(deps, kind) if active else Finding(answer=_foot(deps))
     follow = ["Who calls whom?", "Show p95 latency by service", "Show the error rate by service"]
     return Finding(answer="\n".join(lines) + "\n\n" + table.answer, follow_ups=follow)
+
+
+def _errors(deps: AgentDeps, kind: Kind) -> Finding:
+    """The failures of the window: spans with an error status by operation, then error logs by pattern (many
+    systems report failures only in their logs)."""
+    calls = [c for c in deps.results("measure_by") if c.result.ok]
+    rows = [r for r in (calls[0].result.rows if calls else []) if r.get("errors")]
+    service = _service(deps)
+    scope = f" in {code(service)}" if service else ""
+    if rows:
+        failed = sum(int(r["errors"]) for r in rows)
+        lines = [f"**{failed} failed spans**{scope} {_window(deps)}, in {len(rows)} operations (most first):", "",
+                 "| service | operation | failed | of requests | error rate |", "|---|---|---|---|---|"]
+        lines += [f"| {cell(r['service'])} | {cell(r['operation'])} | **{int(r['errors'])}** | {r['requests']} | "
+                  f"{r['error_pct']:.3g}% |" for r in rows[:kind.n]]
+        lines += ["", f"{len(rows) - kind.n} more operations not shown."] if len(rows) > kind.n else []
+    else:
+        lines = [f"No span{scope} has an error status {_window(deps)}."]
+    logs = _logs(deps, kind)
+    lines += ["", "Error logs: " + logs.answer[:1].lower() + logs.answer[1:]]
+    top = rows[0]["service"] if rows else (logs.follow_ups[0].removeprefix("Why is ").removesuffix(" failing?")
+                                           if logs.follow_ups else None)
+    follow = [f"Why is {top} failing?", f"Show the failing traces of {top}"] if top else []
+    return Finding(answer="\n".join(lines), follow_ups=[*follow, "Show the error rate by service"])
 
 
 def _resources(deps: AgentDeps, kind: Kind) -> Finding:

@@ -67,6 +67,11 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("how is the system doing?", None),  # what is unusual (agent.diagnosis)
     ("show logs of all services", "logs"),
     ("what changed in the last hour?", "changes"),
+    ("what errors happened in the last 5 minutes?", "errors"),
+    ("any errors?", "errors"),
+    ("show me the exceptions of billing", "errors"),
+    ("errors per minute of billing", "series"),  # a rate or a series is a measure, not the list
+    ("list errors by service", "breakdown"),
     ("which pods use the most cpu?", "resources"),
     ("memory usage by service", "resources"),
     ("show the network usage of billing", "resources"),
@@ -272,6 +277,28 @@ def test_the_operations_a_service_has_busiest_first(incident) -> None:
     assert {r[1] for r in rows} == {op for op, _ in ops}  # ... every one with 5 calls or more
     requests = [int(r[3]) for r in rows]
     assert requests == sorted(requests, reverse=True)  # busiest first
+
+
+def test_what_errors_happened_lists_failed_spans_and_error_logs(root_store) -> None:
+    """"What errors happened?" lists the failures themselves: failed spans by operation (every count checked
+    against SQL, rarely called operations included) and the error logs by pattern."""
+    store = new_database(root_store, "kinds")
+    truth = synth_incident(store, "catalog_errors", seed=4, end=datetime.now(UTC).replace(second=0, microsecond=0))
+    try:
+        answer = ask(store, f"what errors happened {between(truth)}?")
+        failed = store.query(f"SELECT ServiceName, SpanName, countIf(StatusCode = 'Error') AS e FROM otel_traces "
+                             f"WHERE {window_sql(truth)} GROUP BY ServiceName, SpanName HAVING e > 0 "
+                             "ORDER BY e DESC").rows
+        assert failed and answer.answer.startswith(f"**{sum(e for _, _, e in failed)} failed spans**")
+        table = [[c.strip(" `*") for c in line.split("|")[1:-1]] for line in answer.answer.splitlines()
+                 if line.startswith("| `") and "ERROR" not in line]
+        assert sorted((r[0], r[1], int(r[2])) for r in table) == sorted(failed)
+        logs = store.query(f"SELECT count() FROM otel_logs WHERE SeverityText = 'ERROR' AND {window_sql(truth)}").rows
+        assert f"Error logs: **{logs[0][0]}** logs at ERROR or above" in answer.answer
+        assert "GetItem failed: connection refused" in answer.answer
+        assert {e.tool for e in answer.evidence if e.tool != "run_sql"} == {"measure_by", "logs_matching"}
+    finally:
+        store.close()
 
 
 def test_which_pods_use_the_most_cpu_is_a_ranking_of_the_gauge(incident) -> None:

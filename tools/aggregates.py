@@ -103,9 +103,12 @@ def measure_by(
                     GROUP BY service""").dicts()
                 groups = [r for r in groups if r["service"] in has_entry] + whole
         else:
+            # failures are counted wherever they are (a rarely called endpoint that fails is news); a rate or a
+            # percentile needs a few calls to mean anything
+            having = "errors > 0" if measure == "errors" else f"count() >= {MIN_CALLS}"
             groups = logged_query(sql, store, f"""SELECT ServiceName AS service, SpanName AS operation, {exprs}
                 FROM otel_traces WHERE {window.sql_filter()}{_scope(service, None)}
-                GROUP BY service, operation HAVING count() >= {MIN_CALLS}""").dicts()
+                GROUP BY service, operation HAVING {having}""").dicts()
         rows = []
         for g in groups:
             row: dict[str, Any] = {"service": g["service"]}
@@ -120,7 +123,8 @@ def measure_by(
         scope = f" of {service}" if service else ""
         if not rows:
             return ToolResult.build(name, args, sql, [], [], notes=[f"no spans{scope} in {window.label()}"])
-        what = "entry spans per service" if by == "service" else f"operations{scope} with >= {MIN_CALLS} calls"
+        what = ("entry spans per service" if by == "service" else f"operations{scope} with failed spans"
+                if measure == "errors" else f"operations{scope} with >= {MIN_CALLS} calls")
         findings = [f"{label(measure)} per {by} in {window.label()} ({what}), highest first"]
         findings += [f"{r['service']}{' ' + r['operation'] if by == 'operation' else ''}: "
                      f"{label(measure)} {fmt(measure, r[measure])} over {r['requests']} requests" for r in rows[:10]]
