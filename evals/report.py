@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from evals.cases import EvalOutput
 from evals.judge import JUDGE_NAME
 from evals.runner import COUNTERS, SuiteResult
+from otel_ai.commands.common import terminal_text
 
 MAX_LISTED = 20  # failed cases named in the terminal; the reports have them all
 
@@ -55,16 +57,22 @@ def print_table(results: list[SuiteResult], console: Console | None = None) -> N
     console.print(table)
     for r in results:
         for failure in r.failures:
-            console.print(f"[red]below threshold[/red] {r.model}: {failure}")
+            console.print(f"[red]below threshold[/red] {_plain(f'{r.model}: {failure}')}")
     failed = _failed_cases(results)
     for r, case, reasons in failed[:MAX_LISTED]:
-        console.print(f"[red]failed[/red] {r.suite}/{case.name} ({r.model}{_data_end(case)}): {_cell(reasons)}",
-                      highlight=False)
+        where = f"{r.suite}/{case.name} ({r.model}{_data_end(case)})"
+        console.print(f"[red]failed[/red] {_plain(f'{where}: {_cell(reasons)}')}", highlight=False)
     if len(failed) > MAX_LISTED:
         console.print(f"... and {len(failed) - MAX_LISTED} more failed cases (see --report)")
     for r, case, failure in _evaluator_failures(results)[:MAX_LISTED]:
-        console.print(f"[yellow]not evaluated[/yellow] {r.suite}/{case.name} ({r.model}): {failure.error_message}",
-                      highlight=False)
+        where = f"{r.suite}/{case.name} ({r.model})"
+        console.print(f"[yellow]not evaluated[/yellow] {_plain(f'{where}: {failure.error_message}')}", highlight=False)
+
+
+def _plain(text: str) -> str:
+    """Text for the terminal that neither rich nor the terminal acts on: reasons quote answers, and answers
+    quote telemetry ("[link=...]" would become a live link, an ESC sequence would drive the terminal)."""
+    return escape(terminal_text(text))
 
 
 def _failed_cases(results: list[SuiteResult]) -> list[tuple[SuiteResult, Any, str]]:
