@@ -80,6 +80,11 @@ SERIES = re.compile(r"\bover time\b|\bper minute\b|\ba minute\b|\bevery minute\b
                     r"\bminute by minute\b|\beach minute\b|\btrend|\btimeline\b|\btime[- ]series\b|"
                     r"\bover the (?:last|past)\b|\bthrough the (?:last|past)\b|\bhistory of\b|"
                     r"\bline chart\b|\bhow (?:has|did) .* (?:evolve|develop|change) over\b", re.IGNORECASE)
+# "over the last hour" reads as a series ("latency of orders over the last hour") unless the question asks for a
+# value ("what is the p99 of X over the last 10 minutes?": one number, the window's)
+OVER_A_SPAN = re.compile(r"\b(?:over|through) the (?:last|past)\b", re.IGNORECASE)
+ASKS_A_VALUE = re.compile(r"^\s*(?:what(?:'s| is| was| were)|how (?:many|much|high|fast|slow)|tell me)\b",
+                          re.IGNORECASE)
 COMPARE = re.compile(r"\bcompar\w*\b|\bvs\.?\b|\bversus\b|\bago\b|\byesterday\b|\blast week\b|"
                      r"\bthan (?:before|earlier|usual|normal)\b|\bbefore and after\b|\bbefore (?:the )?"
                      r"(?:deploy\w*|release|rollout|version|upgrade)\b|\bbefore " + CLOCK, re.IGNORECASE)
@@ -149,6 +154,14 @@ def _measure(text: str, kind: str) -> str:
     return "p95_ms"
 
 
+def _wants_series(text: str, listing: bool = False) -> bool:
+    """A measure over time: named as such, or "over the last hour" unless the question asks for a value or a
+    list (where it is only the time range)."""
+    if SERIES.search(OVER_A_SPAN.sub(" ", text)):
+        return True
+    return not listing and bool(OVER_A_SPAN.search(text)) and not ASKS_A_VALUE.search(text)
+
+
 def _n(text: str) -> int:
     if m := TOP_N.search(text):
         return max(1, min(int(m.group(1) or m.group(2)), MAX_N))
@@ -213,7 +226,7 @@ def _classify(deps: AgentDeps) -> Kind | None:
                     else 10)
     if CHANGES.search(low) and not _about_a_measure(low):
         return Kind("changes")
-    if ERRORS_LIST.search(low) and not requested_stats(low) and not SERIES.search(low):
+    if ERRORS_LIST.search(low) and not requested_stats(low) and not _wants_series(low, listing=True):
         return Kind("errors", severity="error", n=_n(low) if TOP_N.search(low) else 10)
     if (res := RESOURCE.search(low)) and RESOURCE_VIEW.search(low) and not {"slow", "errors"} & set(q.intents):
         word = res.group(1).lower()
@@ -229,7 +242,7 @@ def _classify(deps: AgentDeps) -> Kind | None:
                     TOP_N.search(low) else 10)
     if COMPARE.search(low) and (_about_a_measure(low) or q.services):
         return Kind("compare", measure=_measure(low, "compare"))
-    if SERIES.search(low) and _about_a_measure(low):
+    if _wants_series(low) and _about_a_measure(low):
         return Kind("series", measure=_measure(low, "series"))
     if BY_OPERATION.search(low) and _about_a_measure(low):
         return Kind("breakdown", measure=_measure(low, "breakdown"), by="operation", n=10)

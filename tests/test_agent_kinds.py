@@ -47,6 +47,8 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("error rate per service since 10:30", "breakdown"),
     ("what are the slowest operations?", "breakdown"),
     ("latency of orders over the last hour", "series"),
+    ("what is the p99 of orders over the last 10 minutes?", None),  # one number: the measures
+    ("what is the p99 of orders per minute over the last 10 minutes?", "series"),
     ("errors per minute", "series"),
     ("compare the p95 of billing with 1 hour ago", "compare"),
     ("Is the error rate of orders higher than before 14:10?", "compare"),
@@ -69,6 +71,7 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("what changed in the last hour?", "changes"),
     ("what errors happened in the last 5 minutes?", "errors"),
     ("any errors?", "errors"),
+    ("what errors happened over the last hour?", "errors"),
     ("show me the exceptions of billing", "errors"),
     ("errors per minute of billing", "series"),  # a rate or a series is a measure, not the list
     ("list errors by service", "breakdown"),
