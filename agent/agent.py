@@ -509,7 +509,7 @@ def _parse_since(since: str | timedelta | None) -> timedelta | None:
 def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
     """Charts for the most telling results (the analyst or model chose what to call)."""
     try:
-        from tools.charts import chart_for
+        from tools.charts import chart_for, figure_json
     except ImportError:  # charts land with the tools; answers do not wait for them
         return []
 
@@ -540,7 +540,7 @@ def build_charts(deps: AgentDeps, limit: int) -> list[ChartSpec]:
                 fig = None
             if fig is not None:
                 title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else name
-                charts.append(ChartSpec(title=str(title), figure=json.loads(fig.to_json())))
+                charts.append(ChartSpec(title=str(title), figure=figure_json(fig)))
                 seen.add(name)
     return charts
 

@@ -419,9 +419,9 @@ def _foot(deps: AgentDeps) -> str:
 
 
 def _chart(deps: AgentDeps, fig: Any, title: str) -> None:  # noqa: ANN401
-    import json
+    from tools.charts import figure_json
 
-    deps.context.setdefault("_charts", []).append(ChartSpec(title=title, figure=json.loads(fig.to_json())))
+    deps.context.setdefault("_charts", []).append(ChartSpec(title=title, figure=figure_json(fig)))
 
 
 def suggest_names(deps: AgentDeps) -> list[str]:
@@ -895,10 +895,8 @@ def symptom_series(deps: AgentDeps, finding: Finding) -> tuple[str, dict[str, An
 
 def symptom_chart(deps: AgentDeps) -> ChartSpec | None:
     """The symptom's series as a line, with the change point marked."""
-    import json
-
     from tools.aggregates import label
-    from tools.charts import line_chart
+    from tools.charts import figure_json, line_chart
 
     calls = [c for c in deps.results("measure_series") if c.result.ok and c.result.rows]
     if not calls:
@@ -919,7 +917,7 @@ def symptom_chart(deps: AgentDeps) -> ChartSpec | None:
                            font={"color": "#c0392b"})
         title = f"{title}: changed ~{at:%H:%M} UTC"
         fig.update_layout(title={"text": title})
-    return ChartSpec(title=title, figure=json.loads(fig.to_json()))
+    return ChartSpec(title=title, figure=figure_json(fig))
 
 
 def charts(deps: AgentDeps) -> list[ChartSpec] | None:

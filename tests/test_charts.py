@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import pytest
 
-from tools.charts import axis_label, chart_for, render_png
+from tools.charts import TEMPLATE, axis_label, bar_chart, chart_for, figure_json, render_png, styled
 from tools.result import ToolResult
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -118,3 +119,16 @@ def test_render_png_times_out_instead_of_hanging(monkeypatch) -> None:
     assert time.monotonic() - started < 2
     with pytest.raises(charts.ChartRenderError, match="unavailable"):
         charts.render_png(fig)
+
+
+def test_an_answers_chart_json_carries_the_template_without_setting_it_on_the_figure() -> None:
+    """figure_json adds the template to the JSON (setting it on a figure deep-copies and validates it): the
+    JSON is exactly that of the figure with the template set, and each chart has its own copy."""
+    fig = bar_chart(["a", "b"], [2.0, 1.0], "p95 by service (ms)", "p95 (ms)", "service")
+    expected = json.loads(bar_chart(["a", "b"], [2.0, 1.0], "p95 by service (ms)", "p95 (ms)", "service")
+                          .update_layout(template=TEMPLATE).to_json())
+    first, second = figure_json(fig), figure_json(fig)
+    assert first == expected and first["layout"]["template"]["layout"]
+    first["layout"]["template"]["layout"]["font"] = {"size": 99}
+    assert second == expected  # no shared template object between answers
+    assert styled(fig).layout.template.layout.paper_bgcolor == "white"

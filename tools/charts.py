@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import functools
+import json
 import threading
 import warnings
 from typing import Any
@@ -145,7 +147,6 @@ def _gantt(result: ToolResult, title: str | None) -> go.Figure | None:
         xaxis_title={"text": axis_label("offset_ms", result.units).replace("offset", "time since trace start")},
         yaxis_title={"text": "span"},
         yaxis={"autorange": "reversed"},
-        template="plotly_white",
         height=max(300, 22 * len(rows) + 120),
         margin={"l": 60, "r": 20, "t": 60, "b": 60},
     )
@@ -193,11 +194,31 @@ def chart_for(result: ToolResult, title: str | None = None) -> go.Figure | None:
         xaxis_title={"text": plain(axis_label(x, result.units))},
         yaxis_title={"text": plain(axis_label(y, result.units) if kind != "line" or len(nums) == 1 or cats
                                    else unit_of(y, result.units) or "value")},
-        template="plotly_white",
         margin={"l": 60, "r": 20, "t": 60, "b": 60},
     )
     fig.layout.meta = {"chart_kind": kind, "tool": result.name}
     return fig
+
+
+TEMPLATE = "plotly_white"
+
+
+@functools.cache
+def _template_text() -> str:
+    return json.dumps(json.loads(go.Figure().update_layout(template=TEMPLATE).to_json())["layout"]["template"])
+
+
+def figure_json(fig: go.Figure) -> dict[str, Any]:
+    """A chart as the JSON an answer carries, in the charts' template. The template is added to the JSON, not
+    set on the figure: setting it deep-copies and validates it, 15 ms of an answer's time per chart."""
+    data = json.loads(fig.to_json())
+    data.setdefault("layout", {})["template"] = json.loads(_template_text())  # in place of Plotly's default
+    return data
+
+
+def styled(fig: go.Figure) -> go.Figure:
+    """A chart drawn as a figure (the chat's own), in the charts' template."""
+    return fig.update_layout(template=TEMPLATE)
 
 
 def plain(text: object) -> str:
@@ -209,7 +230,7 @@ def plain(text: object) -> str:
 def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, kind: str, **extra: Any) -> go.Figure:  # noqa: ANN401
     fig.update_layout(title={"text": plain(title)}, xaxis_title={"text": plain(x_title)},
                       yaxis_title={"text": plain(y_title)},
-                      template="plotly_white", margin={"l": 60, "r": 20, "t": 60, "b": 60}, **extra)
+                      margin={"l": 60, "r": 20, "t": 60, "b": 60}, **extra)
     fig.layout.meta = {"chart_kind": kind}
     return fig
 

@@ -25,6 +25,7 @@ from chat.web import render, runtime
 from chat.web.render import safe_markdown as safe
 from otel_ai.context import QUERY_WAIT_SECONDS
 from store import Store, StoreBusy
+from tools.charts import styled
 from tools.result import ToolResult
 from tools.sql import SqlLimits, run_sql
 
@@ -192,7 +193,7 @@ async def open_dashboard(action: cl.Action) -> None:
 
 
 def plotly(fig: Any, name: str) -> cl.Plotly:  # noqa: ANN401
-    return cl.Plotly(name=name, figure=fig, display="inline", size="large")
+    return cl.Plotly(name=name, figure=styled(fig), display="inline", size="large")
 
 
 class LiveRun:
@@ -236,8 +237,8 @@ async def finish_tool_step(step: cl.Step, evidence: Evidence) -> None:
                             rows=evidence.rows)
         fig = await asyncio.to_thread(render.chart_or_none, result)
         if fig is not None:
-            step.elements = [cl.Plotly(name=f"{evidence.tool} chart", figure=fig, display="inline", size="medium",
-                                       for_id=step.id)]
+            step.elements = [cl.Plotly(name=f"{evidence.tool} chart", figure=styled(fig), display="inline",
+                                       size="medium", for_id=step.id)]
     step.output = safe(output)
     step.is_error = not evidence.ok
     step.end = utc_now()
