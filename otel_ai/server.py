@@ -88,6 +88,7 @@ def build_app(ctx: ServerContext) -> FastAPI:
             ingest = ctx.services.get("ingest")
             if ingest is not None and hasattr(ingest, "stats"):
                 body["ingest"] = ingest.stats()  # per signal: requests, accepted, rejected, stored, failures
+            body["queries"] = ctx.queries.stats()  # pooled handles in use, callers waiting for one
             memory = ctx.services.get("memory")
             if memory is not None and hasattr(memory, "stats"):
                 body["memory"] = memory.stats()  # resident size, releases of freed memory and what they gave back
