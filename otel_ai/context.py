@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import uvicorn
-from starlette.concurrency import run_in_threadpool
 
 from otel_ai.settings import Settings
-from store import Store, StoreBusy, StorePool
+from store import Store, StorePool
 
 
 class Service(Protocol):
@@ -42,7 +40,6 @@ class ServerContext:
     state: dict[str, Any] = field(default_factory=dict)
     _queries: StorePool | None = None
     _health: Store | None = None
-    _waiting_room: asyncio.Semaphore | None = None
 
     @property
     def queries(self) -> StorePool:
@@ -50,28 +47,11 @@ class ServerContext:
             self._queries = StorePool(self.store, self.settings.sql_concurrency)
         return self._queries
 
-    @contextlib.asynccontextmanager
-    async def query_handle(self) -> AsyncIterator[Store]:
-        """A pooled handle for one HTTP request (`/api/sql`, `/api/ask`); StoreBusy after
-        QUERY_WAIT_SECONDS.
-
-        Callers wait on the event loop, not in a worker thread: waiting in `queries.acquire` held one of
-        the 40 threads sync routes share, so 60 concurrent queries kept `/healthz` waiting 9 s. Only
-        callers that will get a handle at once go on to the (blocking) pool."""
-        if self._waiting_room is None:
-            self._waiting_room = asyncio.Semaphore(self.queries.size)
-        try:
-            await asyncio.wait_for(self._waiting_room.acquire(), QUERY_WAIT_SECONDS)
-        except TimeoutError:
-            raise StoreBusy(f"{self.queries.size} queries are already running: try again in a few seconds") from None
-        try:
-            store = await run_in_threadpool(self.queries.acquire, QUERY_WAIT_SECONDS)
-            try:
-                yield store
-            finally:
-                self.queries.release(store)
-        finally:
-            self._waiting_room.release()
+    def query_handle(self) -> contextlib.AbstractAsyncContextManager[Store]:
+        """A pooled handle for one request of the HTTP API, the chat or Slack; StoreBusy after
+        QUERY_WAIT_SECONDS. The caller waits on the event loop, not in a worker thread
+        (StorePool.wait_handle)."""
+        return self.queries.wait_handle(QUERY_WAIT_SECONDS)
 
     @property
     def health(self) -> Store:

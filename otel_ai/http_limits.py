@@ -4,12 +4,15 @@ Starlette reads a whole body into memory when a route asks for it (`request.body
 a pydantic body), and some routes are open without a login (Chainlit's `/set-session-cookie`,
 `/login`): one 400 MB POST grew serve by 1.8 GB. So every body is counted here as it arrives and
 refused with 413 once it passes `http_max_request_bytes`; a declared Content-Length over the cap is
-refused before a byte of the body is read. OTLP on the main port (`/v1/*`) is left to ingest, which
-has its own, larger body and in-flight limits.
+refused before a byte of the body is read. A body must also arrive within `http_body_timeout_seconds`
+(408 after): uvicorn waits for body bytes for ever, so clients sending a byte every few seconds each kept
+a connection, its file descriptor and a task open for as long as they liked. OTLP on the main port
+(`/v1/*`) is left to ingest, which has its own, larger body and in-flight limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,12 +29,15 @@ async def _refuse(send: Send, status: int, error: str) -> None:
 
 
 class LimitRequestBody:
-    """ASGI middleware: reads each HTTP request's body (at most `max_bytes`) before the app runs, then
-    hands it over in one message; 413 above the cap, 400 for a malformed Content-Length."""
+    """ASGI middleware: reads each HTTP request's body (at most `max_bytes`, within `timeout` seconds)
+    before the app runs, then hands it over in one message; 413 above the cap, 408 when it is too slow,
+    400 for a malformed Content-Length."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt: tuple[str, ...] = (OTLP_PREFIX,)) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0,
+                 exempt: tuple[str, ...] = (OTLP_PREFIX,)) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
         self.exempt = exempt
 
     def _too_large(self) -> str:
@@ -56,18 +62,27 @@ class LimitRequestBody:
                 return
         chunks: list[bytes] = []
         total = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away: nobody to answer
-                return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_bytes:  # chunked, or more than declared
-                await _refuse(send, 413, self._too_large())
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout):  # one deadline for the whole body, not per chunk
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away: nobody to answer
+                        return
+                    chunk = message.get("body", b"")
+                    total += len(chunk)
+                    if total > self.max_bytes:  # chunked, or more than declared
+                        break
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _refuse(send, 408, f"request body not complete after {self.timeout:g} s "
+                                     f"(OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS; {total:,} bytes arrived): send the "
+                                     "body without pauses")
+            return
+        if total > self.max_bytes:
+            await _refuse(send, 413, self._too_large())
+            return
         whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         async def replay() -> Message:

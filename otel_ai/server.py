@@ -72,7 +72,8 @@ def build_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     auth_on = auth_required(ctx.settings)  # also refuses malformed tokens before anything listens
     # added first, so it runs after the auth check: an anonymous /api/* caller gets 401, not 413
-    app.add_middleware(LimitRequestBody, max_bytes=ctx.settings.http_max_request_bytes)
+    app.add_middleware(LimitRequestBody, max_bytes=ctx.settings.http_max_request_bytes,
+                       timeout=ctx.settings.http_body_timeout_seconds)
     app.add_middleware(RequireAuth, settings=ctx.settings)
     health_store = ctx.health  # opened now: the first health check must not open connections
 
@@ -87,6 +88,7 @@ def build_app(ctx: ServerContext) -> FastAPI:
             ingest = ctx.services.get("ingest")
             if ingest is not None and hasattr(ingest, "stats"):
                 body["ingest"] = ingest.stats()  # per signal: requests, accepted, rejected, stored, failures
+            body["queries"] = ctx.queries.stats()  # pooled handles in use, callers waiting for one
             memory = ctx.services.get("memory")
             if memory is not None and hasattr(memory, "stats"):
                 body["memory"] = memory.stats()  # resident size, releases of freed memory and what they gave back

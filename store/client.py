@@ -7,10 +7,13 @@ ClickHouse server. Everything else in otel-ai reaches ClickHouse only through `S
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -336,27 +339,92 @@ class StorePool:
         self._idle: queue.LifoQueue[Store] = queue.LifoQueue()
         self._all: list[Store] = []
         self._lock = threading.Lock()
+        self._busy = 0
+        self._waiting = 0
+        # per event loop (asyncio primitives belong to one): at most `size` async callers go on to `acquire`
+        self._rooms: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary())
+
+    def _count(self, busy: int = 0, waiting: int = 0) -> None:
+        with self._lock:
+            self._busy += busy
+            self._waiting += waiting
+
+    def stats(self) -> dict[str, int]:
+        """Handles in use and callers waiting for one (a crowd of waiters shows in /healthz)."""
+        with self._lock:
+            return {"size": self.size, "busy": self._busy, "waiting": self._waiting}
+
+    def _busy_error(self) -> StoreBusy:
+        return StoreBusy(f"{self.size} queries are already running: try again in a few seconds")
 
     def acquire(self, timeout: float) -> Store:
-        """A handle for one query or one answer; StoreBusy when none frees up within `timeout` seconds."""
-        if not self._slots.acquire(timeout=timeout):
-            raise StoreBusy(f"{self.size} queries are already running: try again in a few seconds")
+        """A handle for one query or one answer; StoreBusy when none frees up within `timeout` seconds.
+        Blocks the calling thread: callers on an event loop use `wait_handle`."""
+        if not self._slots.acquire(blocking=False):
+            self._count(waiting=1)
+            try:
+                if not self._slots.acquire(timeout=timeout):
+                    raise self._busy_error()
+            finally:
+                self._count(waiting=-1)
         try:
-            return self._idle.get_nowait()
+            store = self._idle.get_nowait()
         except queue.Empty:
-            pass
-        try:
-            store = self._base.clone()
-        except BaseException:
-            self._slots.release()
-            raise
-        with self._lock:
-            self._all.append(store)
+            try:
+                store = self._base.clone()
+            except BaseException:
+                self._slots.release()
+                raise
+            with self._lock:
+                self._all.append(store)
+        self._count(busy=1)
         return store
 
     def release(self, store: Store) -> None:
+        self._count(busy=-1)
         self._idle.put(store)
         self._slots.release()
+
+    @contextlib.asynccontextmanager
+    async def wait_handle(self, timeout: float) -> AsyncIterator[Store]:
+        """`handle` for a caller on an event loop (HTTP API, chat, Slack); StoreBusy after `timeout` seconds.
+
+        The wait is on the loop, not in a worker thread: callers waiting in `acquire` inside
+        `asyncio.to_thread` or Starlette's threadpool held threads that sync routes, the chat's history and
+        Slack's thread memory share (60 waiting `/api/sql` calls kept `/healthz` waiting 9 s). Only the
+        `size` callers admitted here go on to `acquire` in a thread, where they wait only while an answer
+        borrows an idle handle for one tool call (agent.deps.Handles)."""
+        loop = asyncio.get_running_loop()
+        room = self._rooms.get(loop)
+        if room is None:
+            room = self._rooms[loop] = asyncio.Semaphore(self.size)
+        started = time.monotonic()
+        self._count(waiting=1)
+        try:
+            await asyncio.wait_for(room.acquire(), timeout)
+        except TimeoutError:
+            raise self._busy_error() from None
+        finally:
+            self._count(waiting=-1)
+        try:
+            taking = asyncio.ensure_future(
+                asyncio.to_thread(self.acquire, max(0.0, timeout - (time.monotonic() - started))))
+            try:
+                store = await asyncio.shield(taking)
+            except asyncio.CancelledError:  # the caller left (a closed chat tab): the thread may still get one
+                taking.add_done_callback(self._release_taken)
+                raise
+            try:
+                yield store
+            finally:
+                self.release(store)
+        finally:
+            room.release()
+
+    def _release_taken(self, taking: asyncio.Future[Store]) -> None:
+        if not taking.cancelled() and taking.exception() is None:
+            self.release(taking.result())
 
     @contextlib.contextmanager
     def handle(self, timeout: float) -> Iterator[Store]:

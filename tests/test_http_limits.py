@@ -16,6 +16,7 @@ from tests.fixtures.server import ServerProcess, make_server
 TOKEN = "tok-limits-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP = 256 * 1024
+BODY_TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     (d / "data").mkdir()
     srv = make_server(d / "data", d / "serve.log", env={
         "OTEL_AI_API_TOKEN": TOKEN, "OTEL_AI_AUTH_USERS": "ann:pw-ann", "OTEL_AI_AUTH_SECRET": "s" * 32,
-        "OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_HTTP_MAX_REQUEST_BYTES": str(CAP)})
+        "OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_HTTP_MAX_REQUEST_BYTES": str(CAP),
+        "OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT)})
     srv.start()
     yield srv
     srv.stop()
@@ -44,6 +46,50 @@ def test_declared_huge_body_is_refused_before_it_is_sent(secured: ServerProcess)
                      b"Content-Length: 1000000000\r\n\r\n")
         head = sock.recv(4096)
     assert head.startswith(b"HTTP/1.1 413"), head
+
+
+def trickle_until_answered(port: int, head: bytes, first: bytes, within: float) -> tuple[bytes, float]:
+    """Send `head` and `first`, then one more body byte every 0.5 s (a slow client that never finishes)
+    until the server answers; returns the whole answer (up to the server closing the connection) and the
+    seconds its first bytes took. Waiting is on the socket (recv with a timeout), so the server's answer
+    is seen as soon as it arrives."""
+    import time
+
+    with socket.create_connection(("127.0.0.1", port), timeout=within) as sock:
+        started = time.monotonic()
+        sock.sendall(head + first)
+        sock.settimeout(0.5)
+        while time.monotonic() - started < within:
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                try:
+                    sock.sendall(b" ")
+                except OSError:  # the server closed the connection: read what it said
+                    pass
+                continue
+            took = time.monotonic() - started
+            sock.settimeout(5)
+            while more := sock.recv(65536):  # the rest, until the server closes the connection
+                answer += more
+            return answer, took
+    raise AssertionError(f"no answer within {within} s to a body that never completes")
+
+
+@pytest.mark.parametrize("path,auth", [("/set-session-cookie", b""),
+                                       ("/api/sql", f"Authorization: Bearer {TOKEN}\r\n".encode())])
+def test_a_slow_body_gets_408_at_the_deadline(secured: ServerProcess, path: str, auth: bytes) -> None:
+    """A client that declares a body and trickles it kept a connection, its file descriptor and a task open
+    for as long as it went on (uvicorn waits for body bytes for ever): now the body has
+    OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS to arrive, logged in or not, then 408 and the connection closes."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Content-Length: 100000\r\n").encode() + auth + b"\r\n"
+    answer, took = trickle_until_answered(secured.port, head, b'{"sql": "', within=BODY_TIMEOUT + 10)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert BODY_TIMEOUT - 0.5 < took < BODY_TIMEOUT + 5, took
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["error"].startswith(f"request body not complete after {BODY_TIMEOUT:g} s "
+                                    "(OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS; "), body
 
 
 def test_anonymous_routes_refuse_large_bodies(secured: ServerProcess) -> None:

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from typing import Protocol
 
 import httpx
@@ -48,15 +48,13 @@ class LocalAgent:
         if self.queries is None:
             answer = await ask(question, store=self.store, settings=self.settings, conversation=conversation)
         else:
-            try:
-                handle = await asyncio.to_thread(self.queries.acquire, self.wait)
-            except StoreBusy as exc:
-                raise AgentError(f"the server is busy ({exc})") from None
-            try:
+            async with contextlib.AsyncExitStack() as stack:
+                try:  # waits on the event loop, not in a thread (StorePool.wait_handle)
+                    handle = await stack.enter_async_context(self.queries.wait_handle(self.wait))
+                except StoreBusy as exc:
+                    raise AgentError(f"the server is busy ({exc})") from None
                 answer = await ask(question, store=handle, settings=self.settings, conversation=conversation,
                                    spare=self.queries)
-            finally:
-                self.queries.release(handle)
         await self.threads.save(channel, thread_ts, conversation)
         return answer
 

@@ -7,6 +7,7 @@ Loaded by Chainlit from its file path (chat.web.mount), after `chat.web.runtime.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,7 +24,6 @@ from agent.streaming import AgentEvent, AnswerDelta, ToolFinished, ToolStarted
 from chat import dashboards
 from chat.web import render, runtime
 from chat.web.render import safe_markdown as safe
-from otel_ai.context import QUERY_WAIT_SECONDS
 from store import Store, StoreBusy
 from tools.charts import styled
 from tools.result import ToolResult
@@ -252,15 +252,13 @@ async def answer_question(question: str) -> None:
     conversation: Conversation = cl.user_session.get("conversation") or Conversation(
         id=cl.context.session.thread_id)
     started = time.perf_counter()
-    try:  # the answer's queries run on a handle of their own: they never hold up chat history or health
-        store = await asyncio.to_thread(RT.ctx.queries.acquire, QUERY_WAIT_SECONDS)
-    except StoreBusy as exc:
-        await cl.Message(content=f"**The server is busy:** {exc}").send()
-        return
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        try:  # the answer's queries run on a handle of their own: they never hold up chat history or health
+            store = await stack.enter_async_context(RT.ctx.query_handle())  # waits on the loop, not a thread
+        except StoreBusy as exc:
+            await cl.Message(content=f"**The server is busy:** {exc}").send()
+            return
         await investigate(question, conversation, p, started, store)
-    finally:
-        RT.ctx.queries.release(store)
 
 
 async def investigate(question: str, conversation: Conversation, p: dict[str, Any], started: float,
@@ -350,18 +348,14 @@ async def sql_console(sql: str) -> None:
         await cl.Message(content="Usage: `/sql SELECT ServiceName, count() FROM otel_traces GROUP BY ServiceName`"
                          ).send()
         return
-    try:
-        result = await asyncio.to_thread(pooled_sql, sql)
-    except StoreBusy as exc:
-        await cl.Message(content=f"**The server is busy:** {exc}").send()
-        return
+    async with contextlib.AsyncExitStack() as stack:
+        try:  # a pooled handle of its own, waited for on the loop (not in a thread), under the ad-hoc limits
+            store = await stack.enter_async_context(RT.ctx.query_handle())
+        except StoreBusy as exc:
+            await cl.Message(content=f"**The server is busy:** {exc}").send()
+            return
+        result = await asyncio.to_thread(run_sql, store, sql, limits=SqlLimits.from_settings(SETTINGS))
     await show_tool_result(result, "SQL result")
-
-
-def pooled_sql(sql: str) -> ToolResult:
-    """The console's query on a pooled handle of its own, under the ad-hoc SQL limits."""
-    with RT.ctx.queries.handle(QUERY_WAIT_SECONDS) as store:
-        return run_sql(store, sql, limits=SqlLimits.from_settings(SETTINGS))
 
 
 # ---- dashboards -----------------------------------------------------------------------------

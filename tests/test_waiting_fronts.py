@@ -1,0 +1,181 @@
+"""Chat and Slack callers waiting for a store handle must not take threads others need.
+
+With one pooled handle held by a long query, dozens of chat `/sql` messages and Slack questions wait for it
+(up to 10 s, then "busy"). They used to wait inside `asyncio.to_thread`, i.e. in the event loop's default
+executor (min(32, cores + 4) threads: 6 here), which the chat's history, sign-in and Slack's thread memory
+also use: a chat sign-in then waited for the crowd. Now they wait on the event loop (StorePool.wait_handle),
+and `/healthz` and a chat sign-in each answer in under 2 s meanwhile. A real serve, the chat driven over its
+socket.io protocol as the browser drives it, Slack events signed and answered through the fake Slack API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import socketio
+
+from otel_ai.context import QUERY_WAIT_SECONDS
+from tests.fakes.slack_api import FakeSlack
+from tests.fixtures.server import ServerProcess, make_server
+from tests.fixtures.slack import fake_slack, mention, message_text, new_ts, signature_headers, slack_env  # noqa: F401
+
+CHANNEL = "C0WAITING"
+ALICE = "U0ALICE"
+WAITERS = 12  # of each kind: together four times the default executor's threads on 2 cores
+BUSY = "The server is busy"
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory, fake_slack: FakeSlack) -> Iterator[ServerProcess]:  # noqa: F811
+    root = tmp_path_factory.mktemp("waiting")
+    (root / "data").mkdir()
+    env = slack_env(fake_slack, OTEL_AI_SQL_CONCURRENCY="1", OTEL_AI_ANOMALY_ENABLED="false",
+                    OTEL_AI_SQL_MAX_EXECUTION_TIME="60",
+                    OTEL_AI_SLACK_ALLOWED_CHANNELS=CHANNEL, OTEL_AI_SLACK_ALLOWED_USERS=ALICE)
+    server = make_server(root / "data", root / "serve.log", env).start()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop(30)
+        except Exception:
+            server.kill()
+
+
+def store_slow_spans(base: str) -> dict[str, str]:
+    """40 spans to multiply into a long query; returns that query's body for /api/sql."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add()
+    for i in range(1, 41):
+        spans.spans.add(trace_id=(2000 + i).to_bytes(16, "big"), span_id=i.to_bytes(8, "big"), name="slow",
+                        start_time_unix_nano=time.time_ns(), end_time_unix_nano=time.time_ns() + 1)
+    r = httpx.post(f"{base}/v1/traces", content=request.SerializeToString(),
+                   headers={"content-type": "application/x-protobuf"}, timeout=60)
+    assert r.status_code == 200, r.text
+    count = {"sql": "SELECT count() AS n FROM otel_traces WHERE SpanName = 'slow'"}
+    deadline = time.monotonic() + 60
+    while httpx.post(f"{base}/api/sql", json=count, timeout=30).json()["rows"] != [{"n": 40}]:
+        assert time.monotonic() < deadline, "the spans were not stored within 60 s"
+    # 15-25 s on one core (more under load): longer than a waiter's 10 s
+    return {"sql": "SELECT sum(cityHash64(toString(x), toString(y))) AS s FROM otel_traces "
+                   "ARRAY JOIN range(5000) AS x ARRAY JOIN range(5000) AS y WHERE SpanName = 'slow'"}
+
+
+async def pool_stats(client: httpx.AsyncClient) -> dict[str, int]:
+    """/healthz's view of the query pool: handles in use and callers waiting for one."""
+    r = await client.get(f"{client.base_url}/healthz")
+    assert r.status_code == 200, r.text
+    return r.json()["queries"]
+
+
+class ChatSession:
+    """One chat tab as the browser drives it: sign in (POST /auth/header), connect over socket.io, send a
+    message, collect what the chat sends back."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.outputs: list[str] = []
+        self.thread_id = str(uuid.uuid4())
+        self.sio.on("new_message", self._on_message)
+
+    async def _on_message(self, step: dict) -> None:
+        self.outputs.append(str(step.get("output") or ""))
+
+    async def open(self, client: httpx.AsyncClient) -> None:
+        r = await client.post(f"{self.base}/auth/header")
+        assert r.status_code == 200, r.text
+        cookie = "; ".join(f"{k}={v}" for k, v in r.cookies.items())
+        await self.sio.connect(self.base, headers={"Cookie": cookie}, transports=["websocket"],
+                               socketio_path="/ws/socket.io", auth={
+                                   "clientType": "webapp", "sessionId": str(uuid.uuid4()),
+                                   "threadId": self.thread_id, "userEnv": "{}", "chatProfile": None})
+        await self.sio.emit("connection_successful")
+
+    async def send(self, text: str) -> None:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        await self.sio.emit("client_message", {"message": {
+            "id": str(uuid.uuid4()), "threadId": self.thread_id, "createdAt": now, "output": text,
+            "type": "user_message", "name": "User"}, "fileReferences": None})
+
+    def reply(self) -> str | None:
+        """The console's answer: the table ("N rows."), the busy message, or an error."""
+        return next((o for o in self.outputs if BUSY in o or " rows." in o or "went wrong" in o), None)
+
+
+def slack_busy(fake: FakeSlack, ts: str) -> str | None:
+    """The text that replaced this question's "looking…" reply, once it has."""
+    placeholders = {c.result.get("ts") for c in fake.calls_to("chat.postMessage")
+                    if c.args.get("channel") == CHANNEL and c.args.get("thread_ts") == ts}
+    done = [message_text(c.args) for c in fake.calls_to("chat.update")
+            if c.args.get("ts") in placeholders and "Looking into it" not in str(c.args.get("text"))]
+    return done[-1] if done else None
+
+
+def test_waiting_chat_and_slack_callers_leave_health_and_sign_in_alone(serve: ServerProcess,
+                                                                      fake_slack: FakeSlack) -> None:  # noqa: F811
+    """Measured before the change: with 24 waiters of each kind, a chat sign-in took 44 s (only 6 callers
+    could wait at once, the rest queued in the executor with the sign-in); /healthz (a sync route, on
+    Starlette's own threads) stayed fast either way."""
+    slow = store_slow_spans(serve.http_url)
+
+    async def timed(request: Awaitable[httpx.Response]) -> float:
+        started = time.monotonic()
+        try:
+            r = await asyncio.wait_for(request, 5)
+        except TimeoutError:
+            return float("inf")
+        assert r.status_code == 200, r.text
+        return time.monotonic() - started
+
+    async def load() -> tuple[list[str | None], list[str | None], list[float], list[float], int]:
+        async with httpx.AsyncClient(base_url=serve.http_url, timeout=60,
+                                     limits=httpx.Limits(max_connections=200)) as client:
+            sessions = [ChatSession(serve.http_url) for _ in range(WAITERS)]
+            await asyncio.gather(*(s.open(client) for s in sessions))  # signed in and connected, before the load
+            holder = asyncio.create_task(client.post("/api/sql", json=slow))
+            while (await pool_stats(client))["busy"] < 1:  # the long query holds the only handle
+                assert not holder.done(), holder.result().text
+            sent = time.monotonic()
+            await asyncio.gather(*(s.send("/sql SELECT count() AS n FROM otel_traces") for s in sessions))
+            questions = [new_ts() for _ in range(WAITERS)]
+            for ts in questions:
+                body = mention("which services are failing?", CHANNEL, ALICE, ts)
+                r = await client.post("/slack/events", content=body, headers={
+                    "Content-Type": "application/json", **signature_headers(body)})
+                assert r.status_code == 200, r.text
+            health: list[float] = []
+            sign_in: list[float] = []  # while the crowd waits: after its own messages are stored, before "busy"
+            waiting = 0
+            deadline = time.monotonic() + 180
+            while not (all(s.reply() for s in sessions) and all(slack_busy(fake_slack, ts) for ts in questions)):
+                assert time.monotonic() < deadline, "the waiting callers were not all answered within 180 s"
+                started = time.monotonic()
+                waiting = max(waiting, (await pool_stats(client))["waiting"])
+                health.append(time.monotonic() - started)
+                started = time.monotonic()
+                took = await timed(client.post("/auth/header"))
+                if sent + 3 < started < sent + QUERY_WAIT_SECONDS - 2 and not holder.done():
+                    sign_in.append(took)
+            held = await holder
+            assert held.status_code == 200, held.text
+            for s in sessions:
+                await s.sio.disconnect()
+            chat = [s.reply() for s in sessions]
+            return chat, [slack_busy(fake_slack, ts) for ts in questions], health, sign_in, waiting
+
+    chat, slack, health, sign_in, waiting = asyncio.run(load())
+    assert max(health) < 2.0, sorted(health)[-5:]
+    assert len(sign_in) >= 3 and max(sign_in) < 2.0, sign_in
+    # the crowd really waited, all at once, and was told the server is busy as before (after QUERY_WAIT_SECONDS)
+    assert waiting >= 2 * WAITERS, waiting
+    assert sum(BUSY in (r or "") for r in chat) >= WAITERS // 2, chat
+    assert sum("the server is busy" in (r or "") for r in slack) >= WAITERS // 2, slack
