@@ -76,14 +76,17 @@ class IngestError(Exception):
         "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
         "unavailable": grpc.StatusCode.UNAVAILABLE,
         "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+        "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
     }
-    HTTP = {"invalid": 400, "too_large": 413, "exhausted": 429, "unavailable": 503, "unauthenticated": 401}
+    HTTP = {"invalid": 400, "too_large": 413, "exhausted": 429, "unavailable": 503, "unauthenticated": 401,
+            "timeout": 408}
     RPC_CODE = {
         "invalid": Code.INVALID_ARGUMENT,
         "too_large": Code.RESOURCE_EXHAUSTED,
         "exhausted": Code.RESOURCE_EXHAUSTED,
         "unavailable": Code.UNAVAILABLE,
         "unauthenticated": Code.UNAUTHENTICATED,
+        "timeout": Code.DEADLINE_EXCEEDED,
     }
 
     def __init__(self, kind: str, message: str) -> None:
@@ -130,6 +133,7 @@ class IngestService:
         self._inflight_lock = threading.Lock()  # decompression charges bytes from worker threads
         self._started: dict[object, float] = {}  # requests being decoded or committed -> since when
         self.max_wait_seconds = s.ingest_max_wait_seconds
+        self.body_timeout = s.http_body_timeout_seconds
         self._decoding = 0
         self._counters = _Counters()
         self._stats_lock = threading.Lock()
@@ -230,8 +234,10 @@ class IngestService:
             raise self._refuse(IngestError("unauthenticated", "invalid bearer token"))
 
     @contextlib.contextmanager
-    def admit(self, size: int) -> Iterator[Admission]:
+    def admit(self, size: int, declared: int = 0) -> Iterator[Admission]:
         """Reserve `size` bytes in flight or refuse with RESOURCE_EXHAUSTED / 429; the reservation can grow.
+        A body still to arrive is only `declared` (checked against the body limit): its bytes are reserved as
+        they come, so an upload that declares much and sends slowly holds no more than it sent.
 
         Also refused while the oldest request being decoded or committed has waited longer than
         `max_wait_seconds` (uploads still arriving do not count): under overload new requests get a quick
@@ -239,8 +245,9 @@ class IngestService:
         """
         if not self._accepting:
             raise self._refuse(IngestError("unavailable", "otel-ai is shutting down; retry later"))
-        if size > self.max_body:
-            raise self._refuse(IngestError("too_large", f"request body of {size} bytes exceeds {self.max_body}"))
+        if max(size, declared) > self.max_body:
+            raise self._refuse(IngestError("too_large", f"request body of {max(size, declared)} bytes exceeds "
+                                                        f"{self.max_body}"))
         now = time.monotonic()
         if self._started and now - min(self._started.values()) > self.max_wait_seconds:
             waited = now - min(self._started.values())
@@ -427,13 +434,22 @@ class IngestService:
                 size = int(declared) if declared is not None else 0
             except ValueError:
                 raise IngestError("invalid", f"bad content-length {declared!r}") from None
-            with self.admit(size) as admission:
-                body = await self._read_body(receive, admission)
+            with self.admit(0, declared=size) as admission:
+                try:
+                    async with asyncio.timeout(self.body_timeout):  # one deadline for the whole body
+                        body = await self._read_body(receive, admission)
+                except TimeoutError:
+                    raise self._refuse(IngestError(
+                        "timeout", f"request body not complete after {self.body_timeout:g} s "
+                                   f"(OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS; {admission.held:,} bytes arrived): send "
+                                   "the body without pauses")) from None
                 rows = await self.export(
                     signal, body, "json" if as_json else "proto", gzip=encoding == "gzip", admission=admission
                 )
         except IngestError as err:
             extra = {"retry-after": str(RETRY_AFTER_SECONDS)} if err.retryable else {}
+            if err.kind == "timeout":
+                extra["connection"] = "close"  # the rest of a late body is not read
             status = Status(code=IngestError.RPC_CODE[err.kind], message=err.message)
             await _respond(send, IngestError.HTTP[err.kind], as_json, status, extra)
             return

@@ -104,8 +104,8 @@ class Settings(BaseSettings):
         1024**2, ge=64 * 1024, description="largest request body of the chat, /api/* and Slack (413 above; "
         "OTLP has ingest_max_body_bytes)")
     http_body_timeout_seconds: float = Field(
-        30.0, gt=0, description="time a request body of the chat, /api/* and Slack may take to arrive (408 after; "
-        "a client trickling a body held a connection and its task for as long as it liked)")
+        30.0, gt=0, description="time a request body of the chat, /api/*, Slack and OTLP/HTTP may take to arrive "
+        "(408 after; a client trickling a body held a connection and its task for as long as it liked)")
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))

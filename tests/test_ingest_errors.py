@@ -121,14 +121,15 @@ def test_partially_invalid_requests_store_the_valid_items(ingest: Ingest) -> Non
 
 
 def test_bytes_in_flight_are_bounded(ingest: Ingest) -> None:
-    """A slow upload holds its declared bytes; a second request past the bound gets 429/RESOURCE_EXHAUSTED."""
+    """A slow upload holds the bytes it has sent; a second request past the bound gets 429/RESOURCE_EXHAUSTED."""
     host, port = ingest.srv.otlp_http_url.removeprefix("http://").split(":")
     held = socket.create_connection((host, int(port)))
     try:
-        declared = MAX_INFLIGHT - 1_000
+        declared = MAX_INFLIGHT - 1_000  # sent, of a body 1,000 bytes longer
         held.sendall(
             f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-            f"Authorization: Bearer {TOKEN}\r\nContent-Length: {declared}\r\n\r\n".encode() + b"\x0a"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Length: {declared + 1_000}\r\n\r\n".encode()
+            + b"\x0a" * declared
         )
         body = spans_request("busy", range(50)).SerializeToString()
         assert len(body) > 1_000

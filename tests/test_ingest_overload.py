@@ -27,13 +27,15 @@ from tests.fixtures.otlp import grpc_export, http_export, spans_request
 
 MAX_INFLIGHT = 100_000
 MAX_BODY = 1_000_000
+BODY_TIMEOUT = 5.0
 
 
 @pytest.fixture
 def ingest(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[IngestThread]:
     monkeypatch.setenv("OTEL_AI_INGEST_MAX_WAIT_SECONDS", "0.5")
     settings = Settings(clickhouse_url=f"chdb://{store.url.path}", database=store.database, otlp_grpc_port=0,
-                        otlp_http_port=0, ingest_max_inflight_bytes=MAX_INFLIGHT, ingest_max_body_bytes=MAX_BODY)
+                        otlp_http_port=0, ingest_max_inflight_bytes=MAX_INFLIGHT, ingest_max_body_bytes=MAX_BODY,
+                        http_body_timeout_seconds=BODY_TIMEOUT)
     with IngestThread(ServerContext(settings=settings, store=store)) as running:
         yield running
 
@@ -45,12 +47,12 @@ def _wait_for(condition: object, what: str, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
-def _hold_upload(ingest: IngestThread, declared: int) -> socket.socket:
-    """A slow upload: headers with a Content-Length and one byte; the server reserves `declared` bytes."""
+def _hold_upload(ingest: IngestThread, sent: int) -> socket.socket:
+    """An upload that stops halfway: `sent` bytes of a body twice as long; the server holds what arrived."""
     held = socket.create_connection((ingest.service.host, ingest.service.http_port))
     held.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
-                 f"Content-Length: {declared}\r\n\r\n".encode() + b"\x0a")
-    _wait_for(lambda: ingest.service.stats()["inflight_bytes"] >= declared, "the slow upload to be admitted")
+                 f"Content-Length: {2 * sent}\r\n\r\n".encode() + b"\x0a" * sent)
+    _wait_for(lambda: ingest.service.stats()["inflight_bytes"] >= sent, "the slow upload to be admitted")
     return held
 
 
@@ -79,6 +81,32 @@ def test_decompressed_bytes_count_against_the_in_flight_bound(ingest: IngestThre
     # alone, the same body is within the bounds and is stored
     assert http_export(ingest.http_url, "traces", inflating, content_encoding="gzip").status_code == 200
     assert _stored(store, "inflated") == 1
+
+
+def test_a_declared_length_reserves_nothing_until_it_arrives(ingest: IngestThread, store: Store) -> None:
+    """Uploads that declare the largest body and send a byte hold one byte each, not the declared length:
+    before, four such connections held the whole in-flight bound and every export got 429. And a body that
+    does not arrive in time gets 408 and gives back what it held."""
+    slow = [socket.create_connection((ingest.service.host, ingest.service.http_port)) for _ in range(4)]
+    started = time.monotonic()
+    try:
+        for sock in slow:
+            sock.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                         f"Content-Length: {MAX_BODY}\r\n\r\n".encode() + b"\x0a")
+        _wait_for(lambda: ingest.service.stats()["inflight_bytes"] >= 4, "the slow uploads to be admitted")
+        ok = http_export(ingest.http_url, "traces", spans_request("beside-slow", range(3)).SerializeToString())
+        assert ok.status_code == 200, ok.content[:200]
+        assert _stored(store, "beside-slow") == 3
+        slow[0].settimeout(BODY_TIMEOUT + 20)
+        answer = slow[0].recv(4096)  # waits for the server's answer, at most the bound above
+        waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS" in answer
+        assert BODY_TIMEOUT - 0.5 <= waited < BODY_TIMEOUT + 15, waited
+    finally:
+        for sock in slow:
+            sock.close()
+    _wait_for(lambda: ingest.service.stats()["inflight_bytes"] == 0, "the late uploads' bytes to be released")
 
 
 def test_chunked_upload_is_refused_before_it_is_buffered(ingest: IngestThread) -> None:
