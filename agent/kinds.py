@@ -621,8 +621,8 @@ def _errors(deps: AgentDeps, kind: Kind) -> Finding:
         lines = [f"No span{scope} has an error status {_window(deps)}."]
     logs = _logs(deps, kind)
     lines += ["", "Error logs: " + logs.answer[:1].lower() + logs.answer[1:]]
-    top = rows[0]["service"] if rows else (logs.follow_ups[0].removeprefix("Why is ").removesuffix(" failing?")
-                                           if logs.follow_ups else None)
+    logged = [r for c in deps.results("logs_matching") if c.result.ok for r in c.result.rows]
+    top = rows[0]["service"] if rows else logged[0]["service"] if logged else None
     follow = [f"Why is {top} failing?", f"Show the failing traces of {top}"] if top else []
     return Finding(answer="\n".join(lines), follow_ups=[*follow, "Show the error rate by service"])
 
