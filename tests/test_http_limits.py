@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fixtures.server import ServerProcess, make_server
+from tests.fixtures.server import ServerProcess, make_server, store_spans_to_multiply
 
 TOKEN = "tok-limits-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -151,20 +151,7 @@ def test_many_waiting_queries_do_not_hold_up_health(secured: ServerProcess) -> N
     import asyncio
     import time
 
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    request = ExportTraceServiceRequest()
-    spans = request.resource_spans.add().scope_spans.add()
-    for i in range(1, 41):
-        spans.spans.add(trace_id=(1000 + i).to_bytes(16, "big"), span_id=i.to_bytes(8, "big"), name="slow",
-                        start_time_unix_nano=time.time_ns(), end_time_unix_nano=time.time_ns() + 1)
-    r = httpx.post(f"{secured.http_url}/v1/traces", content=request.SerializeToString(),
-                   headers={"content-type": "application/x-protobuf"}, timeout=60)
-    assert r.status_code == 200, r.text
-    count = {"sql": "SELECT count() AS n FROM otel_traces WHERE SpanName = 'slow'"}
-    deadline = time.monotonic() + 60
-    while httpx.post(f"{secured.http_url}/api/sql", json=count, headers=AUTH, timeout=30).json()["rows"] != [{"n": 40}]:
-        assert time.monotonic() < deadline, "the spans were not stored within 60 s"
+    store_spans_to_multiply(secured.http_url, AUTH)
     slow = {"sql": "SELECT sum(cityHash64(toString(x))) AS s FROM otel_traces ARRAY JOIN range(2000000) AS x "
                    "WHERE SpanName = 'slow'"}
 

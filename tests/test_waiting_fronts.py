@@ -22,7 +22,7 @@ import socketio
 
 from otel_ai.context import QUERY_WAIT_SECONDS
 from tests.fakes.slack_api import FakeSlack
-from tests.fixtures.server import ServerProcess, make_server
+from tests.fixtures.server import ServerProcess, make_server, store_spans_to_multiply
 from tests.fixtures.slack import fake_slack, mention, message_text, new_ts, signature_headers, slack_env  # noqa: F401
 
 CHANNEL = "C0WAITING"
@@ -50,20 +50,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, fake_slack: FakeSlack) -> It
 
 def store_slow_spans(base: str) -> dict[str, str]:
     """40 spans to multiply into a long query; returns that query's body for /api/sql."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    request = ExportTraceServiceRequest()
-    spans = request.resource_spans.add().scope_spans.add()
-    for i in range(1, 41):
-        spans.spans.add(trace_id=(2000 + i).to_bytes(16, "big"), span_id=i.to_bytes(8, "big"), name="slow",
-                        start_time_unix_nano=time.time_ns(), end_time_unix_nano=time.time_ns() + 1)
-    r = httpx.post(f"{base}/v1/traces", content=request.SerializeToString(),
-                   headers={"content-type": "application/x-protobuf"}, timeout=60)
-    assert r.status_code == 200, r.text
-    count = {"sql": "SELECT count() AS n FROM otel_traces WHERE SpanName = 'slow'"}
-    deadline = time.monotonic() + 60
-    while httpx.post(f"{base}/api/sql", json=count, timeout=30).json()["rows"] != [{"n": 40}]:
-        assert time.monotonic() < deadline, "the spans were not stored within 60 s"
+    store_spans_to_multiply(base, first_trace=2000)
     # 15-25 s on one core (more under load): longer than a waiter's 10 s
     return {"sql": "SELECT sum(cityHash64(toString(x), toString(y))) AS s FROM otel_traces "
                    "ARRAY JOIN range(5000) AS x ARRAY JOIN range(5000) AS y WHERE SpanName = 'slow'"}
