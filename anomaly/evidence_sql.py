@@ -273,12 +273,16 @@ def log_sequences_sql(w: Window) -> str:
     templated apart, in place of C): it counts as no break. Only lines with span ids are read, and at most
     MAX_SEQUENCE_SPANS spans per service in the window and as many in the baseline (a sample, in the order
     the span keys hash to: memory stays bounded on a busy service); `tested` is how many pairs of the
-    service were looked at (they are many)."""
+    service were looked at (they are many). A fault is often noticed after it began, so the baseline may
+    end in spans it already broke: `early` counts the baseline's last spans, after the last one that kept
+    the pair, and the rule is judged without them (`n_base`, `broken_base` leave them out). Without a fault
+    a rule leaves no such run; a break in every call makes it exactly the spans after the fault's onset."""
     return f"""
 SELECT * FROM (
 SELECT service, any(ts[p.1]) AS template, any(ts[p.2]) AS follows,
     any(spans_now) AS n, n - countIf(cur) - any(excused_now) + countIf(cur AND excused) AS broken,
-    any(spans_base) AS n_base, n_base - countIf(NOT cur) AS broken_base,
+    greatest(minIf(from_end, NOT cur), 1) - 1 AS early,
+    any(spans_base) - early AS n_base, n_base - countIf(NOT cur) AS broken_base,
     count() OVER (PARTITION BY service) AS tested
 FROM (
     SELECT *, countIf(cur AND excused) OVER (PARTITION BY service, hs[a]) AS excused_now
@@ -287,9 +291,11 @@ FROM (
         FROM (
             SELECT service, cur, ts, hs, ks, a, arraySum(ks) / ks[a] AS lines_per_a,
                 countIf(cur) OVER w AS spans_now, countIf(NOT cur) OVER w AS spans_base,
+                count() OVER (PARTITION BY service, hs[a], cur ORDER BY span_t DESC ROWS UNBOUNDED PRECEDING)
+                    AS from_end,
                 groupUniqArrayArrayIf(hs, NOT cur) OVER w AS seen, medianIf(lines_per_a, NOT cur) OVER w AS typical
             FROM (
-                SELECT service, min(t) >= {_t(w.start)} AS cur, groupArray(template) AS ts,
+                SELECT service, min(t) AS span_t, span_t >= {_t(w.start)} AS cur, groupArray(template) AS ts,
                     groupArray(h) AS hs, groupArray(k) AS ks
                 FROM (
                     SELECT ServiceName AS service, cityHash64(TraceId, SpanId) AS span,

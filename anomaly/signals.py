@@ -367,6 +367,8 @@ class Broken:
     n_base: int
     broken_base: int
     surprise: float
+    early: int = 0  # the baseline's last spans, already broken before the window (left out of n_base); said
+    # from MIN_SEQUENCE_SPANS on: a rule breaks that many times in a row by chance about never (0.05^5)
 
     @property
     def share(self) -> float:
@@ -400,7 +402,7 @@ def broken_sequences(rows: Iterable[dict[str, Any]]) -> dict[str, Broken]:
         best = out.get(str(r["service"]))
         if surprise > 0 and (best is None or surprise > best.surprise):
             out[str(r["service"])] = Broken(str(r["service"]), str(r["template"]), str(r["follows"]), n, k,
-                                            n_base, k_base, surprise)
+                                            n_base, k_base, surprise, int(r.get("early") or 0))
     return out
 
 
@@ -556,7 +558,10 @@ def service_evidence(span_rows: Iterable[dict[str, Any]], edges: Iterable[dict[s
             continue
         text = (f"its code takes another path: \"{template_text(broken.follows)}\" no longer follows "
                 f"\"{template_text(broken.template)}\" in {broken.broken} of {broken.n} spans "
-                f"({broken.broken_base} of {broken.n_base} in the baseline)")
+                f"({broken.broken_base} of {broken.n_base} in the baseline")
+        if broken.early >= MIN_SEQUENCE_SPANS:
+            text += f"; its last {broken.early} spans already lacked it"
+        text += ")"
         below = [s for s in downstream(edges, broken.service)[1:] if s in found]
         factor = 1.0
         if broken.service in complaining:

@@ -106,6 +106,24 @@ def test_a_statement_that_stops_following_another_in_its_spans_names_its_service
     assert any(e.tool == "run_sql" and any("ks[p.2] >= ks[p.1]" in q for q in e.sql) for e in answer.evidence)
 
 
+def test_a_break_that_began_before_the_given_time_is_judged_against_the_baseline_before_it(root_store):
+    """The user noticed three minutes late: stock has skipped its last "reserved" line in every call since the
+    fault began, so the baseline's last three minutes (about a tenth of it) are broken too and the pair was
+    no rule there. The run of broken spans that ends the baseline is the fault's start, not the normal."""
+    store = new_database(root_store, "sparse")
+    truth = sparse_incident(store, "stock_skip")
+    noticed = truth["start"] + timedelta(minutes=3)
+    answer = ask_sync(f"what's wrong since {noticed:%H:%M:%S} UTC?", store=store, settings=settings_for(store))
+    store.close()
+    assert answer.root_causes and answer.root_causes[0].service == "stock", answer.answer
+    evidence = answer.root_causes[0].evidence
+    assert re.search(r'\[stock\]\[reserved[^"]*" no longer follows "[^"]*\[stock\]\[check item', evidence), evidence
+    k, n_base, early = map(int, re.search(
+        r"\((\d+) of (\d+) in the baseline; its last (\d+) spans already lacked it\)", evidence).groups())
+    # about 2 calls a second, 70 % of them to stock, for the three minutes before the given time
+    assert k == 0 and 180 <= early <= 330 and n_base > 1500, evidence
+
+
 def test_a_broken_sequence_counts_less_below_a_changed_callee_and_once_with_problem_lines():
     """The same break at a caller whose callee changed is half the evidence (a failed call also sends the
     caller's code elsewhere); at a service whose problem lines surge it adds a sentence, not weight."""
