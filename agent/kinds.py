@@ -82,6 +82,11 @@ SERIES = re.compile(r"\bover time\b|\bper minute\b|\ba minute\b|\bevery minute\b
                     r"\bline chart\b|\bhow (?:has|did) .* (?:evolve|develop|change) over\b", re.IGNORECASE)
 # "over the last hour" reads as a series ("latency of orders over the last hour") unless the question asks for a
 # value ("what is the p99 of X over the last 10 minutes?": one number, the window's)
+# The words that make a question about one measure: how much traffic, how many failures, how slow.
+TRAFFIC_WORDS = re.compile(r"\b(?:traffic|throughput|requests?|calls|volume|load|rps|qps|busy|busi(?:est|er))\b",
+                           re.IGNORECASE)
+ERROR_WORDS = re.compile(r"\berror\w*|\bfail\w*|\bexceptions?\b", re.IGNORECASE)
+LATENCY_WORDS = re.compile(r"\blatenc|\bslow|\bfast|\bduration|\bresponse time|\bp\d\d\b", re.IGNORECASE)
 OVER_A_SPAN = re.compile(r"\b(?:over|through) the (?:last|past)\b", re.IGNORECASE)
 ASKS_A_VALUE = re.compile(r"^\s*(?:what(?:'s| is| was| were)|how (?:many|much|high|fast|slow)|tell me)\b",
                           re.IGNORECASE)
@@ -146,10 +151,9 @@ def _measure(text: str, kind: str) -> str:
         return first
     if re.search(r"\berror rate\b|\bfailure rate\b|\b% of\b", low):
         return "error_pct"
-    if re.search(r"\berrors?\b|\bfail\w*\b|\bexceptions?\b", low):
+    if ERROR_WORDS.search(low):
         return "errors" if kind == "series" else "error_pct"
-    if re.search(r"\btraffic\b|\bthroughput\b|\brequests?\b|\bcalls\b|\bvolume\b|\bload\b|\brps\b|\bqps\b|"
-                 r"\bbusi(?:est|er)\b|\bbusy\b", low):
+    if TRAFFIC_WORDS.search(low):
         return "requests" if kind == "series" else "rate_per_s"
     return "p95_ms"
 
@@ -169,9 +173,8 @@ def _n(text: str) -> int:
 
 
 def _about_a_measure(text: str) -> bool:
-    return bool(requested_stats(text)) or bool(re.search(
-        r"\blatenc|\bslow|\bfast|\bduration|\bresponse time|\berror|\bfail|\btraffic|\bthroughput|\brequests?\b|"
-        r"\brps\b|\bqps\b|\bcalls\b|\bvolume\b|\bload\b|\bbusi(?:est|er)\b|\bbusy\b|\bp\d\d\b", text, re.IGNORECASE))
+    return bool(requested_stats(text) or LATENCY_WORDS.search(text) or ERROR_WORDS.search(text)
+                or TRAFFIC_WORDS.search(text))
 
 
 def ambiguous(text: str, services: list[str]) -> list[str]:
