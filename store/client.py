@@ -388,7 +388,8 @@ class StorePool:
 
     @contextlib.asynccontextmanager
     async def wait_handle(self, timeout: float) -> AsyncIterator[Store]:
-        """`handle` for a caller on an event loop (HTTP API, chat, Slack); StoreBusy after `timeout` seconds.
+        """A handle for a caller on an event loop (HTTP API, chat, Slack), given back on exit; StoreBusy after
+        `timeout` seconds.
 
         The wait is on the loop, not in a worker thread: callers waiting in `acquire` inside
         `asyncio.to_thread` or Starlette's threadpool held threads that sync routes, the chat's history and
@@ -425,14 +426,6 @@ class StorePool:
     def _release_taken(self, taking: asyncio.Future[Store]) -> None:
         if not taking.cancelled() and taking.exception() is None:
             self.release(taking.result())
-
-    @contextlib.contextmanager
-    def handle(self, timeout: float) -> Iterator[Store]:
-        store = self.acquire(timeout)
-        try:
-            yield store
-        finally:
-            self.release(store)
 
     def close(self) -> None:
         with self._lock:

@@ -63,8 +63,9 @@ def test_embedded_handles_do_not_compile_queries_with_llvm(root_store) -> None:
     from store.client import EMBEDDED_SETTINGS, StorePool
 
     pool = StorePool(root_store, 1)
-    with pool.handle(5) as handle:
-        for store in (root_store, handle):
-            for name in EMBEDDED_SETTINGS:
-                assert store.query(f"SELECT getSetting('{name}')").scalar() in (0, False), name
+    handle = pool.acquire(5)
+    for store in (root_store, handle):
+        for name in EMBEDDED_SETTINGS:
+            assert store.query(f"SELECT getSetting('{name}')").scalar() in (0, False), name
+    pool.release(handle)
     pool.close()
