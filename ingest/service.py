@@ -42,6 +42,7 @@ from ingest.native import METRIC_TABLES, NATIVE_SIGNALS, NativeDecoder
 from ingest.otlp import SIGNALS, BadRequest, Signal, TooLarge, gunzip, parse, to_rows
 from ingest.writer import BatchWriter, RawRequest, WriterClosed
 from otel_ai.context import QuietUvicorn, ServerContext, bind_socket
+from otel_ai.http_limits import head_deadline_h11
 
 log = logging.getLogger("otel_ai.ingest")
 
@@ -395,6 +396,7 @@ class IngestService:
             lifespan="off",
             interface="asgi3",
             timeout_graceful_shutdown=int(COMMIT_TIMEOUT_SECONDS / 2),
+            http=head_deadline_h11(self.ctx.settings.http_header_timeout_seconds),
         )
         server = QuietUvicorn(config)
         self._http = server

@@ -8,6 +8,11 @@ refused before a byte of the body is read. A body must also arrive within `http_
 (408 after): uvicorn waits for body bytes for ever, so clients sending a byte every few seconds each kept
 a connection, its file descriptor and a task open for as long as they liked. OTLP on the main port
 (`/v1/*`) is left to ingest, which has its own, larger body and in-flight limits.
+
+Before the body, the request head (request line and headers) must arrive within
+`http_header_timeout_seconds` (`HeadDeadlineH11`): uvicorn has no such deadline (`timeout_keep_alive` runs
+only between requests and stops at the first byte), so a client sending a header byte every few seconds
+kept its connection, file descriptor and task for ever (slowloris).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 OTLP_PREFIX = "/v1/"
 
@@ -93,3 +100,62 @@ class LimitRequestBody:
             return await receive()  # after the body: only http.disconnect
 
         await self.app(scope, replay, send)
+
+
+class HeadDeadlineH11(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request head: `head_timeout` seconds from the
+    connection opening, or from the first byte of a later request on it, until its headers are complete;
+    then 408 and the connection closes. Reading the body and running the app are not covered (the body
+    has `LimitRequestBody`'s deadline). Pass a subclass with `head_timeout` set (`head_deadline_h11`)
+    as `uvicorn.Config(http=...)`."""
+
+    head_timeout: float = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()  # a connection that never sends a byte is held no longer than a slow one
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:  # bytes of a new request head (or of nothing but blank lines)
+            self._arm_head_deadline()
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # the head is complete (or the connection is failing)
+            self._disarm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        body = (f"request headers not complete after {self.head_timeout:g} s "
+                "(OTEL_AI_HTTP_HEADER_TIMEOUT_SECONDS): send the request without pauses\n").encode()
+        try:  # h11 lets a server answer before the request has arrived (meant for 408)
+            self.transport.write(self.conn.send(h11.Response(status_code=408, reason=b"Request Timeout", headers=[
+                (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close")])) or b"")
+            self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
+            self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:  # a response already under way: just close
+            pass
+        self.transport.close()
+
+
+def head_deadline_h11(seconds: float) -> type[HeadDeadlineH11]:
+    """The protocol class for `uvicorn.Config(http=...)` with a head deadline of `seconds`."""
+    return type("HeadDeadlineH11", (HeadDeadlineH11,), {"head_timeout": seconds})

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from otel_ai.auth import RequireAuth, auth_required, is_authorized
 from otel_ai.context import QuietUvicorn, ServerContext, Service, bind_socket
-from otel_ai.http_limits import LimitRequestBody
+from otel_ai.http_limits import LimitRequestBody, head_deadline_h11
 from otel_ai.settings import Settings
 from store import Store
 from store.migrations import migrate
@@ -107,7 +107,8 @@ async def run(settings: Settings, ready: Callable[[ServerContext], None] | None 
     ctx = ServerContext(settings=settings, store=store)
     app = build_app(ctx)
     sock = bind_socket(settings.host, settings.port, "the HTTP API")
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on",
+                            http=head_deadline_h11(settings.http_header_timeout_seconds))
     http = QuietUvicorn(config)
 
     started: list[Service] = []

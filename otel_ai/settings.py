@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(
         30.0, gt=0, description="time a request body of the chat, /api/*, Slack and OTLP/HTTP may take to arrive "
         "(408 after; a client trickling a body held a connection and its task for as long as it liked)")
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, description="time a request's head (request line and headers) may take to arrive on the HTTP "
+        "and OTLP/HTTP ports, from the connection opening or the request's first byte (408 and close after; a "
+        "client trickling header bytes held a connection and its task for ever)")
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, validation_alias=AliasChoices("SLACK_BOT_TOKEN"))

@@ -50,7 +50,10 @@ EXTRA = {
     "internal (the analyzer's own rewrites)": "_CAST caseWithExpression",
 }
 # Never allowed even if the engine files them under an analytics family.
-NEVER = {"serverTimezone", "serverTimeZone", "generateSnowflakeID", "aggThrow"}
+# The time zone functions tell the server's zone (`timezone()`; `timezoneOf`/`timezoneOffset` of now() or of a
+# column without its own zone): toTimeZone() converts without asking.
+NEVER = {"serverTimezone", "serverTimeZone", "generateSnowflakeID", "aggThrow", "timezone", "timeZone", "timezoneOf",
+         "timeZoneOf", "timezoneOffset", "timeZoneOffset"}
 
 
 def main() -> None:

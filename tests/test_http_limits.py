@@ -1,6 +1,7 @@
 """One request cannot make serve buffer an unbounded body: every body to the chat, `/api/*` and Chainlit's
 own routes is capped (413 with the setting's name), declared or chunked, logged in or not, while OTLP on
-the main port keeps ingest's larger limit. A real serve with API tokens and chat users."""
+the main port keeps ingest's larger limit; a body and, before it, a request head each have a deadline. A real
+serve with API tokens and chat users."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ TOKEN = "tok-limits-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CAP = 256 * 1024
 BODY_TIMEOUT = 3.0
+HEADER_TIMEOUT = 2.0  # shorter than BODY_TIMEOUT: the slow-body test shows the head deadline ends with the head
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +28,17 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     srv = make_server(d / "data", d / "serve.log", env={
         "OTEL_AI_API_TOKEN": TOKEN, "OTEL_AI_AUTH_USERS": "ann:pw-ann", "OTEL_AI_AUTH_SECRET": "s" * 32,
         "OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_HTTP_MAX_REQUEST_BYTES": str(CAP),
-        "OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT)})
+        "OTEL_AI_HTTP_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
+        "OTEL_AI_HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)})
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_spans(secured: ServerProcess) -> None:
+    """The spans slow queries multiply, stored once for the module (the helper expects exactly 40)."""
+    store_spans_to_multiply(secured.http_url, AUTH)
 
 
 def assert_too_large(r: httpx.Response) -> None:
@@ -48,14 +57,15 @@ def test_declared_huge_body_is_refused_before_it_is_sent(secured: ServerProcess)
     assert head.startswith(b"HTTP/1.1 413"), head
 
 
-def trickle_until_answered(port: int, head: bytes, first: bytes, within: float) -> tuple[bytes, float]:
-    """Send `head` and `first`, then one more body byte every 0.5 s (a slow client that never finishes)
+def trickle_until_answered(port: int, head: bytes, first: bytes, within: float,
+                           sock: socket.socket | None = None) -> tuple[bytes, float]:
+    """Send `head` and `first`, then one more byte (a space) every 0.5 s (a slow client that never finishes)
     until the server answers; returns the whole answer (up to the server closing the connection) and the
     seconds its first bytes took. Waiting is on the socket (recv with a timeout), so the server's answer
-    is seen as soon as it arrives."""
+    is seen as soon as it arrives. On `sock` if given (a connection that already served a request)."""
     import time
 
-    with socket.create_connection(("127.0.0.1", port), timeout=within) as sock:
+    with sock or socket.create_connection(("127.0.0.1", port), timeout=within) as sock:
         started = time.monotonic()
         sock.sendall(head + first)
         sock.settimeout(0.5)
@@ -73,7 +83,73 @@ def trickle_until_answered(port: int, head: bytes, first: bytes, within: float) 
             while more := sock.recv(65536):  # the rest, until the server closes the connection
                 answer += more
             return answer, took
-    raise AssertionError(f"no answer within {within} s to a body that never completes")
+    raise AssertionError(f"no answer within {within} s to a request that never completes")
+
+
+def assert_head_timed_out(answer: bytes, took: float) -> None:
+    """408 with `connection: close` at the head deadline, saying which setting."""
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+    assert b"\r\nconnection: close\r\n" in answer.lower(), answer
+    assert answer.endswith(f"request headers not complete after {HEADER_TIMEOUT:g} s "
+                           "(OTEL_AI_HTTP_HEADER_TIMEOUT_SECONDS): send the request without pauses\n".encode()), answer
+    assert HEADER_TIMEOUT - 0.5 < took < HEADER_TIMEOUT + 5, took
+
+
+@pytest.mark.parametrize("which", ["http", "otlp_http"])
+def test_slow_headers_get_408_at_the_deadline(secured: ServerProcess, which: str) -> None:
+    """A client sending header bytes every half second (slowloris) kept a connection, its file descriptor
+    and a task for as long as it went on, on serve's port and on OTLP/HTTP's: uvicorn's only timeout
+    (keep-alive) stops at a request's first byte. Now the head has OTEL_AI_HTTP_HEADER_TIMEOUT_SECONDS,
+    then 408 and the connection closes; a normal request on a new connection is answered as before."""
+    port = secured.port if which == "http" else secured.otlp_http_port
+    head = b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+    answer, took = trickle_until_answered(port, head, b"a", within=HEADER_TIMEOUT + 10)
+    assert_head_timed_out(answer, took)
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code in (200, 404)
+
+
+def test_a_silent_connection_is_closed_at_the_head_deadline(secured: ServerProcess) -> None:
+    """A connection that sends nothing at all was held for ever too (keep-alive starts only after a response)."""
+    import time
+
+    with socket.create_connection(("127.0.0.1", secured.port), timeout=HEADER_TIMEOUT + 10) as sock:
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        took = time.monotonic() - started
+        while more := sock.recv(65536):
+            answer += more
+    assert_head_timed_out(answer, took)
+
+
+def test_a_slow_second_request_on_a_kept_alive_connection_is_closed(secured: ServerProcess) -> None:
+    """After a first request is answered, keep-alive closes an idle connection, but its timer stops at the next
+    request's first byte: a second head sent slowly held the connection for ever. It has the same deadline."""
+    sock = socket.create_connection(("127.0.0.1", secured.port), timeout=30)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    first = b""
+    while b"\r\n\r\n" not in first or not first.rstrip().endswith(b"}"):  # a small JSON body
+        first += sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    answer, took = trickle_until_answered(secured.port, b"GET /healthz HTTP/1.1\r\nX-Slow: ", b"a",
+                                          within=HEADER_TIMEOUT + 10, sock=sock)
+    assert_head_timed_out(answer, took)
+
+
+@pytest.mark.usefixtures("slow_spans")
+def test_the_head_deadline_does_not_cut_a_slow_answer(secured: ServerProcess) -> None:
+    """The deadline covers receiving the head only: a query running several times longer is answered on the
+    same connection (a slow body is the body deadline's business, see the 408 test above)."""
+    import time
+
+    slow = {"sql": "SELECT sum(cityHash64(toString(x), toString(y))) AS s FROM otel_traces "
+                   "ARRAY JOIN range(3000) AS x ARRAY JOIN range(4000) AS y WHERE SpanName = 'slow'"}
+    with httpx.Client(timeout=120) as client:
+        started = time.monotonic()
+        r = client.post(f"{secured.http_url}/api/sql", json=slow, headers=AUTH)
+        took = time.monotonic() - started
+        assert r.status_code == 200, r.text[:300]
+        assert took > HEADER_TIMEOUT * 1.5, f"the query took only {took:.1f} s: make it longer"
+        assert client.get(f"{secured.http_url}/healthz").status_code == 200  # the kept-alive connection, reused
 
 
 @pytest.mark.parametrize("path,auth", [("/set-session-cookie", b""),
@@ -144,6 +220,7 @@ def test_deeply_nested_json_is_a_bad_request(secured: ServerProcess) -> None:
     assert r.json() == {"error": 'send JSON {"sql": "SELECT ..."}'}
 
 
+@pytest.mark.usefixtures("slow_spans")
 def test_many_waiting_queries_do_not_hold_up_health(secured: ServerProcess) -> None:
     """60 concurrent queries of about 3 s each on a pool of 2: the ones waiting for a handle (503 after
     10 s) used to wait inside the 40 worker threads sync routes share, and /healthz waited 9 s for one.
@@ -151,7 +228,6 @@ def test_many_waiting_queries_do_not_hold_up_health(secured: ServerProcess) -> N
     import asyncio
     import time
 
-    store_spans_to_multiply(secured.http_url, AUTH)
     slow = {"sql": "SELECT sum(cityHash64(toString(x))) AS s FROM otel_traces ARRAY JOIN range(2000000) AS x "
                    "WHERE SpanName = 'slow'"}
 

@@ -413,7 +413,23 @@ SERVER_FACTS = [
     "SELECT currentHandler()",
     "SELECT tid()",
     "SELECT initialQueryStartTime()",
+    "SELECT getMacro('replica')",
+    "SELECT getServerSetting('max_connections')",
 ]
+# The server's time zone: asked for, or read off now() or a column without its own zone.
+TIME_ZONE_FACTS = [
+    "SELECT timezone()",
+    "SELECT timeZone()",
+    "SELECT TIMEZONE() AS tz",
+    "SELECT serverTimezone()",
+    "SELECT serverTimeZone()",
+    "SELECT timezoneOf(now())",
+    "SELECT timeZoneOf(Timestamp) FROM otel_traces",
+    "SELECT timezoneOffset(now())",
+    "SELECT timeZoneOffset(now())",
+    "SELECT count() FROM otel_traces WHERE ServiceName != timezone()",
+]
+SERVER_FACTS += TIME_ZONE_FACTS
 NEW_HOSTILE = SHADOWING + IN_TABLE + SERVER_FACTS
 
 
@@ -453,6 +469,35 @@ def test_engine_check_refuses_what_clickhouse_would_read(secret_store: Store, sq
         assert "SECRET" not in str(exc)
         return
     pytest.fail(f"engine check let through: {sql}")
+
+
+@pytest.mark.parametrize("sql", TIME_ZONE_FACTS)
+def test_time_zone_functions_are_refused_as_server_facts(data_store: Store, sql: str) -> None:
+    """`SELECT timezone()` ran through the guard and told the server's time zone; now both layers refuse it
+    (and the ways to read it off now() or a column) as a server fact, and no row comes back."""
+    from tools.sql import SqlLimits, check_engine_plan
+
+    with pytest.raises(SQLRefused) as info:
+        validate_sql(sql, database="otel")
+    assert "is not allowed: it tells about the server, not the telemetry" in info.value.reason, info.value.reason
+    with pytest.raises(SQLRefused) as info:
+        check_engine_plan(data_store, sql, SqlLimits().settings())
+    assert "is not allowed" in info.value.reason, info.value.reason
+    result = run_sql(data_store, sql)
+    assert not result.ok and result.error.startswith("refused:") and result.rows == [], result
+
+
+def test_server_facts_are_refused_with_a_reason_that_says_so() -> None:
+    for sql in ("SELECT hostName()", "SELECT version()", "SELECT uptime()", "SELECT currentUser()",
+                "SELECT getSetting('readonly')", "SELECT getMacro('replica')"):
+        with pytest.raises(SQLRefused) as info:
+            validate_sql(sql, database="otel")
+        assert info.value.reason.endswith("() is not allowed: it tells about the server, not the telemetry"), sql
+
+
+def test_times_still_convert_between_zones(data_store: Store) -> None:
+    result = run_sql(data_store, "SELECT toString(toTimeZone(max(Timestamp), 'UTC')) AS t FROM otel_traces")
+    assert result.ok and result.rows[0]["t"], result.error
 
 
 def test_shadowing_returns_a_refusal_not_the_rows(secret_store: Store) -> None:
@@ -556,5 +601,6 @@ def test_function_allow_list_covers_families_and_refuses_server_facts() -> None:
                  "replaceRegexpAll", "plus", "quantileExactInclusive", "avgOrNullIf"):
         assert is_allowed_function(name), name
     for name in ("user", "currentUser", "hostName", "FQDN", "buildId", "getSetting", "logTrace", "sleep", "file",
-                 "dictGet", "joinGet", "version", "uptime", "countUser", "getSettingIf", "hostNameIf"):
+                 "dictGet", "joinGet", "version", "uptime", "countUser", "getSettingIf", "hostNameIf", "timezone",
+                 "timeZone", "serverTimezone", "timezoneOf", "timezoneOffset", "getMacro"):
         assert not is_allowed_function(name), name

@@ -6,11 +6,13 @@ executor (min(32, cores + 4) threads: 6 here), which the chat's history, sign-in
 also use: a chat sign-in then waited for the crowd. Now they wait on the event loop (StorePool.wait_handle),
 and `/healthz` and a chat sign-in each answer in under 2 s meanwhile. A real serve, the chat driven over its
 socket.io protocol as the browser drives it, Slack events signed and answered through the fake Slack API.
+The chat's ordinary questions (the analyst's path) wait the same way and get only the busy message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Iterator
@@ -48,8 +50,9 @@ def serve(tmp_path_factory: pytest.TempPathFactory, fake_slack: FakeSlack) -> It
             server.kill()
 
 
+@functools.cache
 def store_slow_spans(base: str) -> dict[str, str]:
-    """40 spans to multiply into a long query; returns that query's body for /api/sql."""
+    """40 spans to multiply into a long query, stored once per serve; returns that query's body for /api/sql."""
     store_spans_to_multiply(base, first_trace=2000)
     # 15-25 s on one core (more under load): longer than a waiter's 10 s
     return {"sql": "SELECT sum(cityHash64(toString(x), toString(y))) AS s FROM otel_traces "
@@ -63,6 +66,25 @@ async def pool_stats(client: httpx.AsyncClient) -> dict[str, int]:
     return r.json()["queries"]
 
 
+async def hold_the_only_handle(client: httpx.AsyncClient, slow: dict[str, str]) -> asyncio.Task[httpx.Response]:
+    """Start the long query through /api/sql and return once it holds the pool's only handle."""
+    holder = asyncio.create_task(client.post("/api/sql", json=slow))
+    while (await pool_stats(client))["busy"] < 1:
+        assert not holder.done(), holder.result().text
+    return holder
+
+
+async def timed(request: Awaitable[httpx.Response]) -> float:
+    """Seconds a request took to get its 200 (inf past 5 s)."""
+    started = time.monotonic()
+    try:
+        r = await asyncio.wait_for(request, 5)
+    except TimeoutError:
+        return float("inf")
+    assert r.status_code == 200, r.text
+    return time.monotonic() - started
+
+
 class ChatSession:
     """One chat tab as the browser drives it: sign in (POST /auth/header), connect over socket.io, send a
     message, collect what the chat sends back."""
@@ -71,11 +93,13 @@ class ChatSession:
         self.base = base
         self.sio = socketio.AsyncClient(reconnection=False)
         self.outputs: list[str] = []
+        self.names: list[str] = []  # of the steps and messages in `outputs`, in the same order
         self.thread_id = str(uuid.uuid4())
         self.sio.on("new_message", self._on_message)
 
     async def _on_message(self, step: dict) -> None:
         self.outputs.append(str(step.get("output") or ""))
+        self.names.append(str(step.get("name")))
 
     async def open(self, client: httpx.AsyncClient) -> None:
         r = await client.post(f"{self.base}/auth/header")
@@ -92,6 +116,10 @@ class ChatSession:
         await self.sio.emit("client_message", {"message": {
             "id": str(uuid.uuid4()), "threadId": self.thread_id, "createdAt": now, "output": text,
             "type": "user_message", "name": "User"}, "fileReferences": None})
+
+    def ours(self) -> list[str]:
+        """What the app itself sent: `outputs` without Chainlit's empty wrapper steps around its handlers."""
+        return [o for n, o in zip(self.names, self.outputs, strict=True) if n not in ("on_chat_start", "on_message")]
 
     def reply(self) -> str | None:
         """The console's answer: the table ("N rows."), the busy message, or an error."""
@@ -114,23 +142,12 @@ def test_waiting_chat_and_slack_callers_leave_health_and_sign_in_alone(serve: Se
     Starlette's own threads) stayed fast either way."""
     slow = store_slow_spans(serve.http_url)
 
-    async def timed(request: Awaitable[httpx.Response]) -> float:
-        started = time.monotonic()
-        try:
-            r = await asyncio.wait_for(request, 5)
-        except TimeoutError:
-            return float("inf")
-        assert r.status_code == 200, r.text
-        return time.monotonic() - started
-
     async def load() -> tuple[list[str | None], list[str | None], list[float], list[float], int]:
         async with httpx.AsyncClient(base_url=serve.http_url, timeout=60,
                                      limits=httpx.Limits(max_connections=200)) as client:
             sessions = [ChatSession(serve.http_url) for _ in range(WAITERS)]
             await asyncio.gather(*(s.open(client) for s in sessions))  # signed in and connected, before the load
-            holder = asyncio.create_task(client.post("/api/sql", json=slow))
-            while (await pool_stats(client))["busy"] < 1:  # the long query holds the only handle
-                assert not holder.done(), holder.result().text
+            holder = await hold_the_only_handle(client, slow)
             sent = time.monotonic()
             await asyncio.gather(*(s.send("/sql SELECT count() AS n FROM otel_traces") for s in sessions))
             questions = [new_ts() for _ in range(WAITERS)]
@@ -166,3 +183,49 @@ def test_waiting_chat_and_slack_callers_leave_health_and_sign_in_alone(serve: Se
     assert waiting >= 2 * WAITERS, waiting
     assert sum(BUSY in (r or "") for r in chat) >= WAITERS // 2, chat
     assert sum("the server is busy" in (r or "") for r in slack) >= WAITERS // 2, slack
+
+
+def test_chat_questions_waiting_for_a_handle_get_busy_and_leave_the_server_alone(serve: ServerProcess) -> None:
+    """The chat's ordinary question path (the analyst on `ServerContext.query_handle()`): with the only pooled
+    handle held past the wait limit, every asker is told the server is busy, nothing more (no investigation
+    starts), after about QUERY_WAIT_SECONDS. Meanwhile /healthz and a chat sign-in answer in under 2 s: the
+    askers wait on the event loop, not in the loop's default executor (6 threads here) that sign-in also
+    needs, nor blocking the loop itself."""
+    slow = store_slow_spans(serve.http_url)
+    busy = f"**{BUSY}:** 1 queries are already running: try again in a few seconds"
+
+    async def load() -> tuple[list[list[str]], list[float], list[float], float, int]:
+        async with httpx.AsyncClient(base_url=serve.http_url, timeout=60,
+                                     limits=httpx.Limits(max_connections=200)) as client:
+            sessions = [ChatSession(serve.http_url) for _ in range(WAITERS)]
+            await asyncio.gather(*(s.open(client) for s in sessions))
+            holder = await hold_the_only_handle(client, slow)
+            sent = time.monotonic()
+            await asyncio.gather(*(s.send("which services are failing?") for s in sessions))
+            health: list[float] = []
+            sign_in: list[float] = []
+            waiting = 0
+            deadline = sent + QUERY_WAIT_SECONDS + 60
+            while not all(s.ours() for s in sessions):  # each asker's first message (busy, or a run started)
+                assert time.monotonic() < deadline, [s.outputs for s in sessions]
+                started = time.monotonic()
+                waiting = max(waiting, (await pool_stats(client))["waiting"])
+                health.append(time.monotonic() - started)
+                started = time.monotonic()
+                took = await timed(client.post("/auth/header"))
+                if sent + 3 < started < sent + QUERY_WAIT_SECONDS - 2 and not holder.done():
+                    sign_in.append(took)
+            answered = time.monotonic() - sent  # by when every asker had been told
+            assert not holder.done(), "the long query ended before the askers gave up: make it longer"
+            held = await holder
+            assert held.status_code == 200, held.text
+            for s in sessions:
+                await s.sio.disconnect()
+            return [s.ours() for s in sessions], health, sign_in, answered, waiting
+
+    outputs, health, sign_in, answered, waiting = asyncio.run(load())
+    assert max(health) < 2.0, sorted(health)[-5:]
+    assert len(sign_in) >= 3 and max(sign_in) < 2.0, sign_in
+    assert waiting >= WAITERS, waiting  # they all waited for the pool at once
+    assert all(out == [busy] for out in outputs), outputs  # the busy message alone: no investigation step
+    assert QUERY_WAIT_SECONDS - 0.5 < answered < QUERY_WAIT_SECONDS + 30, answered

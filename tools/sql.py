@@ -87,6 +87,22 @@ WRITTEN_IN_FUNCTIONS = frozenset(
         "globalNullInIgnoreSet globalNotNullInIgnoreSet"
     ).split()
 )
+# Functions that tell about the server rather than the telemetry (who, where, which version, its settings,
+# its time zone). The allow-list refuses them already; this set only names the reason in the refusal.
+SERVER_FACT_FUNCTIONS = frozenset(
+    name.lower()
+    for name in (
+        "user currentUser current_user session_user authenticatedUser hostName FQDN displayName version "
+        "uptime buildId revision serverUUID getSetting getSettingOrDefault getServerSetting getMergeTreeSetting "
+        "getMacro getServerPort tcpPort currentDatabase currentSchemas currentProfiles enabledProfiles "
+        "defaultProfiles currentRoles enabledRoles defaultRoles timezone timeZone serverTimezone serverTimeZone "
+        "timezoneOf timeZoneOf timezoneOffset timeZoneOffset getOSKernelVersion zookeeperSessionUptime "
+        "connectionId connection_id queryID query_id currentQueryID initialQueryID initialQueryStartTime "
+        "shardNum shardCount filesystemAvailable filesystemCapacity filesystemUnreserved showCertificate "
+        "currentRequestURL currentHandler tid getClientHTTPHeader"
+    ).split()
+)
+SERVER_FACT_REASON = "it tells about the server, not the telemetry"
 # Bare words ClickHouse answers as server facts (`SELECT SESSION_USER` is currentUser()).
 NILADIC_FACTS = frozenset({"user", "current_user", "session_user", "current_database", "database", "schema"})
 # sqlglot nodes that are syntax rather than a named function (CASE, CAST, EXTRACT ...).
@@ -208,6 +224,8 @@ def _check_function(node: exp.Func) -> None:
             raise SQLRefused(f"function {name}() is not allowed: it reads files, the network or other tables")
         if low in WRITTEN_IN_FUNCTIONS:
             raise SQLRefused(f"function {name}() is not allowed: write `x IN (SELECT ...)` or `x IN (1, 2)`")
+        if low in SERVER_FACT_FUNCTIONS:
+            raise SQLRefused(f"function {name}() is not allowed: {SERVER_FACT_REASON}")
         if not is_allowed_function(name):
             raise SQLRefused(
                 f"function {name}() is not allowed: only aggregate, arithmetic, date/time, string, array, map, "
@@ -461,7 +479,8 @@ def check_engine_plan(store: Store, sql: str, settings: dict[str, Any] | None = 
             if database != store.database or table not in TELEMETRY_TABLES:
                 raise SQLRefused(f"the query reads {name}, which is not a telemetry table: query {TABLES_HINT}")
         if kind == "FUNCTION" and not is_allowed_function(name):
-            raise SQLRefused(f"function {name}() is not allowed: it is not an analytics function")
+            reason = SERVER_FACT_REASON if name.lower() in SERVER_FACT_FUNCTIONS else "it is not an analytics function"
+            raise SQLRefused(f"function {name}() is not allowed: {reason}")
 
 
 RESULT_BYTES_COLUMN = "__otel_ai_result_bytes"
