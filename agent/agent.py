@@ -44,6 +44,7 @@ from tools.rollup import ROLLUP_TABLE
 
 if TYPE_CHECKING:
     from tools.result import ToolResult
+    from tools.timewindow import TimeWindow
 
 log = logging.getLogger("agent")
 
@@ -270,6 +271,27 @@ def measure_by(
     return record(ctx, "measure_by", args, lambda store: fn(store, window, measure, by, svc, limit))
 
 
+def _periods(deps: AgentDeps, start: str | None, end: str | None, reference_start: str | None,
+             reference_end: str | None) -> tuple[TimeWindow, TimeWindow | None]:
+    """The window (start..end when both are given, else the question's) and the reference period, if both of
+    its ends are given; ValueError for a time that does not parse."""
+    from tools.timewindow import TimeWindow
+
+    window, _ = _windows(deps)
+    if start and end:
+        window = TimeWindow(start=_utc(start), end=_utc(end))
+    reference = TimeWindow(start=_utc(reference_start), end=_utc(reference_end)) \
+        if reference_start and reference_end else None
+    return window, reference
+
+
+def _bad_range(ctx: RunContext[AgentDeps], tool: str, args: dict[str, Any], exc: ValueError) -> str:
+    from tools.result import ToolResult
+
+    bad = ToolResult.failure(tool, args, f"bad time range: {exc}")
+    return record(ctx, tool, args, lambda _store: bad)
+
+
 @agent.tool
 def measure_series(
     ctx: RunContext[AgentDeps],
@@ -283,19 +305,14 @@ def measure_series(
     """One measure per minute (longer steps over more than an hour) of a service, an operation or all traces,
     over the window or start..end (ISO, UTC): "latency of checkout over the last hour", "errors per minute"."""
     from tools.aggregates import measure_series as fn
-    from tools.timewindow import TimeWindow
 
     svc = resolve_service(ctx.deps, service)
-    window, _ = _windows(ctx.deps)
     args: dict[str, Any] = {"measure": measure, "service": svc, "operation": operation}
+    try:
+        window, _ = _periods(ctx.deps, start, end, None, None)
+    except ValueError as exc:
+        return _bad_range(ctx, "measure_series", args, exc)
     if start and end:
-        try:
-            window = TimeWindow(start=_utc(start), end=_utc(end))
-        except ValueError as exc:
-            from tools.result import ToolResult
-
-            bad = ToolResult.failure("measure_series", args, f"bad time range: {exc}")
-            return record(ctx, "measure_series", args, lambda _store: bad)
         args.update(start=window.start.isoformat(), end=window.end.isoformat())
     return record(ctx, "measure_series", args, lambda store: fn(store, window, measure, svc, operation))
 
@@ -314,19 +331,14 @@ def compare_periods(
     """One measure per service in the window (or start..end) against a reference period (ISO times, UTC):
     "now vs an hour ago", "compared with yesterday", "before 10:30"."""
     from tools.aggregates import compare_periods as fn
-    from tools.timewindow import TimeWindow
 
     svc = resolve_service(ctx.deps, service)
-    window, _ = _windows(ctx.deps)
     try:
-        if start and end:
-            window = TimeWindow(start=_utc(start), end=_utc(end))
-        reference = TimeWindow(start=_utc(reference_start), end=_utc(reference_end))
+        window, reference = _periods(ctx.deps, start, end, reference_start, reference_end)
+        if reference is None:
+            raise ValueError("the reference period needs a start and an end")
     except ValueError as exc:
-        from tools.result import ToolResult
-
-        bad = ToolResult.failure("compare_periods", {}, f"bad time range: {exc}")
-        return record(ctx, "compare_periods", {}, lambda _store: bad)
+        return _bad_range(ctx, "compare_periods", {}, exc)
     args = {"measure": measure, "service": svc, "start": window.start.isoformat(), "end": window.end.isoformat(),
             "reference_start": reference.start.isoformat(), "reference_end": reference.end.isoformat()}
     return record(ctx, "compare_periods", args, lambda store: fn(store, window, reference, measure, svc))
@@ -349,15 +361,28 @@ def logs_matching(
     min_severity: Literal["trace", "debug", "info", "warn", "error", "fatal"] | None = None,
     text: str | None = None,
     limit: int = 20,
+    reference_start: str | None = None,
+    reference_end: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> str:
     """Logs by service, severity and pattern with counts, most frequent first, filtered by service, lowest
-    severity and text: "error logs of cart", "logs containing timeout", "noisiest log patterns"."""
+    severity and text: "error logs of cart", "logs containing timeout", "noisiest log patterns". With a
+    reference period (ISO times, UTC) each pattern is also counted there: "are these errors new?", "compare
+    the error logs with an hour ago"."""
     from tools.aggregates import logs_matching as fn
 
     svc = resolve_service(ctx.deps, service)
-    window, _ = _windows(ctx.deps)
+    try:
+        window, reference = _periods(ctx.deps, start, end, reference_start, reference_end)
+    except ValueError as exc:
+        return _bad_range(ctx, "logs_matching", {}, exc)
     args = {"service": svc, "min_severity": min_severity, "text": text, "limit": limit}
-    return record(ctx, "logs_matching", args, lambda store: fn(store, window, svc, min_severity, text, limit))
+    if reference:
+        args |= {"start": window.start.isoformat(), "end": window.end.isoformat(),
+                 "reference_start": reference.start.isoformat(), "reference_end": reference.end.isoformat()}
+    return record(ctx, "logs_matching", args,
+                  lambda store: fn(store, window, svc, min_severity, text, limit, reference))
 
 
 @agent.tool

@@ -284,7 +284,7 @@ def periods(deps: AgentDeps) -> tuple[Any, Any, str]:
     if m := AGO.search(text):
         shift = parse_duration_words(m.group(1), m.group(2))
         if not deps.question.has_window or "ago" in deps.question.time_text:  # "an hour ago" is not the window
-            length = timedelta(minutes=15)
+            length = min(timedelta(minutes=15), shift)  # "5 minutes ago": the last 5 minutes, not overlapping
             end = deps.names.latest or w.end
         window = TimeWindow(start=end - length, end=end)
         ago = re.sub(r"\s+(?:ago|earlier|before)$", "", m.group(0), flags=re.IGNORECASE)
@@ -358,8 +358,12 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
         else:
             calls = [_compare_call(deps, kind, service)]
     elif kind.name == "logs":
-        calls = [("logs_matching", {"service": service, "min_severity": kind.severity, "text": kind.text,
-                                    "limit": kind.n})]
+        args = {"service": service, "min_severity": kind.severity, "text": kind.text, "limit": kind.n}
+        if COMPARE.search(deps.question.text):  # "compare the error logs with an hour ago": counts then too
+            window, reference, _ = periods(deps)
+            args |= {"start": window.start.isoformat(), "end": window.end.isoformat(),
+                     "reference_start": reference.start.isoformat(), "reference_end": reference.end.isoformat()}
+        calls = [("logs_matching", args)]
     elif kind.name == "dependencies":
         calls = [("service_map", {})]
     elif kind.name == "changes":
@@ -715,6 +719,11 @@ def _series(deps: AgentDeps, kind: Kind) -> Finding:
     return Finding(answer="\n".join(lines), follow_ups=[f"Why is {subject} slow?"] if deps.question.services else [])
 
 
+def _clock_span(start: str, end: str) -> str:
+    """Two ISO times as a clock range ("10:05:00–10:20:00 UTC")."""
+    return f"{datetime.fromisoformat(start):%H:%M:%S}–{datetime.fromisoformat(end):%H:%M:%S} UTC"
+
+
 def _compare(deps: AgentDeps, kind: Kind) -> Finding:
     from tools.aggregates import fmt, label
     from tools.charts import bar_chart
@@ -728,16 +737,13 @@ def _compare(deps: AgentDeps, kind: Kind) -> Finding:
     call = calls[0]
     rows = [r for r in call.result.rows if r["now"] is not None or r["before"] is not None]
     _, _, how = periods(deps)
-    w = {"start": call.args["start"], "end": call.args["end"]}
-    ref = {"start": call.args["reference_start"], "end": call.args["reference_end"]}
-
-    def span(x: dict[str, str]) -> str:
-        return (f"{datetime.fromisoformat(x['start']):%H:%M:%S}–{datetime.fromisoformat(x['end']):%H:%M:%S} UTC")
+    now = _clock_span(call.args["start"], call.args["end"])
+    then = _clock_span(call.args["reference_start"], call.args["reference_end"])
 
     m = kind.measure
     if not rows:
-        return Finding(answer=f"No spans in {span(w)} nor in {span(ref)}. {_foot(deps)}")
-    lines = [f"{label(m).capitalize()} now ({span(w)}) against {how} ({span(ref)}):", "",
+        return Finding(answer=f"No spans in {now} nor in {then}. {_foot(deps)}")
+    lines = [f"{label(m).capitalize()} now ({now}) against {how} ({then}):", "",
              "| service | before | now | change |", "|---|---|---|---|"]
     for r in rows[:15]:
         change = f"{r['change_pct']:+.1f}%" if r["change_pct"] is not None else "n/a"
@@ -749,7 +755,7 @@ def _compare(deps: AgentDeps, kind: Kind) -> Finding:
                   f"{fmt(m, top['now'])}."]
     if all(r["before"] is None for r in rows):
         since = f" (the data starts at {deps.names.earliest:%Y-%m-%d %H:%M} UTC)" if deps.names.earliest else ""
-        lines += ["", f"There is no data from {span(ref)} to compare with{since}."]
+        lines += ["", f"There is no data from {then} to compare with{since}."]
     lines += ["", "_Computed in ClickHouse (SQL in the evidence)._"]
     shown = rows[:12]
     title = f"{label(m).capitalize()}: now against {how}" + (f" ({_unit(m)})" if _unit(m) else "")
@@ -778,17 +784,38 @@ def _logs(deps: AgentDeps, kind: Kind) -> Finding:
                f"containing {code(kind.text)}" if kind.text else ""]
     what = " ".join(f for f in filters if f)
     what = f" {what}" if what else ""
+    asked = calls[0].args  # the periods as asked (ISO times), when compared
+    compared = "reference_start" in asked
     if not result.rows:
-        return Finding(answer=f"No logs{what} {_window(deps)}. {_foot(deps)}")
+        also = (f" nor in {_clock_span(asked['reference_start'], asked['reference_end'])}"
+                if compared else "")
+        return Finding(answer=f"No logs{what} {_window(deps)}{also}. {_foot(deps)}")
     totals = result.details.get("totals") or []
     total = sum(t["count"] for t in totals)
-    lines = [f"**{total}** logs{what} {_window(deps)}: "
-             + ", ".join(f"{code(t['service'])} {t['severity'] or '(no severity)'} {t['count']}" for t in totals[:8])
-             + ".", "", "The most frequent patterns (numbers and ids masked as <*>):", "",
-             "| count | service | severity | pattern | example trace |", "|---|---|---|---|---|"]
+    if compared:
+        _, _, how = periods(deps)
+        when = f"in {_clock_span(asked['start'], asked['end'])}"
+        before = sum(t["before"] for t in totals)
+        head = (f"**{total}** logs{what} {when}, against **{before}** in {how} "
+                f"({_clock_span(asked['reference_start'], asked['reference_end'])}): "
+                + ", ".join(f"{code(t['service'])} {t['severity'] or '(no severity)'} {t['before']} → {t['count']}"
+                            for t in totals[:8]) + ".")
+    else:
+        head = (f"**{total}** logs{what} {_window(deps)}: "
+                + ", ".join(f"{code(t['service'])} {t['severity'] or '(no severity)'} {t['count']}"
+                            for t in totals[:8]) + ".")
+    lines = [head, "", "The most frequent patterns (numbers and ids masked as <*>):", "",
+             ("| now | before | " if compared else "| count | ") + "service | severity | pattern | example trace |",
+             "|---|---|---|---|---|" + ("---|" if compared else "")]
     for r in result.rows[:kind.n]:
-        lines.append(f"| {r['count']} | {cell(r['service'])} | {cell(r['severity'])} | {cell(r['pattern'])} | "
+        lines.append(f"| {r['count']} | " + (f"{r['before']} | " if compared else "")
+                     + f"{cell(r['service'])} | {cell(r['severity'])} | {cell(r['pattern'])} | "
                      + (f"`{r['trace_id']}`" if r.get("trace_id") else "") + " |")
+    if compared:
+        new = sum(1 for r in result.rows if r["count"] and not r["before"])
+        gone = sum(1 for r in result.rows if r["before"] and not r["count"])
+        lines += ["", f"Patterns listed: {len(result.rows)}; new in the window (not logged before): {new}; "
+                  f"logged only before: {gone}."]
     lines += ["", _foot(deps)]
     shown = result.rows[:10]
     title = f"Most frequent log patterns{what.replace('`', '')}: count"

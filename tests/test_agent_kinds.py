@@ -240,6 +240,43 @@ def test_logs_by_service_and_text_with_counts_and_escaped_text(incident) -> None
     assert "<img" not in labels and "&lt;img" in labels  # chart labels show markup as text
 
 
+def test_logs_compared_with_an_earlier_period_count_each_pattern_then_too(incident) -> None:
+    """"Compare the logs with 10 minutes ago": the last 10 minutes against the 10 before (not overlapping),
+    totals and each pattern counted in both, checked against SQL over the periods the tool was given."""
+    store, _ = incident
+    answer = ask(store, "compare the logs of billing with 10 minutes ago")
+    call = next(e for e in answer.evidence if e.tool == "logs_matching")
+    start, end, ref_start, ref_end = (datetime.fromisoformat(call.args[k]) for k in (
+        "start", "end", "reference_start", "reference_end"))
+    assert end - start == ref_end - ref_start == timedelta(minutes=10) and start - ref_start == timedelta(minutes=10)
+
+    def count(a: datetime, b: datetime) -> int:
+        return store.query(f"SELECT count() FROM otel_logs WHERE ServiceName = 'billing' AND Timestamp >= "
+                           f"toDateTime64('{a:%Y-%m-%d %H:%M:%S.%f}', 9, 'UTC') AND Timestamp < "
+                           f"toDateTime64('{b:%Y-%m-%d %H:%M:%S.%f}', 9, 'UTC')").scalar()
+
+    now, before = count(start, end), count(ref_start, ref_end)
+    assert now > 0 and before > 0, (now, before)
+    assert f"**{now}** logs from `billing`" in answer.answer and f"against **{before}** in the same window 10 " \
+        "minutes earlier" in answer.answer, answer.answer
+    assert "| now | before | service |" in answer.answer and "new in the window" in answer.answer
+    assert sum(r["count"] for r in call.rows) <= now and sum(r["before"] for r in call.rows) <= before
+
+
+def test_a_pattern_logged_only_in_the_reference_is_listed_with_no_lines_now(store) -> None:
+    end = datetime.now(UTC).replace(microsecond=0)
+    rows = [[end - timedelta(minutes=m, seconds=i), "", "", 0, "ERROR", 17, "legacy", text, "", {}, "", "", "", {}, {}]
+            for m, text in ((1, "disk 3 full"), (1, "disk 4 full"), (7, "disk 9 full"), (7, "lost lock 7"))
+            for i in range(2)]
+    store.insert("otel_logs", LOG_COLUMNS, rows, column_oriented=False)
+    window = TimeWindow(start=end - timedelta(minutes=5), end=end + timedelta(seconds=1))
+    reference = TimeWindow(start=end - timedelta(minutes=10), end=end - timedelta(minutes=5))
+    result = logs_matching(store, window, min_severity="error", reference=reference)
+    got = {r["pattern"]: (r["count"], r["before"]) for r in result.rows}
+    assert got == {"disk <*> full": (4, 2), "lost lock <*>": (0, 2)}, got
+    assert [(t["count"], t["before"]) for t in result.details["totals"]] == [(4, 4)]
+
+
 def test_dependencies_are_drawn_as_a_graph(incident) -> None:
     store, truth = incident
     answer = ask(store, f"who calls whom {between(truth)}?")

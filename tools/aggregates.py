@@ -15,7 +15,7 @@ from typing import Any
 
 from store import Store
 from store.severity import SEVERITY, level_of
-from tools.common import ENTRY, ERROR, logged_query, run_tool, tool_args
+from tools.common import ENTRY, ERROR, in_either, in_window, logged_query, run_tool, tool_args
 from tools.logs import MASK_RE
 from tools.result import ToolResult
 from tools.sql import literal
@@ -295,15 +295,21 @@ def versions_seen(store: Store, window: TimeWindow, baseline: TimeWindow) -> Too
 
 def logs_matching(
     store: Store, window: TimeWindow, service: str | None = None, min_severity: str | None = None,
-    text: str | None = None, limit: int = 20,
+    text: str | None = None, limit: int = 20, reference: TimeWindow | None = None,
 ) -> ToolResult:
     """Logs in the window by service, severity and pattern (numbers, ids and hex masked), most frequent first,
     filtered by service, lowest severity ("error": ERROR and above) and text (case-insensitive), with an
-    example line and trace id per pattern; details['totals'] counts per service and severity."""
+    example line and trace id per pattern; details['totals'] counts per service and severity. With a
+    `reference` period each row and total also has `before`, its count there ("are these errors new?"), and
+    patterns logged only then are listed too (after the window's)."""
     name = "logs_matching"
-    args = tool_args(window=window, service=service, min_severity=min_severity, text=text, limit=limit)
+    args = tool_args(window=window, service=service, min_severity=min_severity, text=text, limit=limit,
+                     reference=reference)
     level = level_of(min_severity or "")
     limit = max(1, min(int(limit), MAX_ROWS))
+    now = in_window(window)
+    both = in_either(window, reference) if reference else now
+    counts = f"countIf({now}) AS count" + (f", countIf({in_window(reference)}) AS before" if reference else "")
 
     def body(sql: list[str]) -> ToolResult:
         flt = f" AND ServiceName = {literal(service)}" if service else ""
@@ -311,28 +317,35 @@ def logs_matching(
             flt += f" AND {SEVERITY} >= {level}"
         if text:
             flt += f" AND positionCaseInsensitiveUTF8(Body, {literal(text)}) > 0"
+        order = "count DESC" + (", before DESC" if reference else "")
         totals = logged_query(sql, store, f"""SELECT ServiceName AS service, upper(SeverityText) AS severity,
-                count() AS count FROM otel_logs WHERE {window.sql_filter()}{flt}
-            GROUP BY service, severity ORDER BY count DESC LIMIT 200""").dicts()
+                {counts} FROM otel_logs WHERE {both}{flt}
+            GROUP BY service, severity ORDER BY {order} LIMIT 200""").dicts()
         got = logged_query(sql, store, f"""SELECT ServiceName AS service, upper(SeverityText) AS severity,
-                replaceRegexpAll(leftUTF8(Body, 400), {literal(MASK_RE)}, '<*>') AS pattern, count() AS count,
-                any(leftUTF8(Body, 300)) AS example, anyIf(TraceId, TraceId != '') AS trace_id
-            FROM otel_logs WHERE {window.sql_filter()}{flt}
-            GROUP BY service, severity, pattern ORDER BY count DESC, service, pattern LIMIT {limit}""").dicts()
+                replaceRegexpAll(leftUTF8(Body, 400), {literal(MASK_RE)}, '<*>') AS pattern, {counts},
+                if(count > 0, anyIf(leftUTF8(Body, 300), {now}), any(leftUTF8(Body, 300))) AS example,
+                if(count > 0, anyIf(TraceId, TraceId != '' AND {now}), anyIf(TraceId, TraceId != '')) AS trace_id
+            FROM otel_logs WHERE {both}{flt}
+            GROUP BY service, severity, pattern ORDER BY {order}, service, pattern LIMIT {limit}""").dicts()
         what = " ".join(x for x in (f"from {service}" if service else "",
                                     f"at {min_severity.upper()} or above" if level else "",
                                     f"containing {text!r}" if text else "") if x)
         if not got:
-            return ToolResult.build(name, args, sql, [], [], notes=[f"no logs {what} in {window.label()}".replace(
+            periods = window.label() + (f" nor in {reference.label()}" if reference else "")
+            return ToolResult.build(name, args, sql, [], [], notes=[f"no logs {what} in {periods}".replace(
                 "  ", " ")], details={"totals": []})
+        keys = ("count", "before") if reference else ("count",)
         rows = [{"service": r["service"], "severity": r["severity"], "pattern": r["pattern"],
-                 "count": int(r["count"]), "example": r["example"], "trace_id": r["trace_id"]} for r in got]
+                 **{k: int(r[k]) for k in keys}, "example": r["example"], "trace_id": r["trace_id"]} for r in got]
         total = sum(int(t["count"]) for t in totals)
         findings = [f"{total} logs {what} in {window.label()}".replace("  ", " ")]
-        findings += [f"{t['service']} {t['severity']}: {t['count']}" for t in totals[:10]]
+        if reference:
+            findings.append(f"{sum(int(t['before']) for t in totals)} in {reference.label()}")
+        findings += [f"{t['service']} {t['severity']}: {t['count']}"
+                     + (f" ({t['before']} before)" if reference else "") for t in totals[:10]]
         return ToolResult.build(name, args, sql, list(rows[0].keys()), rows, findings=findings,
-                                table_columns=["service", "severity", "count", "pattern"],
-                                details={"totals": [{**t, "count": int(t["count"])} for t in totals],
+                                table_columns=["service", "severity", *keys, "pattern"],
+                                details={"totals": [{**t, **{k: int(t[k]) for k in keys}} for t in totals],
                                          "chart": {"x": "pattern", "y": "count", "kind": "bar"}})
 
     return run_tool(name, args, body)
