@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -252,13 +253,23 @@ async def answer_question(question: str) -> None:
     conversation: Conversation = cl.user_session.get("conversation") or Conversation(
         id=cl.context.session.thread_id)
     started = time.perf_counter()
+    async with pooled_handle() as store:  # the answer's queries never hold up chat history or health
+        if store is not None:
+            await investigate(question, conversation, p, started, store)
+
+
+@contextlib.asynccontextmanager
+async def pooled_handle() -> AsyncIterator[Store | None]:
+    """A handle of serve's query pool for one answer or query, waited for on the loop (not in a thread);
+    None, once the user has been told the server is busy, when none frees up in time. Only the wait's
+    StoreBusy becomes that message: one raised by the work inside is that work's error."""
     async with contextlib.AsyncExitStack() as stack:
-        try:  # the answer's queries run on a handle of their own: they never hold up chat history or health
-            store = await stack.enter_async_context(RT.ctx.query_handle())  # waits on the loop, not a thread
+        try:
+            store = await stack.enter_async_context(RT.ctx.query_handle())
         except StoreBusy as exc:
             await cl.Message(content=f"**The server is busy:** {exc}").send()
-            return
-        await investigate(question, conversation, p, started, store)
+            store = None
+        yield store
 
 
 async def investigate(question: str, conversation: Conversation, p: dict[str, Any], started: float,
@@ -348,11 +359,8 @@ async def sql_console(sql: str) -> None:
         await cl.Message(content="Usage: `/sql SELECT ServiceName, count() FROM otel_traces GROUP BY ServiceName`"
                          ).send()
         return
-    async with contextlib.AsyncExitStack() as stack:
-        try:  # a pooled handle of its own, waited for on the loop (not in a thread), under the ad-hoc limits
-            store = await stack.enter_async_context(RT.ctx.query_handle())
-        except StoreBusy as exc:
-            await cl.Message(content=f"**The server is busy:** {exc}").send()
+    async with pooled_handle() as store:  # under the ad-hoc limits
+        if store is None:
             return
         result = await asyncio.to_thread(run_sql, store, sql, limits=SqlLimits.from_settings(SETTINGS))
     await show_tool_result(result, "SQL result")
