@@ -135,6 +135,21 @@ def slack_busy(fake: FakeSlack, ts: str) -> str | None:
     return done[-1] if done else None
 
 
+async def probe(client: httpx.AsyncClient, sent: float, holder: asyncio.Task[httpx.Response], health: list[float],
+                sign_in: list[float]) -> int:
+    """One look while the crowd waits: how long /healthz took (into `health`), how long a chat sign-in took
+    (into `sign_in`, only while the crowd surely waits: from 3 s after it asked until 2 s before it gives up,
+    with the long query still holding the handle); returns how many callers wait for the pool."""
+    started = time.monotonic()
+    waiting = (await pool_stats(client))["waiting"]
+    health.append(time.monotonic() - started)
+    started = time.monotonic()
+    took = await timed(client.post("/auth/header"))
+    if sent + 3 < started < sent + QUERY_WAIT_SECONDS - 2 and not holder.done():
+        sign_in.append(took)
+    return waiting
+
+
 def test_waiting_chat_and_slack_callers_leave_health_and_sign_in_alone(serve: ServerProcess,
                                                                       fake_slack: FakeSlack) -> None:  # noqa: F811
     """Measured before the change: with 24 waiters of each kind, a chat sign-in took 44 s (only 6 callers
@@ -162,13 +177,7 @@ def test_waiting_chat_and_slack_callers_leave_health_and_sign_in_alone(serve: Se
             deadline = time.monotonic() + 180
             while not (all(s.reply() for s in sessions) and all(slack_busy(fake_slack, ts) for ts in questions)):
                 assert time.monotonic() < deadline, "the waiting callers were not all answered within 180 s"
-                started = time.monotonic()
-                waiting = max(waiting, (await pool_stats(client))["waiting"])
-                health.append(time.monotonic() - started)
-                started = time.monotonic()
-                took = await timed(client.post("/auth/header"))
-                if sent + 3 < started < sent + QUERY_WAIT_SECONDS - 2 and not holder.done():
-                    sign_in.append(took)
+                waiting = max(waiting, await probe(client, sent, holder, health, sign_in))
             held = await holder
             assert held.status_code == 200, held.text
             for s in sessions:
@@ -208,13 +217,7 @@ def test_chat_questions_waiting_for_a_handle_get_busy_and_leave_the_server_alone
             deadline = sent + QUERY_WAIT_SECONDS + 60
             while not all(s.ours() for s in sessions):  # each asker's first message (busy, or a run started)
                 assert time.monotonic() < deadline, [s.outputs for s in sessions]
-                started = time.monotonic()
-                waiting = max(waiting, (await pool_stats(client))["waiting"])
-                health.append(time.monotonic() - started)
-                started = time.monotonic()
-                took = await timed(client.post("/auth/header"))
-                if sent + 3 < started < sent + QUERY_WAIT_SECONDS - 2 and not holder.done():
-                    sign_in.append(took)
+                waiting = max(waiting, await probe(client, sent, holder, health, sign_in))
             answered = time.monotonic() - sent  # by when every asker had been told
             assert not holder.done(), "the long query ended before the askers gave up: make it longer"
             held = await holder
