@@ -345,8 +345,11 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
         first = _top_trace_ids(deps)[:1]
         calls += [("trace_waterfall", {"trace_id": t}) for t in first]
     elif kind.name in ("breakdown", "services"):
-        calls = [("measure_by", {"measure": kind.measure, "by": kind.by,
-                                 "service": service if kind.by == "operation" else None, "limit": kind.n})]
+        scoped = service if kind.by == "operation" else None
+        calls = [("measure_by", {"measure": kind.measure, "by": kind.by, "service": scoped, "limit": kind.n})]
+        if kind.measure in ERROR_MEASURES and _no_failed_spans(deps, kind.measure):
+            # many systems report failures only in their logs: what they say then is the answer's other half
+            calls.append(("logs_matching", {"service": scoped, "min_severity": "error", "text": None, "limit": 5}))
     elif kind.name == "series":
         calls = [("measure_series", {"measure": kind.measure, "service": service, "operation": operation})]
     elif kind.name == "compare":
@@ -560,6 +563,29 @@ def _unit_words(measure: str) -> str:
     return f"{label(measure)} ({u})" if u else label(measure)
 
 
+ERROR_MEASURES = ("errors", "error_pct")
+
+
+def _no_failed_spans(deps: AgentDeps, measure: str) -> bool:
+    """measure_by ran and no row has a failed span."""
+    calls = [c for c in deps.results("measure_by") if c.result.ok]
+    return bool(calls) and not any(r.get(measure) for r in calls[0].result.rows)
+
+
+def _error_logs_instead(deps: AgentDeps) -> tuple[list[str], str | None]:
+    """When no span failed: the error logs there were (or that there were none either), and the service
+    that logged most of them."""
+    calls = [c for c in deps.results("logs_matching") if c.result.ok]
+    if not calls:
+        return [], None
+    totals = calls[0].result.details.get("totals") or []
+    if not totals:
+        return ["", f"No span has an error status {_window(deps)}, and no log line is at ERROR or above."], None
+    total = sum(t["count"] for t in totals)
+    return ["", f"No span has an error status {_window(deps)}, but **{total}** log lines are at ERROR or above: "
+            + ", ".join(f"{code(t['service'])} {t['count']}" for t in totals[:8]) + "."], totals[0]["service"]
+
+
 def _breakdown(deps: AgentDeps, kind: Kind) -> Finding:
     from tools.aggregates import fmt, label
     from tools.charts import bar_chart
@@ -583,12 +609,18 @@ def _breakdown(deps: AgentDeps, kind: Kind) -> Finding:
                      + " | ".join(fmt(c, r.get(c)) for c in cols) + " |")
     top = rows[0]
     who = top["service"] if by == "service" else f"{top['service']} {top['operation']}"
-    lines += ["", f"Highest: {code(who)} at {fmt(m, top[m])}.", "", _foot(deps)]
+    instead, logger = _error_logs_instead(deps) if m in ERROR_MEASURES and _no_failed_spans(deps, m) else ([], None)
+    lines += instead or ["", f"Highest: {code(who)} at {fmt(m, top[m])}."]
+    lines += ["", _foot(deps)]
     cats = [r["service"] if by == "service" else f"{r['service']} {r['operation']}" for r in rows]
     title = f"{label(m).capitalize()} by {by}{scope}" + (f" ({_unit(m)})" if _unit(m) else "")
     _chart(deps, bar_chart(cats, [r[m] for r in rows], title, _unit_words(m), by), title)
     follow = [f"Why is {top['service']} slow?" if m.endswith("_ms") else f"Why is {top['service']} failing?",
               f"{label(m).capitalize()} of {top['service']} over time"]
+    if instead:  # the failures are in the logs: follow them there
+        named = deps.question.services[0] if scope else None
+        follow = [f"What errors happened{f' in {named}' if named else ''}?",
+                  *([f"Why is {logger} failing?"] if logger else [])]
     return Finding(answer="\n".join(lines), follow_ups=follow)
 
 

@@ -18,6 +18,7 @@ from evals.evaluators import states_number
 from otel_ai.settings import Settings
 from tests.conftest import new_database
 from tests.fixtures.agent_data import LOG_COLUMNS, TRACE_COLUMNS, synth_incident
+from tests.fixtures.sparse_data import sparse_incident
 from tools.aggregates import logs_matching
 from tools.timewindow import TimeWindow
 
@@ -337,6 +338,32 @@ def test_what_errors_happened_lists_failed_spans_and_error_logs(root_store) -> N
         assert f"Error logs: **{logs[0][0]}** logs at ERROR or above" in answer.answer
         assert "GetItem failed: connection refused" in answer.answer
         assert {e.tool for e in answer.evidence if e.tool != "run_sql"} == {"measure_by", "logs_matching"}
+    finally:
+        store.close()
+
+
+def test_an_error_measure_with_no_failed_span_reports_the_error_logs(root_store) -> None:
+    """Spans without status codes (quote throws and only its logs say so): "which service has the highest
+    error rate?" shows the table (all 0 %) and then the error log lines, counted as SQL counts them, instead
+    of naming a highest service at 0 %; the follow-ups go to the logs."""
+    store = new_database(root_store, "kinds")
+    sparse_incident(store, "quote_exception")
+    try:
+        answer = ask(store, "which service has the highest error rate in the last 10 minutes?")
+        call = next(e for e in answer.evidence if e.tool == "logs_matching")
+        assert call.args["min_severity"] == "error"
+        start, end = re.search(r"_Window: (\S+ \S+) to (\S+ \S+) UTC", answer.answer).groups()
+
+        def errors(pad: int) -> int:  # the text shows whole seconds: count over the window widened or narrowed
+            return store.query(f"SELECT count() FROM otel_logs WHERE SeverityText = 'ERROR' AND Timestamp >= "
+                               f"toDateTime64('{start}', 9, 'UTC') - INTERVAL {pad} SECOND AND Timestamp < "
+                               f"toDateTime64('{end}', 9, 'UTC') + INTERVAL {pad} SECOND").scalar()
+
+        stated = int(re.search(r"No span has an error status from .*?, but \*\*(\d+)\*\* log lines are at ERROR "
+                               "or above", answer.answer).group(1))
+        assert 0 < errors(-1) <= stated <= errors(1), (stated, answer.answer)
+        assert "`quote`" in answer.answer and "Highest:" not in answer.answer
+        assert answer.follow_ups[0] == "What errors happened?"
     finally:
         store.close()
 
