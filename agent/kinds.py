@@ -417,11 +417,14 @@ def cell(text: Any) -> str:  # noqa: ANN401
 
 
 def _window(deps: AgentDeps, call: ToolCall | None = None) -> str:
+    """The window in words: clock times, with the dates when it spans a day or more (yesterday's midnight to
+    today's is not "from 00:00:00 to 00:00:00")."""
     w = (call.args.get("window") if call else None) or {}
-    if w:
-        start, end = (datetime.fromisoformat(str(w["start"])), datetime.fromisoformat(str(w["end"])))
-        return f"from {start:%H:%M:%S} to {end:%H:%M:%S} UTC"
-    return f"from {deps.window.start:%H:%M:%S} to {deps.window.end:%H:%M:%S} UTC"
+    start, end = ((datetime.fromisoformat(str(w["start"])), datetime.fromisoformat(str(w["end"]))) if w
+                  else (deps.window.start, deps.window.end))
+    if end - start >= timedelta(days=1) or start.date() != end.date():
+        return f"from {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC"
+    return f"from {start:%H:%M:%S} to {end:%H:%M:%S} UTC"
 
 
 def _foot(deps: AgentDeps) -> str:

@@ -42,6 +42,10 @@ CLOCK = r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(am|pm)?(?:\s*utc|z)?"
 BETWEEN_RE = re.compile(rf"\b(?:between|from)\s+{CLOCK}\s+(?:and|to|-|until)\s+{CLOCK}", re.IGNORECASE)
 SINCE_RE = re.compile(rf"\b(?:since|after|from)\s+{CLOCK}", re.IGNORECASE)
 AT_RE = re.compile(rf"\b(?:at|around)\s+{CLOCK}", re.IGNORECASE)
+# A calendar day (UTC) as the range: "errors yesterday", "since yesterday", "today". In a comparison ("slower
+# than yesterday", "today vs yesterday", "compared with yesterday") the days are what is compared, not the window.
+DAY_RE = re.compile(r"\b(since |all )?(today|yesterday)\b", re.IGNORECASE)
+COMPARING_RE = re.compile(r"\b(?:vs\.?|versus|compar\w*|than|(?:with|as|to) (?:today|yesterday))\b", re.IGNORECASE)
 
 
 @dataclass
@@ -200,6 +204,12 @@ def parse_time_range(text: str, now: datetime) -> tuple[datetime | None, datetim
     if m := AT_RE.search(text):
         at = _clock(now, *m.groups())
         return at - timedelta(minutes=5), min(now, at + timedelta(minutes=5)), m.group(0)
+    if (m := DAY_RE.search(text)) and not COMPARING_RE.search(text):
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if m.group(2).lower() == "today":
+            return today, now, m.group(0)
+        yesterday = today - timedelta(days=1)
+        return yesterday, now if (m.group(1) or "").lower().startswith("since") else today, m.group(0)
     return None, None, ""
 
 

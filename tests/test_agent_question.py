@@ -9,6 +9,7 @@ import pytest
 from agent.question import match_services, parse_question
 
 NOW = datetime(2026, 11, 28, 14, 30, tzinfo=UTC)
+MIDNIGHT = NOW.replace(hour=0, minute=0)
 SERVICES = ["checkoutservice", "paymentservice", "frontend", "cart-service", "product-catalog", "email",
             "ShippingAPI", "svc-inventory"]
 
@@ -49,6 +50,12 @@ def test_intents_and_trace_id():
         ("between 9:00 and 9:20", NOW.replace(hour=9, minute=0), NOW.replace(hour=9, minute=20)),
         ("since 2:15 pm", NOW.replace(hour=14, minute=15), NOW),
         ("since 23:00", NOW.replace(hour=23, minute=0) - timedelta(days=1), NOW),  # later than now = yesterday
+        ("were there errors yesterday?", MIDNIGHT - timedelta(days=1), MIDNIGHT),
+        ("what failed since yesterday", MIDNIGHT - timedelta(days=1), NOW),
+        ("slowest traces today", MIDNIGHT, NOW),
+        ("is checkout slower than yesterday?", None, None),  # the day it is compared with, not the window
+        ("compare the p95 with yesterday", None, None),
+        ("p95 yesterday vs today", None, None),
     ],
 )
 def test_time_ranges_are_utc_relative_to_now(text, start, end):
