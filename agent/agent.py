@@ -355,6 +355,17 @@ def versions_seen(ctx: RunContext[AgentDeps]) -> str:
 
 
 @agent.tool
+def telemetry_volume(ctx: RunContext[AgentDeps]) -> str:
+    """How much telemetry the window holds against the baseline: traces, spans, services sending spans, log
+    lines, metric points, each counted and per minute ("how many traces in the last hour?")."""
+    from tools.aggregates import telemetry_volume as fn
+
+    window, baseline = _windows(ctx.deps)
+    args = {"start": window.start.isoformat(), "end": window.end.isoformat()}  # what was counted, as evidence
+    return record(ctx, "telemetry_volume", args, lambda store: fn(store, window, baseline))
+
+
+@agent.tool
 def logs_matching(
     ctx: RunContext[AgentDeps],
     service: str | None = None,

@@ -42,6 +42,8 @@ WHY = re.compile(r"\bwhy\b|\broot[- ]cause|\bcaus(?:e|es|ed|ing)\b|\bexplain\b|\
                  r"\bwhat(?:'s| is| was| went) wrong\b|\bwhat(?:'s| is) (?:going on|happening)\b", re.IGNORECASE)
 TRACES = re.compile(r"\btraces?\b|\b(?:slowest|longest|top \d+|list|show)\b(?=.*\brequests\b)", re.IGNORECASE)
 COUNTING = re.compile(r"\bhow many\b|\bnumber of\b|\bcount\b", re.IGNORECASE)
+# What a count of telemetry itself is about (not requests or errors, which are measures): "how many traces".
+VOLUME = re.compile(r"\b(?:traces|spans|telemetry|data points|metric points|metrics data)\b", re.IGNORECASE)
 # A statement rather than a question: the analyst reads telemetry through guarded queries and runs none of these.
 STATEMENT = re.compile(r"\b(?:drop|alter|truncate|insert|delete|update|grant|create)\b.*\b(?:table|database|from|"
                        r"into|where|user)\b|\bselect\b.+\bfrom\b", re.IGNORECASE)
@@ -222,6 +224,9 @@ def _classify(deps: AgentDeps) -> Kind | None:
     if TRACES.search(low) and TOP.search(low) and not COUNTING.search(low):
         failing = re.search(r"\bfail\w*|\berror\w*|\bbroken\b|\b5xx\b|\bexception", low)
         return Kind("top_traces", target="error" if failing else "slow", n=_n(low))
+    if COUNTING.search(low) and VOLUME.search(low) and not (ERROR_WORDS.search(low) or LATENCY_WORDS.search(low)):
+        # (how many traces failed or were slow is a measure)
+        return Kind("volume")
     if LOGS.search(low):
         sev = next((name for name, rx in SEVERITIES if rx.search(re.sub(r"\blogs?\b", " ", low))), None)
         quoted = QUOTED.search(text) or CONTAINING.search(text)
@@ -376,6 +381,8 @@ def plan_next(deps: AgentDeps, offered: set[str]) -> list[tuple[str, dict[str, A
                  ("logs_matching", {"service": service, "min_severity": "error", "text": None, "limit": kind.n})]
     elif kind.name == "resources":
         calls = [("resource_metrics", {"service": service})]
+    elif kind.name == "volume":
+        calls = [("telemetry_volume", {})]
     return [(t, a) for t, a in calls if t in offered and not _done(deps, t, **a)]
 
 
@@ -467,7 +474,7 @@ def conclude(deps: AgentDeps) -> Finding:
         "greeting": _greeting, "thanks": _thanks, "help": _help, "clarify": _clarify, "unknown": _unknown,
         "top_traces": _top_traces, "breakdown": _breakdown, "series": _series, "compare": _compare,
         "logs": _logs, "dependencies": _dependencies, "changes": _changes, "services": _services,
-        "resources": _resources, "errors": _errors,
+        "resources": _resources, "errors": _errors, "volume": _volume,
     }[kind.name]
     finding = answer(deps, kind)
     deps.context["kind"] = kind.name
@@ -858,6 +865,23 @@ def _logs(deps: AgentDeps, kind: Kind) -> Finding:
                            "pattern"), title)
     top = result.rows[0]
     return Finding(answer="\n".join(lines), follow_ups=[f"Why is {top['service']} failing?"])
+
+
+def _volume(deps: AgentDeps, kind: Kind) -> Finding:
+    """How much telemetry there is: each signal's count in the window and per minute, against the baseline."""
+    calls = [c for c in deps.results("telemetry_volume") if c.result.ok]
+    if not calls:
+        return Finding(answer=f"The volume query failed. {_foot(deps)}")
+    rows = {r["signal"]: r for r in calls[0].result.rows}
+    traces, spans, services = rows["traces"], rows["spans"], rows["services sending spans"]
+    lines = [f"**{traces['count']:,} traces** {_window(deps)} ({spans['count']:,} spans from {services['count']} "
+             "services).", "", "| telemetry | in the window | per minute | per minute before |", "|---|---|---|---|"]
+    for r in rows.values():
+        if r["per_min"] is not None:
+            then = f"{r['per_min_base']:,}" if r["count_base"] else "none (no data)"
+            lines.append(f"| {r['signal']} | **{r['count']:,}** | {r['per_min']:,} | {then} |")
+    lines += ["", _foot(deps)]
+    return Finding(answer="\n".join(lines), follow_ups=["Which services are there?", "Show throughput by service"])
 
 
 def _dependencies(deps: AgentDeps, kind: Kind) -> Finding:

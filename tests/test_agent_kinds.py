@@ -55,6 +55,9 @@ def kind_of(text: str, context: dict | None = None) -> str | None:
     ("Is the error rate of orders higher than before 14:10?", "compare"),
     ("show error logs of billing", "logs"),
     ("what are the noisiest log patterns?", "logs"),
+    ("how many traces in the last hour?", "volume"),
+    ("how many spans did we get today?", "volume"),
+    ("how many traces of billing failed?", None),  # a measure: failures
     ("who calls whom?", "dependencies"),
     ("what services does orders call?", "dependencies"),
     ("which services call billing?", "dependencies"),
@@ -276,6 +279,24 @@ def test_a_pattern_logged_only_in_the_reference_is_listed_with_no_lines_now(stor
     got = {r["pattern"]: (r["count"], r["before"]) for r in result.rows}
     assert got == {"disk <*> full": (4, 2), "lost lock <*>": (0, 2)}, got
     assert [(t["count"], t["before"]) for t in result.details["totals"]] == [(4, 4)]
+
+
+def test_how_many_traces_counts_the_telemetry_of_the_window(incident) -> None:
+    """"How many traces?" counts traces, spans, services, log lines and metric points of the window (each
+    checked against SQL over the window the answer states), with rates per minute then and before."""
+    store, _ = incident
+    answer = ask(store, "how many traces were there in the last 30 minutes?")
+    call = next(e for e in answer.evidence if e.tool == "telemetry_volume")
+    rows = {r["signal"]: r for r in call.rows}
+    start, end = (datetime.fromisoformat(call.args[k]) for k in ("start", "end"))
+    span = (f"toDateTime64('{start:%Y-%m-%d %H:%M:%S.%f}', 9, 'UTC') AND {{c}} < "
+            f"toDateTime64('{end:%Y-%m-%d %H:%M:%S.%f}', 9, 'UTC')")
+    traces, spans = store.query("SELECT uniqExact(TraceId), count() FROM otel_traces WHERE Timestamp >= "
+                                + span.format(c="Timestamp")).rows[0]
+    logs = store.query("SELECT count() FROM otel_logs WHERE Timestamp >= " + span.format(c="Timestamp")).scalar()
+    assert traces > 0 and answer.answer.startswith(f"**{traces:,} traces** from"), answer.answer
+    assert (rows["traces"]["count"], rows["spans"]["count"], rows["log lines"]["count"]) == (traces, spans, logs)
+    assert f"({spans:,} spans from" in answer.answer and f"| log lines | **{logs:,}** |" in answer.answer
 
 
 def test_dependencies_are_drawn_as_a_graph(incident) -> None:

@@ -293,6 +293,48 @@ def versions_seen(store: Store, window: TimeWindow, baseline: TimeWindow) -> Too
     return run_tool(name, args, body)
 
 
+METRIC_POINT_TABLES = ("otel_metrics_gauge", "otel_metrics_sum", "otel_metrics_histogram",
+                       "otel_metrics_exponential_histogram", "otel_metrics_summary")
+
+
+def telemetry_volume(store: Store, window: TimeWindow, baseline: TimeWindow) -> ToolResult:
+    """How much telemetry the window holds, against the baseline: traces, spans and the services sending
+    them, log lines, metric points (every metric type), each as a count and per minute ("how many traces in
+    the last hour?", "how much data do we get?")."""
+    name = "telemetry_volume"
+    args = tool_args(window=window, baseline=baseline)
+    now, before = in_window(window), in_window(baseline)
+
+    def body(sql: list[str]) -> ToolResult:
+        spans = logged_query(sql, store, f"""SELECT uniqExactIf(TraceId, {now}) AS traces,
+                uniqExactIf(TraceId, {before}) AS traces_base, countIf({now}) AS spans,
+                countIf({before}) AS spans_base, uniqExactIf(ServiceName, {now}) AS services,
+                uniqExactIf(ServiceName, {before}) AS services_base
+            FROM otel_traces WHERE {in_either(window, baseline)}""").dicts()[0]
+        logs = logged_query(sql, store, f"""SELECT countIf({now}) AS n, countIf({before}) AS n_base
+            FROM otel_logs WHERE {in_either(window, baseline)}""").dicts()[0]
+        points = logged_query(sql, store, " UNION ALL ".join(
+            f"SELECT countIf({in_window(window, 'TimeUnix')}) AS n, countIf({in_window(baseline, 'TimeUnix')}) "
+            f"AS n_base FROM {table} WHERE {in_either(window, baseline, 'TimeUnix')}"
+            for table in METRIC_POINT_TABLES)).dicts()
+        minutes = max((window.end - window.start).total_seconds() / 60, 1 / 60)
+        minutes_base = max((baseline.end - baseline.start).total_seconds() / 60, 1 / 60)
+        counts = [("traces", spans["traces"], spans["traces_base"]), ("spans", spans["spans"], spans["spans_base"]),
+                  ("services sending spans", spans["services"], spans["services_base"]),
+                  ("log lines", logs["n"], logs["n_base"]),
+                  ("metric points", sum(int(p["n"]) for p in points), sum(int(p["n_base"]) for p in points))]
+        rows = [{"signal": what, "count": int(n), "per_min": None if what.startswith("services") else
+                 round(int(n) / minutes, 1), "count_base": int(n_base), "per_min_base": None if
+                 what.startswith("services") else round(int(n_base) / minutes_base, 1)} for what, n, n_base in counts]
+        findings = [f"{r['count']} {r['signal']} in {window.label()}" + (
+            f" ({r['per_min']}/min; {r['per_min_base']}/min before)" if r["per_min"] is not None else "")
+            for r in rows]
+        return ToolResult.build(name, args, sql, list(rows[0].keys()), rows, findings=findings,
+                                table_columns=["signal", "count", "per_min", "per_min_base"])
+
+    return run_tool(name, args, body)
+
+
 def logs_matching(
     store: Store, window: TimeWindow, service: str | None = None, min_severity: str | None = None,
     text: str | None = None, limit: int = 20, reference: TimeWindow | None = None,
