@@ -624,7 +624,8 @@ def _breakdown(deps: AgentDeps, kind: Kind) -> Finding:
     lines += ["", _foot(deps)]
     cats = [r["service"] if by == "service" else f"{r['service']} {r['operation']}" for r in rows]
     title = f"{label(m).capitalize()} by {by}{scope}" + (f" ({_unit(m)})" if _unit(m) else "")
-    _chart(deps, bar_chart(cats, [r[m] for r in rows], title, _unit_words(m), by), title)
+    if not instead:  # (bars all at 0 would say nothing)
+        _chart(deps, bar_chart(cats, [r[m] for r in rows], title, _unit_words(m), by), title)
     follow = [f"Why is {top['service']} slow?" if m.endswith("_ms") else f"Why is {top['service']} failing?",
               f"{label(m).capitalize()} of {top['service']} over time"]
     if instead:  # the failures are in the logs: follow them there

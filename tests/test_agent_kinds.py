@@ -383,7 +383,7 @@ def test_an_error_measure_with_no_failed_span_reports_the_error_logs(root_store)
         stated = int(re.search(r"No span has an error status from .*?, but \*\*(\d+)\*\* log lines are at ERROR "
                                "or above", answer.answer).group(1))
         assert 0 < errors(-1) <= stated <= errors(1), (stated, answer.answer)
-        assert "`quote`" in answer.answer and "Highest:" not in answer.answer
+        assert "`quote`" in answer.answer and "Highest:" not in answer.answer and answer.charts == []
         assert answer.follow_ups[0] == "What errors happened?"
     finally:
         store.close()
