@@ -190,9 +190,13 @@ def parse_time_range(text: str, now: datetime) -> tuple[datetime | None, datetim
     if m := BETWEEN_RE.search(text):
         g = m.groups()
         start = _clock(now, *g[0:4])
-        end = _clock(now, *g[4:8])
-        if end <= start:
-            start -= timedelta(days=1)
+        # the end is the first such clock time after the start ("between 23:50 and 00:00" asked at 23:59 ends
+        # at the coming midnight, not at the last one); a range that would end in the future is yesterday's
+        end = _clock(start + timedelta(days=1), *g[4:8])
+        while end - timedelta(days=1) > start:
+            end -= timedelta(days=1)
+        if end > now + timedelta(minutes=1):
+            start, end = start - timedelta(days=1), end - timedelta(days=1)
         return start, end, m.group(0)
     if m := SINCE_RE.search(text):
         return _clock(now, *m.groups()), now, m.group(0)

@@ -40,6 +40,17 @@ def test_intents_and_trace_id():
     assert parse_question("anything unusual?", NOW).primary == "anomalies"
 
 
+def test_a_range_up_to_midnight_asked_around_midnight_ends_at_that_midnight():
+    """Asked at 23:59:30 or just after midnight, "between 23:50 and 00:00" is the ten minutes before that
+    midnight (it was read as the same ten minutes a day earlier: an empty window)."""
+    midnight = datetime(2026, 12, 8, tzinfo=UTC)
+    for now in (midnight - timedelta(seconds=30), midnight + timedelta(seconds=30), midnight + timedelta(hours=2)):
+        q = parse_question("error logs between 23:50 and 00:00 UTC", now)
+        assert (q.start, q.end) == (midnight - timedelta(minutes=10), midnight), now
+    q = parse_question("between 10:00 and 09:00", NOW)  # an end before the start: from yesterday
+    assert (q.start, q.end) == (NOW.replace(hour=10, minute=0) - timedelta(days=1), NOW.replace(hour=9, minute=0))
+
+
 @pytest.mark.parametrize(
     ("text", "start", "end"),
     [
@@ -48,6 +59,7 @@ def test_intents_and_trace_id():
         ("slow since 10:30", NOW.replace(hour=10, minute=30), NOW),
         ("since 14:02:10 UTC", NOW.replace(hour=14, minute=2, second=10), NOW),
         ("between 9:00 and 9:20", NOW.replace(hour=9, minute=0), NOW.replace(hour=9, minute=20)),
+        ("between 23:00 and 01:00", NOW.replace(hour=23, minute=0) - timedelta(days=1), NOW.replace(hour=1, minute=0)),
         ("since 2:15 pm", NOW.replace(hour=14, minute=15), NOW),
         ("since 23:00", NOW.replace(hour=23, minute=0) - timedelta(days=1), NOW),  # later than now = yesterday
         ("were there errors yesterday?", MIDNIGHT - timedelta(days=1), MIDNIGHT),
