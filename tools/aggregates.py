@@ -18,7 +18,7 @@ from store.severity import SEVERITY, level_of
 from tools.common import ENTRY, ERROR, in_either, in_window, logged_query, run_tool, tool_args
 from tools.logs import MASK_RE
 from tools.result import ToolResult
-from tools.sql import literal
+from tools.sql import TELEMETRY_TABLES, literal
 from tools.timewindow import TimeWindow, ch_time
 
 # measure -> (SQL over a group's spans, unit, words a person uses)
@@ -293,8 +293,8 @@ def versions_seen(store: Store, window: TimeWindow, baseline: TimeWindow) -> Too
     return run_tool(name, args, body)
 
 
-METRIC_POINT_TABLES = ("otel_metrics_gauge", "otel_metrics_sum", "otel_metrics_histogram",
-                       "otel_metrics_exponential_histogram", "otel_metrics_summary")
+# every metric type's table, from the one list of telemetry tables
+METRIC_POINT_TABLES = tuple(sorted(t for t in TELEMETRY_TABLES if t.startswith("otel_metrics_")))
 
 
 def telemetry_volume(store: Store, window: TimeWindow, baseline: TimeWindow) -> ToolResult:
