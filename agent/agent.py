@@ -32,7 +32,7 @@ from pydantic_ai.usage import UsageLimits
 from agent.answer import Answer, ChartSpec, Evidence, Finding, RootCause
 from agent.deps import CURRENT, AgentDeps, DataNames, ToolCall, Window
 from agent.diagnosis import mode as diagnosis_mode
-from agent.incident import follow_incident
+from agent.incident import baseline_before_incident, follow_incident
 from agent.kinds import classify
 from agent.models import AgentError, ModelUnavailable, resolve_model
 from agent.question import match_services, parse_question
@@ -652,13 +652,14 @@ async def ask(
         )
         deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)
                           for r in discovery)
-        # only a root-cause question follows the incident: a list, a measure or a chart keeps the asked window
-        if (not (parsed.has_window or since or previous.get("window_explicit"))
-                and diagnosis_mode(deps) == "diagnose" and classify(deps) is None):
+        # only a root-cause question follows the incident: a list, a measure or a chart keeps the asked window;
+        # an asked range is kept, with a baseline from before the incident
+        if diagnosis_mode(deps) == "diagnose" and classify(deps) is None:
             t = time.perf_counter()
             named = parsed.services
-            deps.window, moved = await asyncio.to_thread(follow_incident, store, window,
-                                                         named[0] if len(named) == 1 else None)
+            explicit = parsed.has_window or since or previous.get("window_explicit")
+            deps.window, moved = await asyncio.to_thread(baseline_before_incident if explicit else follow_incident,
+                                                         store, window, named[0] if len(named) == 1 else None)
             deps.calls.extend([moved] if moved else [])
             timings["incident"] = time.perf_counter() - t
         token = CURRENT.set(deps)

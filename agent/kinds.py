@@ -999,9 +999,10 @@ def symptom_chart(deps: AgentDeps) -> ChartSpec | None:
     unit = f" ({_unit(m)})" if _unit(m) else ""
     title = f"{label(m).capitalize()} of {subject}{unit}"
     fig = line_chart([r["time"] for r in rows], {label(m): values}, title, _unit_words(m))
-    # marked where the analysis found the symptom changed (agent.incident moved the window there), nowhere else
+    # marked where the analysis found the symptom changed (agent.incident moved the window or its baseline there,
+    # so the baseline ends there), nowhere else
     if any(c.call_id == "incident" for c in deps.calls):
-        at = deps.window.start
+        at = deps.window.baseline_end
         fig.add_vline(x=at, line_dash="dash", line_color="#c0392b")
         fig.add_annotation(x=at, yref="paper", y=1.02, showarrow=False, text=f"changed ~{at:%H:%M} UTC",
                            font={"color": "#c0392b"})

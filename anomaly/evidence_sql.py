@@ -21,17 +21,28 @@ from store.severity import ERROR, SEVERITY, WARN
 
 
 class Window(Protocol):
-    """The analysed window [start, end) and the start of its baseline (which ends at `start`)."""
+    """The analysed window [start, end) and its baseline [baseline_start, baseline_end). The baseline ends at
+    `start`, or earlier when the time just before the window is already part of the incident: the minutes
+    between are then read by neither."""
 
     start: datetime
     end: datetime
     baseline_start: datetime
+    baseline_end: datetime
 
 
 def _t(value: datetime) -> str:
     """A ClickHouse DateTime64(9, 'UTC') literal."""
     utc = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     return f"toDateTime64('{utc.strftime('%Y-%m-%d %H:%M:%S.%f')}', 9, 'UTC')"
+
+
+def _read(w: Window, column: str = "Timestamp") -> str:
+    """`column` in the baseline or the window (one scan; `column >= start` tells which)."""
+    span = f"{column} >= {_t(w.baseline_start)} AND {column} < {_t(w.end)}"
+    if w.baseline_end < w.start:
+        span += f" AND NOT ({column} >= {_t(w.baseline_end)} AND {column} < {_t(w.start)})"
+    return span
 
 
 # The fields a client span's callee is named by, most specific first (OTel semantic conventions).
@@ -60,7 +71,7 @@ WITH spans AS (
            Timestamp >= {_t(w.start)} AS cur, {PEER_EXPR} AS peer,
            SpanAttributes['messaging.destination.name'] AS destination
     FROM otel_traces
-    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
+    WHERE {_read(w)}
 ), children AS (
     SELECT pk AS k, sum(Duration) AS child_ns, count() AS child_n,
            countIf(StatusCode = 'Error') AS child_errors, any(ServiceName) AS child_service
@@ -117,7 +128,7 @@ WITH spans AS (
     SELECT cityHash64(TraceId, SpanId) AS k, cityHash64(TraceId, ParentSpanId) AS pk, ServiceName, SpanName,
            SpanKind, Duration, Timestamp >= {_t(w.start)} AS cur
     FROM otel_traces
-    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
+    WHERE {_read(w)}
 )
 SELECT p.ServiceName AS caller, p.SpanName AS caller_operation, c.ServiceName AS callee,
        c.SpanName AS callee_operation, countIf(c.cur) AS n, countIf(NOT c.cur) AS n_base,
@@ -151,7 +162,7 @@ SELECT service,
     anyIf(Body, Timestamp >= {_t(w.start)} AND severity >= {WARN} AND severity < {ERROR}) AS warning_example
 FROM (
     SELECT ServiceName AS service, Timestamp, Body, {SEVERITY} AS severity FROM otel_logs
-    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
+    WHERE {_read(w)}
 )
 GROUP BY service
 ORDER BY errors DESC
@@ -186,7 +197,7 @@ SELECT {METRIC_SERVICE} AS service, MetricName AS metric, any(MetricUnit) AS uni
     groupUniqArray(coalesce(nullIf(ResourceAttributes['k8s.node.name'], ''), ResourceAttributes['host.name']))
         AS nodes
 FROM otel_metrics_gauge
-WHERE TimeUnix >= {_t(w.baseline_start)} AND TimeUnix < {_t(w.end)} AND service != ''
+WHERE {_read(w, "TimeUnix")} AND service != ''
     AND match(MetricName, '{RESOURCE_METRIC_RE}')
 GROUP BY service, metric
 ORDER BY service, metric
@@ -222,7 +233,7 @@ SELECT service, {LOG_TEMPLATE} AS template, max(level) AS severity,
     anyIf(Body, Timestamp >= {_t(w.start)}) AS example
 FROM (
     SELECT ServiceName AS service, Timestamp, TraceId, Body, {SEVERITY} AS level FROM otel_logs
-    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)}
+    WHERE {_read(w)}
 )
 WHERE {problem_log('level')}
 GROUP BY service, template
@@ -251,11 +262,11 @@ SELECT l.ServiceName AS service, {LOG_TEMPLATE} AS template,
     topKIf(1)(o.SpanName, l.Timestamp < {_t(w.start)} AND o.SpanName != '')[1] AS operation
 FROM otel_logs AS l LEFT JOIN (
     SELECT cityHash64(TraceId, SpanId) AS k, SpanName FROM otel_traces
-    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND TraceId IN (
+    WHERE {_read(w)} AND TraceId IN (
         SELECT TraceId FROM otel_logs
-        WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND SpanId != '')
+        WHERE {_read(w)} AND SpanId != '')
 ) AS o ON cityHash64(l.TraceId, l.SpanId) = o.k
-WHERE l.Timestamp >= {_t(w.baseline_start)} AND l.Timestamp < {_t(w.end)} AND NOT {PROBLEM_LOG}
+WHERE {_read(w, "l.Timestamp")} AND NOT {PROBLEM_LOG}
 GROUP BY service, template
 HAVING n_base >= {MIN_STATEMENT_BASE_LINES}
 ORDER BY n_base DESC
@@ -301,7 +312,7 @@ FROM (
                     SELECT ServiceName AS service, cityHash64(TraceId, SpanId) AS span,
                         {LOG_TEMPLATE} AS template, cityHash64(template) AS h, count() AS k, min(Timestamp) AS t
                     FROM otel_logs
-                    WHERE Timestamp >= {_t(w.baseline_start)} AND Timestamp < {_t(w.end)} AND SpanId != ''
+                    WHERE {_read(w)} AND SpanId != ''
                         AND NOT {PROBLEM_LOG}
                     GROUP BY service, span, template
                 )

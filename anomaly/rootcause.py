@@ -128,6 +128,7 @@ class _Window:
     start: datetime
     end: datetime
     baseline_start: datetime
+    baseline_end: datetime
 
 
 BASELINE = timedelta(minutes=30)
@@ -137,7 +138,7 @@ def telemetry_evidence(store: Store, start: float, end: float) -> list[Evidence]
     """The per-service evidence (anomaly/signals.py) for [start, end) against the half hour before it (or as
     long as the window), from the same queries the analyst runs: the hints and the chat agree."""
     w_start, w_end = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
-    w = _Window(w_start, w_end, w_start - max(w_end - w_start, BASELINE))
+    w = _Window(w_start, w_end, w_start - max(w_end - w_start, BASELINE), w_start)
     return service_evidence(*(store.query(getattr(evidence_sql, f"{key}_sql")(w)).dicts()
                               for key in evidence_sql.EVIDENCE_QUERIES))
 

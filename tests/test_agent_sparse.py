@@ -215,7 +215,7 @@ def test_slower_calls_from_a_handful_of_requests_are_not_a_change(root_store, sl
     store = new_database(root_store, "sparse")
     fault_start = _query_loop(store, slow_requests, slow_calls)
     window = type("W", (), {"start": fault_start, "end": fault_start + timedelta(minutes=10),
-                            "baseline_start": fault_start - timedelta(minutes=30)})
+                            "baseline_start": fault_start - timedelta(minutes=30), "baseline_end": fault_start})
     row = next(r for r in store.query(evidence_sql.span_stats_sql(window)).dicts()
                if r["operation"] == "SELECT orders")
     assert row["slow_traces"] == slow_requests and row["slow_calls"] == 300 and row["traces"] == 600, row

@@ -122,6 +122,30 @@ def test_the_window_starts_where_the_symptom_changed(root_store):
     store.close()
 
 
+def test_an_asked_range_inside_the_incident_is_compared_with_the_time_before_the_incident(root_store):
+    """"The last 4 minutes" of an incident 10 minutes old: the half hour before those 4 minutes holds the
+    incident's first 6, whose slow calls made the baseline's p95 as slow as the window's. The asked window is
+    kept; the baseline ends where the symptom changed, and the minutes between are read by neither."""
+    store = new_database(root_store, "cpr")
+    end = datetime.now(UTC).replace(second=30, microsecond=0)
+    truth = synth_incident(store, "billing_slow", end=end, seed=21)
+    answer = ask_sync("why is edge-gateway slow in the last 4 minutes?", store=store, settings=settings_for(store))
+    start = truth["start"].replace(second=0)
+    assert answer.root_causes and answer.root_causes[0].service == "billing", answer.answer
+    found = re.search(r"Window: (.+?) to (.+?) UTC; baseline (.+?) to (.+?) UTC", answer.answer)
+    assert found, answer.answer
+    w_start, w_end, b_start, b_end = (datetime.fromisoformat(t).replace(tzinfo=UTC) for t in found.groups())
+    assert w_end - w_start == timedelta(minutes=4)  # the range asked, not moved
+    assert b_end == start and b_end - b_start == timedelta(minutes=30), found.group(0)
+    assert f"before the window: it is compared with the time before {start:%H:%M} UTC" in answer.answer
+    (series_call,) = [e for e in answer.evidence if e.tool == "entry_series"]
+    assert series_call.rows
+    # the evidence queries leave out the incident's minutes before the window
+    stats = [e for e in answer.evidence if e.sql and "self_q_base_ms" in e.sql[0]]
+    assert stats and f"NOT (Timestamp >= toDateTime64('{start:%Y-%m-%d %H:%M}" in stats[0].sql[0]
+    store.close()
+
+
 def bins(latency: list[float], calls: int = 20, seed: int = 1, start: datetime = T0) -> list[Minute]:
     rng = random.Random(seed)
     return [Minute(start + timedelta(seconds=10 * i), calls, 0, ms * rng.uniform(0.9, 1.1), seconds=10)
