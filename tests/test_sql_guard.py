@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -493,6 +498,27 @@ def test_server_facts_are_refused_with_a_reason_that_says_so() -> None:
         with pytest.raises(SQLRefused) as info:
             validate_sql(sql, database="otel")
         assert info.value.reason.endswith("() is not allowed: it tells about the server, not the telemetry"), sql
+
+
+def test_the_servers_utc_offset_is_not_readable_off_formatted_times(tmp_path: Path) -> None:
+    """An engine in another zone (Asia/Tokyo, +09:00) rendered now() in its own zone, so `%z`, or now() beside
+    now('UTC'), told the server's offset through the guard. Guarded SQL runs with UTC as the session's zone."""
+    script = (
+        "import json, sys\n"
+        "from store import Store\n"
+        "from tools.sql import run_sql\n"
+        "store = Store.connect(sys.argv[1], database='default')\n"
+        "r = run_sql(store, \"SELECT formatDateTime(now(), '%z') AS z, "
+        "dateDiff('minute', toDateTime(toString(now('UTC'))), toDateTime(toString(now()))) AS shift\")\n"
+        "print(json.dumps({'ok': r.ok, 'rows': r.rows, 'error': r.error}))\n"
+    )
+    env = {**os.environ, "TZ": "Asia/Tokyo", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", script, f"chdb://{tmp_path}"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ok"], result
+    assert result["rows"] == [{"z": "+0000", "shift": 0}], result
 
 
 def test_times_still_convert_between_zones(data_store: Store) -> None:

@@ -141,6 +141,9 @@ class SqlLimits:
             "max_rows_in_join": self.max_rows_in_join,
             "max_bytes_in_join": self.max_bytes_in_join,
             "join_overflow_mode": "throw",
+            # times without a zone (now(), toString of a zone-less DateTime, literals) read and render as UTC,
+            # as the answers state them: the server's own zone and offset stay the server's
+            "session_timezone": "UTC",
         }
 
     @classmethod
