@@ -14,11 +14,13 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Sequence
-
-from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from typing import TYPE_CHECKING
 
 from otel_ai.settings import Settings
+
+if TYPE_CHECKING:  # the ASGI side only: `ask --server` uses the client half and starts without Starlette
+    from starlette.requests import HTTPConnection
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 PROTECTED_PREFIXES = ("/api/", "/chat-files/")
 
@@ -128,6 +130,8 @@ class RequireAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path", "").startswith(PROTECTED_PREFIXES):
+            from starlette.requests import HTTPConnection
+
             if not is_authorized(HTTPConnection(scope), self.settings):
                 body = json.dumps({"error": "authentication required: send Authorization: Bearer <OTEL_AI_API_TOKEN> "
                                             "or log in to the chat"}).encode()
