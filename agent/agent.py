@@ -652,14 +652,26 @@ async def ask(
         )
         deps.calls.extend(ToolCall("discover", "run_sql", {"sql": r.sql[0] if r.sql else ""}, r, 0.0)
                           for r in discovery)
+        kind = classify(deps)
+        comparing = diagnosis_mode(deps) == "diagnose" and kind is None
+        explicit = bool(parsed.has_window or since or previous.get("window_explicit"))
+        if ((comparing or (kind is not None and kind.name == "changes")) and explicit
+                and names.earliest is not None and deps.window.baseline_end <= names.earliest):
+            # an answer that compares needs a baseline: a range that holds all the data leaves none ("what
+            # changed in the last hour?" ten minutes after the first span: every line would be "new")
+            deps.window = choose_window(None, None, None, names.latest, now, earliest=names.earliest)
+            deps.window.length_note = " ".join(t for t in (
+                f"Nothing was recorded before {names.earliest:%Y-%m-%d %H:%M:%S} UTC, so the range asked has "
+                "nothing to compare with.", deps.window.length_note or
+                f"The last {_fmt_td(DEFAULT_WINDOW)} are compared with the time before.") if t)
+            explicit = False
         # only a root-cause question follows the incident: a list, a measure or a chart keeps the asked window;
         # an asked range is kept, with a baseline from before the incident
-        if diagnosis_mode(deps) == "diagnose" and classify(deps) is None:
+        if comparing:
             t = time.perf_counter()
             named = parsed.services
-            explicit = parsed.has_window or since or previous.get("window_explicit")
             deps.window, moved = await asyncio.to_thread(baseline_before_incident if explicit else follow_incident,
-                                                         store, window, named[0] if len(named) == 1 else None)
+                                                         store, deps.window, named[0] if len(named) == 1 else None)
             deps.calls.extend([moved] if moved else [])
             timings["incident"] = time.perf_counter() - t
         token = CURRENT.set(deps)

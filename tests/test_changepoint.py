@@ -146,6 +146,27 @@ def test_an_asked_range_inside_the_incident_is_compared_with_the_time_before_the
     store.close()
 
 
+def test_a_range_that_holds_all_the_data_is_not_compared_with_nothing(root_store):
+    """"What's wrong in the last hour?" twelve minutes after the first span: the hour's baseline is empty, so
+    every log line and operation would be "new" and every service as suspect as the next. An answer that
+    compares falls back to the data's own halves, and says why; a count keeps the hour asked."""
+    store = new_database(root_store, "cpe")
+    end = datetime.now(UTC).replace(microsecond=0)
+    synth_incident(store, "billing_slow", end=end, minutes=12, fault_minutes=3, seed=5)
+    answer = ask_sync("what's wrong in the last hour?", store=store, settings=settings_for(store))
+    assert "so the range asked has nothing to compare with" in answer.answer, answer.answer
+    found = re.search(r"Window: (.+?) to (.+?) UTC; baseline (.+?) to (.+?) UTC", answer.answer)
+    assert found, answer.answer
+    w_start, w_end = (datetime.fromisoformat(t).replace(tzinfo=UTC) for t in found.groups()[:2])
+    assert w_end - w_start <= timedelta(minutes=6), found.group(0)  # half of the data at most, not the hour
+    # slow since the fault, as the data's first minutes show; against nothing, its warnings made it "failing"
+    assert answer.root_causes and (answer.root_causes[0].service, answer.root_causes[0].kind) == (
+        "billing", "latency"), answer.answer
+    counted = ask_sync("how many requests in the last hour?", store=store, settings=settings_for(store))
+    assert "nothing to compare with" not in counted.answer, counted.answer
+    store.close()
+
+
 def bins(latency: list[float], calls: int = 20, seed: int = 1, start: datetime = T0) -> list[Minute]:
     rng = random.Random(seed)
     return [Minute(start + timedelta(seconds=10 * i), calls, 0, ms * rng.uniform(0.9, 1.1), seconds=10)
