@@ -620,7 +620,10 @@ def _breakdown(deps: AgentDeps, kind: Kind) -> Finding:
     top = rows[0]
     who = top["service"] if by == "service" else f"{top['service']} {top['operation']}"
     instead, logger = _error_logs_instead(deps) if m in ERROR_MEASURES and _no_failed_spans(deps, m) else ([], None)
-    lines += instead or ["", f"Highest: {code(who)} at {fmt(m, top[m])}."]
+    if instead:  # the answer is in the logs: it comes first, the spans' table (all 0) after it
+        lines = [*instead[1:], "", *lines]
+    else:
+        lines += ["", f"Highest: {code(who)} at {fmt(m, top[m])}."]
     lines += ["", _foot(deps)]
     cats = [r["service"] if by == "service" else f"{r['service']} {r['operation']}" for r in rows]
     title = f"{label(m).capitalize()} by {by}{scope}" + (f" ({_unit(m)})" if _unit(m) else "")

@@ -365,8 +365,8 @@ def test_what_errors_happened_lists_failed_spans_and_error_logs(root_store) -> N
 
 def test_an_error_measure_with_no_failed_span_reports_the_error_logs(root_store) -> None:
     """Spans without status codes (quote throws and only its logs say so): "which service has the highest
-    error rate?" shows the table (all 0 %) and then the error log lines, counted as SQL counts them, instead
-    of naming a highest service at 0 %; the follow-ups go to the logs."""
+    error rate?" answers with the error log lines, counted as SQL counts them, and then the table (all 0 %),
+    instead of naming a highest service at 0 %; the follow-ups go to the logs."""
     store = new_database(root_store, "kinds")
     sparse_incident(store, "quote_exception")
     try:
@@ -380,8 +380,8 @@ def test_an_error_measure_with_no_failed_span_reports_the_error_logs(root_store)
                                f"toDateTime64('{start}', 9, 'UTC') - INTERVAL {pad} SECOND AND Timestamp < "
                                f"toDateTime64('{end}', 9, 'UTC') + INTERVAL {pad} SECOND").scalar()
 
-        stated = int(re.search(r"No span has an error status from .*?, but \*\*(\d+)\*\* log lines are at ERROR "
-                               "or above", answer.answer).group(1))
+        stated = int(re.match(r"No span has an error status from .*?, but \*\*(\d+)\*\* log lines are at ERROR "
+                              "or above", answer.answer).group(1))  # the answer's first words
         assert 0 < errors(-1) <= stated <= errors(1), (stated, answer.answer)
         assert "`quote`" in answer.answer and "Highest:" not in answer.answer and answer.charts == []
         assert answer.follow_ups[0] == "What errors happened?"
