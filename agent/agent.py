@@ -35,7 +35,7 @@ from agent.diagnosis import mode as diagnosis_mode
 from agent.incident import baseline_before_incident, follow_incident
 from agent.kinds import classify
 from agent.models import AgentError, ModelUnavailable, resolve_model
-from agent.question import match_services, parse_question
+from agent.question import MAX_QUESTION_CHARS, match_services, parse_question
 from agent.streaming import EventRelay, OnEvent, tools_only
 from agent.summary import summarize, summary_spec
 from otel_ai.settings import Settings, load_settings
@@ -625,6 +625,9 @@ async def ask(
     question = (question or "").strip()
     if not question:
         raise AgentError("empty question: ask e.g. 'why is checkout slow?'")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise AgentError(f"the question is {len(question):,} characters long; ask in at most {MAX_QUESTION_CHARS:,} "
+                         "(telemetry and logs belong in the store, where the analyst reads them)")
     t0 = time.perf_counter()
     settings = settings or load_settings()
     own_store = store is None

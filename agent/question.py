@@ -28,6 +28,9 @@ INTENT_WORDS: dict[str, tuple[str, ...]] = {
                 "changed", "before and after"),
     "chart": ("chart", "plot", "graph", "visuali", "show me", "draw"),
 }
+# A question is a sentence or a paragraph; reading one costs time on the caller's event loop in proportion to
+# its length (1.3 s a megabyte), so every front (API, chat, Slack, CLI) refuses a longer one in `ask`
+MAX_QUESTION_CHARS = 4000
 GENERIC_NAME_PARTS = {"service", "svc", "srv", "api", "server", "app", "backend", "ms", "microservice", "deployment"}
 TRACE_ID_RE = re.compile(r"\b([0-9a-f]{32}|[0-9a-f]{16})\b", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600, "hour": 3600,

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from agent.question import MAX_QUESTION_CHARS
 from otel_ai.context import ServerContext
 from store import StoreBusy
 
@@ -18,7 +19,7 @@ MAX_CONVERSATIONS = 500
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=4000)
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     since: str | None = None
     model: str | None = None
     role: str = "sre"

@@ -107,8 +107,10 @@ async def run(settings: Settings, ready: Callable[[ServerContext], None] | None 
     ctx = ServerContext(settings=settings, store=store)
     app = build_app(ctx)
     sock = bind_socket(settings.host, settings.port, "the HTTP API")
+    # a chat message (socket.io over a WebSocket) is held to the same size as a request body
     config = uvicorn.Config(app, log_level="warning", lifespan="on",
-                            http=head_deadline_h11(settings.http_header_timeout_seconds))
+                            http=head_deadline_h11(settings.http_header_timeout_seconds),
+                            ws_max_size=settings.http_max_request_bytes)
     http = QuietUvicorn(config)
 
     started: list[Service] = []
