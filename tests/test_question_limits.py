@@ -17,7 +17,7 @@ import pytest
 from agent import AgentError, ask_sync
 from agent.question import MAX_QUESTION_CHARS
 from store import Store
-from tests.fixtures.server import ServerProcess, make_server
+from tests.fixtures.server import ServerProcess, running
 from tests.test_agent import settings_for
 from tests.test_waiting_fronts import ChatSession
 
@@ -26,17 +26,9 @@ LIMIT_BYTES = 64 * 1024
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("limits")
-    (root / "data").mkdir()
     env = {"OTEL_AI_ANOMALY_ENABLED": "false", "OTEL_AI_HTTP_MAX_REQUEST_BYTES": str(LIMIT_BYTES)}
-    server = make_server(root / "data", root / "serve.log", env).start()
-    try:
+    with running(tmp_path_factory.mktemp("limits"), env) as server:
         yield server
-    finally:
-        try:
-            server.stop(30)
-        except Exception:
-            server.kill()
 
 
 def test_a_question_over_the_limit_is_refused_before_it_is_read(store: Store) -> None:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.fakes.slack_api import FakeSlack, FakeSocketMode
-from tests.fixtures.server import ServerProcess, make_server
+from tests.fixtures.server import ServerProcess, running
 from tests.fixtures.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -66,19 +66,11 @@ def run_simulator(endpoint: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def slack_serve(tmp_path_factory: pytest.TempPathFactory, fake_slack: FakeSlack) -> Iterator[SlackServe]:
-    root = tmp_path_factory.mktemp("slack-serve")
-    (root / "data").mkdir()
     env = slack_env(fake_slack, OTEL_AI_SLACK_ALLOWED_CHANNELS=f"{CHANNEL},{DM_CHANNEL}",
                     OTEL_AI_SLACK_ALLOWED_USERS=ALICE, OTEL_AI_PUBLIC_URL=PUBLIC_URL)
-    server = make_server(root / "data", root / "serve.log", env).start()
-    try:
+    with running(tmp_path_factory.mktemp("slack-serve"), env) as server:
         truth = run_simulator(server.otlp_grpc_endpoint)
         yield SlackServe(server, truth)
-    finally:
-        try:
-            server.stop(30)
-        except Exception:
-            server.kill()
 
 
 def answer_section(update: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import socketio
 
 from otel_ai.context import QUERY_WAIT_SECONDS
 from tests.fakes.slack_api import FakeSlack
-from tests.fixtures.server import ServerProcess, make_server, store_spans_to_multiply
+from tests.fixtures.server import ServerProcess, running, store_spans_to_multiply
 from tests.fixtures.slack import fake_slack, mention, message_text, new_ts, signature_headers, slack_env  # noqa: F401
 
 CHANNEL = "C0WAITING"
@@ -35,19 +35,11 @@ BUSY = "The server is busy"
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory, fake_slack: FakeSlack) -> Iterator[ServerProcess]:  # noqa: F811
-    root = tmp_path_factory.mktemp("waiting")
-    (root / "data").mkdir()
     env = slack_env(fake_slack, OTEL_AI_SQL_CONCURRENCY="1", OTEL_AI_ANOMALY_ENABLED="false",
                     OTEL_AI_SQL_MAX_EXECUTION_TIME="60",
                     OTEL_AI_SLACK_ALLOWED_CHANNELS=CHANNEL, OTEL_AI_SLACK_ALLOWED_USERS=ALICE)
-    server = make_server(root / "data", root / "serve.log", env).start()
-    try:
+    with running(tmp_path_factory.mktemp("waiting"), env) as server:
         yield server
-    finally:
-        try:
-            server.stop(30)
-        except Exception:
-            server.kill()
 
 
 @functools.cache
