@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from agent.deps import ToolCall, Window
-from anomaly.changepoint import Change, Minute, clearest_change
+from anomaly.changepoint import Change, Minute, clearest_change, in_wider_bins
 from store import Store
 from tools.result import ToolResult
 from tools.timewindow import TimeWindow, utc
@@ -17,15 +17,16 @@ MIN_BASELINE = timedelta(minutes=30)
 # the last minutes are read in short bins: a symptom younger than the two minutes a change needs at a minute's
 # resolution is then found too (a user often asks as soon as it starts)
 RECENT = timedelta(minutes=3)
+# the search scans a series in at most this many bins (minutes, or wider ones over a range of hours or days)
+MAX_BINS = 120
 
 
-def _clearest_change(store: Store, span: TimeWindow, end: datetime, service: str | None
+def _clearest_change(store: Store, span: TimeWindow, service: str | None, recent: datetime | None = None
                      ) -> tuple[Change, str, ToolResult] | None:
-    """The clearest rise in the entry requests of `service` (else of any service) over `span`, the service it
-    was in and the query that showed it."""
+    """The clearest rise in the entry requests of `service` (else of any service) over `span` (from `recent` on
+    in short bins), the service it was in and the query that showed it."""
     from tools.traces import entry_series
 
-    recent = (end - RECENT).replace(second=0, microsecond=0)
     result = entry_series(store, span, service, recent=recent)
     if not result.ok:
         return None
@@ -34,7 +35,8 @@ def _clearest_change(store: Store, span: TimeWindow, end: datetime, service: str
         series[str(r["service"])].append(Minute(minute=utc(r["minute"]), calls=int(r["calls"]),
                                                 errors=int(r["errors"]), avg_ms=float(r["avg_ms"] or 0.0),
                                                 seconds=int(r["seconds"])))
-    found: list[tuple[Change, str]] = [(c, name) for name, s in series.items() if (c := clearest_change(s))]
+    found: list[tuple[Change, str]] = [(c, name) for name, s in series.items()
+                                       if (c := clearest_change(in_wider_bins(s, MAX_BINS)))]
     if not found:
         return None
     change, name = max(found, key=lambda f: f[0].z)
@@ -56,7 +58,8 @@ def _at(moment: datetime) -> str:
 def follow_incident(store: Store, window: Window, service: str | None) -> tuple[Window, ToolCall | None]:
     """`window` started where the symptom (the named service's entry requests, else any service's) changed,
     and the query that showed it; the window unchanged, and no call, when nothing changed clearly."""
-    found = _clearest_change(store, TimeWindow(start=window.baseline_start, end=window.end), window.end, service)
+    recent = (window.end - RECENT).replace(second=0, microsecond=0)
+    found = _clearest_change(store, TimeWindow(start=window.baseline_start, end=window.end), service, recent)
     if found is None:
         return window, None
     change, name, result = found
@@ -83,8 +86,7 @@ def baseline_before_incident(store: Store, window: Window, service: str | None) 
     over a baseline's length before the baseline too, so an incident up to that old still leaves one to compare
     with."""
     length = window.baseline_end - window.baseline_start
-    found = _clearest_change(store, TimeWindow(start=window.baseline_start - length, end=window.end), window.end,
-                             service)
+    found = _clearest_change(store, TimeWindow(start=window.baseline_start - length, end=window.end), service)
     if found is None:
         return window, None
     change, name, result = found

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import random
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from agent import ask_sync
 from anomaly.changepoint import Change, Minute, clearest_change
@@ -165,6 +168,25 @@ def test_a_range_that_holds_all_the_data_is_not_compared_with_nothing(root_store
     counted = ask_sync("how many requests in the last hour?", store=store, settings=settings_for(store))
     assert "nothing to compare with" not in counted.answer, counted.answer
     store.close()
+
+
+def test_a_step_in_days_of_minutes_is_found_in_wider_bins_quickly():
+    """Three days of minutes with a step at minute 3,000: the scan is quadratic in the bins (4,320 minutes took
+    half a minute), so the series goes in bins of 36 minutes; the step is found in the bin that holds it, and
+    the calls, errors and mean latency are kept."""
+    from anomaly.changepoint import in_wider_bins
+
+    minutes = series([50.0] * 3000 + [200.0] * 1320, errors=[1] * 4320)
+    wide = in_wider_bins(minutes, 120)
+    assert len(wide) <= 121 and {m.seconds for m in wide} == {36 * 60}
+    assert sum(m.calls for m in wide) == sum(m.calls for m in minutes) and sum(m.errors for m in wide) == 4320
+    assert wide[0].avg_ms == pytest.approx(sum(m.avg_ms for m in minutes[:36]) / 36)
+    started = time.perf_counter()
+    change = clearest_change(wide)
+    assert time.perf_counter() - started < 1.0
+    step = T0 + timedelta(minutes=3000)
+    assert change and change.kind == "latency" and step - timedelta(minutes=36) < change.at <= step
+    assert in_wider_bins(minutes[:100], 120) == minutes[:100]  # short enough: unchanged
 
 
 def bins(latency: list[float], calls: int = 20, seed: int = 1, start: datetime = T0) -> list[Minute]:
