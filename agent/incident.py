@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from agent.deps import ToolCall, Window
-from anomaly.changepoint import Change, Minute, clearest_change, in_wider_bins
+from anomaly.changepoint import MIN_BEFORE, Change, Minute, clearest_change, in_wider_bins
 from store import Store
 from tools.result import ToolResult
 from tools.timewindow import TimeWindow, utc
@@ -21,10 +21,11 @@ RECENT = timedelta(minutes=3)
 MAX_BINS = 120
 
 
-def _clearest_change(store: Store, span: TimeWindow, service: str | None, recent: datetime | None = None
-                     ) -> tuple[Change, str, ToolResult] | None:
+def _clearest_change(store: Store, span: TimeWindow, service: str | None, recent: datetime | None = None,
+                     measurable_only: bool = False) -> tuple[Change, str, ToolResult] | None:
     """The clearest rise in the entry requests of `service` (else of any service) over `span` (from `recent` on
-    in short bins), the service it was in and the query that showed it."""
+    in short bins; only among those that leave MIN_BEFORE minutes before them when `measurable_only`), the
+    service it was in and the query that showed it."""
     from tools.traces import entry_series
 
     result = entry_series(store, span, service, recent=recent)
@@ -35,8 +36,10 @@ def _clearest_change(store: Store, span: TimeWindow, service: str | None, recent
         series[str(r["service"])].append(Minute(minute=utc(r["minute"]), calls=int(r["calls"]),
                                                 errors=int(r["errors"]), avg_ms=float(r["avg_ms"] or 0.0),
                                                 seconds=int(r["seconds"])))
-    found: list[tuple[Change, str]] = [(c, name) for name, s in series.items()
-                                       if (c := clearest_change(in_wider_bins(s, MAX_BINS)))]
+    found: list[tuple[Change, str]] = [
+        (c, name) for name, s in series.items()
+        if (c := clearest_change(in_wider_bins(s, MAX_BINS),
+                                 s[0].minute + timedelta(minutes=MIN_BEFORE) if measurable_only else None))]
     if not found:
         return None
     change, name = max(found, key=lambda f: f[0].z)
@@ -86,7 +89,10 @@ def baseline_before_incident(store: Store, window: Window, service: str | None) 
     over a baseline's length before the baseline too, so an incident up to that old still leaves one to compare
     with."""
     length = window.baseline_end - window.baseline_start
-    found = _clearest_change(store, TimeWindow(start=window.baseline_start - length, end=window.end), service)
+    # among the rises that leave a baseline before them: an early split of a series whose first minutes vary
+    # little can score higher than the incident's own start, and it is no baseline
+    found = _clearest_change(store, TimeWindow(start=window.baseline_start - length, end=window.end), service,
+                             measurable_only=True)
     if found is None:
         return window, None
     change, name, result = found

@@ -106,6 +106,40 @@ def test_a_later_blip_elsewhere_does_not_move_the_window_past_the_incident(root_
     store.close()
 
 
+# per-minute mean latency (ms) of a real service's ordinary half hour (a payment API in the eval's simulator)
+QUIET_THEN_BLIPS = [10.7, 9.1, 10.4, 10.3, 8.2, 9.3, 12.4, 11.6, 10.7, 9.3, 9.8, 40.9, 11.6, 9.1, 26.0, 10.0, 7.7,
+                    11.7, 9.9, 9.5, 10.7, 13.1, 9.2, 15.7, 6.9, 8.4, 11.8, 13.3, 14.9, 11.2]
+
+
+def test_the_baseline_check_weighs_only_changes_that_leave_a_baseline(root_store):
+    """Thirty ordinary minutes (QUIET_THEN_BLIPS: steady at first, then two slow minutes), then a step 10 minutes
+    before the end: the clearest split over all candidates is six minutes in (the short, steady before-segment
+    gives the smallest spread, and the blips widen the true split's), which leaves no baseline. Among the
+    splits that leave MIN_BEFORE minutes, the step is before the asked 5 minutes: the baseline ends before
+    the window."""
+    from agent.deps import Window
+    from agent.incident import baseline_before_incident
+
+    store = new_database(root_store, "cpm")
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = end - timedelta(minutes=40)
+    rows: list[list[object]] = []
+    for i in range(40):
+        minute = first + timedelta(minutes=i)
+        ms = 1800.0 if i >= 30 else QUIET_THEN_BLIPS[i]
+        for k in range(10):
+            rows.append([minute + timedelta(seconds=5 * k), uuid.uuid4().hex, uuid.uuid4().hex[:16], "", "",
+                         "Charge", "Server", "payment", {"service.name": "payment"}, "t", "1", {},
+                         int(ms * 1e6), "Unset", "", [], [], [], [], [], [], []])  # every call the minute's mean
+    store.insert("otel_traces", TRACE_COLUMNS, rows, column_oriented=False)
+    window = Window(start=end - timedelta(minutes=5), end=end, baseline_start=end - timedelta(minutes=35),
+                    baseline_end=end - timedelta(minutes=5))
+    moved, call = baseline_before_incident(store, window, None)
+    assert call is not None and (moved.start, moved.end) == (window.start, window.end), call
+    assert moved.baseline_end <= first + timedelta(minutes=30) and "before the window" in moved.length_note
+    store.close()
+
+
 def test_the_window_starts_where_the_symptom_changed(root_store):
     store = new_database(root_store, "cp")
     end = datetime.now(UTC).replace(second=30, microsecond=0)
